@@ -1,0 +1,440 @@
+"""The driver: the fixed sequence of a job, the same on every backend.
+
+load -> plan -> ship -> (per step: sample? -> map -> place -> reduce) ->
+commit output -> summary. Called by the CLI (``mrk8s run``) and by the
+programmatic :func:`mrk8s.run`. A backend only runs "the indexed tasks of a
+stage"; everything else happens here. Workers never share this process or
+(necessarily) this disk: all they get is the job directory's URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import IO, Any
+
+import pyarrow as pa
+
+from mrk8s import inputs, loader, outputs
+from mrk8s.errors import JobDefinitionError, OutputError, UsageError
+from mrk8s.job import MapReduce, Step
+from mrk8s.plan import JobId, JobPlan, Split, StepPlan
+from mrk8s.progress import Progress
+from mrk8s.settings import RunSettings
+from mrk8s.tasks import CODE_DIR, PLAN_FILE
+from scheduler import backends, placement
+from scheduler.stage import Executor, StageSpec, TaskEvent, pending
+from shuffle import codec, commit, partition
+from shuffle.store import FsspecStore, join
+
+logger = logging.getLogger(__name__)
+
+TASK_ENTRYPOINT = "mrk8s.tasks:run_task"
+
+#: Keys sampled per step for range partitioning (TeraSort samples ~100k; a
+#: few thousand per reducer already gives partitions within a few percent).
+RANGE_SAMPLE_KEYS = 20_000
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a finished job returns: its summary and where its output is."""
+
+    job_id: str
+    output: str | None
+    summary: dict[str, Any]
+
+    def records(self, storage_options: Mapping[str, Any] | None = None) -> list[tuple[Any, Any]]:
+        """The output's records, in partition and key order (text or jsonl output)."""
+        if self.output is None:
+            raise ValueError("this job wrote its results to stdout; pass output= to keep them")
+        store = FsspecStore(self.output, storage_options)
+        out: list[tuple[Any, Any]] = []
+        for name in store.list(""):
+            if not name.startswith("part-"):
+                continue
+            data = store.read_bytes(name).decode()
+            for line in data.splitlines():
+                if name.endswith(".jsonl"):
+                    rec = json.loads(line)
+                    out.append((rec["key"], rec["value"]))
+                else:
+                    k, _, v = line.partition("\t")
+                    out.append((json.loads(k), json.loads(v)))
+        return out
+
+
+def new_job_id(script: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_-]", "-", os.path.splitext(os.path.basename(script))[0])
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def _staging_url(settings: RunSettings, job_dir: str, job_id: str) -> str:
+    if settings.output is None:
+        return join(job_dir, "output")
+    out = settings.output.rstrip("/")
+    parent, _, name = out.rpartition("/")
+    if not parent and not name.startswith("/"):
+        parent = "."
+    return join(parent or "/", f".{name}.mrk8s-{job_id}")
+
+
+def _step_plans(
+    settings: RunSettings, steps: list[Step], first_splits: list[Split], job_dir: str
+) -> tuple[StepPlan, ...]:
+    plans = []
+    splits = first_splits
+    for i, step in enumerate(steps):
+        r = step.reducers or settings.num_reducers()
+        plans.append(
+            StepPlan(
+                index=i,
+                has_mapper=step.mapper is not None,
+                has_map_batch=step.map_batch is not None,
+                has_combiner=step.combiner is not None,
+                has_reducer=step.reducer is not None,
+                has_reduce_batch=step.reduce_batch is not None,
+                num_reducers=r if step.has_reduce else 0,
+                partitioner="",  # filled in by the caller
+                splits=tuple(splits),
+            )
+        )
+        parts = r if step.has_reduce else len(splits)
+        splits = [
+            Split(join(job_dir, f"s{i}/out/{outputs.part_name(j, 'shuffle')}"), "shuffle")
+            for j in range(parts)
+        ]
+    return tuple(plans)
+
+
+def _partitioner_name(job_class: type[MapReduce]) -> str:
+    if job_class.has_custom_partition():
+        return "custom"
+    name = str(getattr(job_class, "PARTITIONER", "hash")).lower()
+    if name not in ("hash", "range"):
+        raise JobDefinitionError(
+            f"{job_class.__name__}.PARTITIONER is {name!r}: use 'hash' or 'range', or define "
+            "partition(self, key, num_reducers)"
+        )
+    return name
+
+
+def _plan_key(plan: JobPlan) -> dict[str, Any]:
+    """The parts of a plan that must match for a job to resume."""
+    data = plan.to_json()
+    data.pop("script_origin", None)
+    return data
+
+
+class Driver:
+    """Runs one job with one executor; see the module docstring."""
+
+    def __init__(self, settings: RunSettings, *, progress: Progress | None = None) -> None:
+        self.settings = settings
+        self.progress = progress or Progress()
+        self.timings: dict[str, float] = {}
+
+    # -- load, plan, ship ---------------------------------------------------------
+
+    def load(self) -> type[MapReduce]:
+        return loader.load_job_class(self.settings.script, self.settings.job_class)
+
+    def plan(self, job_class: type[MapReduce], job_id: str, input_urls: list[str]) -> JobPlan:
+        s = self.settings
+        job = job_class(_namespace(s.job_args))
+        steps = job.steps()
+        if not steps:
+            raise JobDefinitionError(f"{job_class.__name__}.steps() returned no steps: add one")
+        for i, step in enumerate(steps):
+            if not isinstance(step, Step):
+                raise JobDefinitionError(
+                    f"{job_class.__name__}.steps()[{i}] is {type(step).__name__}, not a Step"
+                )
+        job_dir = join(s.shuffle_dir, job_id)
+        files = inputs.list_inputs(input_urls, s.storage_options)
+        splits = inputs.plan_splits(
+            files,
+            target_splits=max(2, 2 * s.num_workers()),
+            max_split_bytes=s.max_split_bytes,
+            storage_options=s.storage_options,
+        )
+        step_plans = tuple(
+            replace(p, partitioner=_partitioner_name(job_class) if p.num_reducers else "")
+            for p in _step_plans(s, steps, splits, job_dir)
+        )
+        script = os.path.abspath(s.script)
+        return JobPlan(
+            job_id=JobId(job_id),
+            job_dir=job_dir,
+            script_name=os.path.basename(script),
+            script_origin=script,
+            script_sha256=loader.sha256_file(script),
+            job_class=job_class.__name__,
+            job_args=dict(s.job_args),
+            steps=step_plans,
+            output_url=s.output or "",
+            staging_url=_staging_url(s, job_dir, job_id),
+            output_format=s.output_format,
+            memory_per_worker=s.memory_per_worker,
+            storage_options=dict(s.storage_options),
+        )
+
+    def ship(self, plan: JobPlan, store: FsspecStore) -> bool:
+        """Write plan and script to the job dir; True if a matching plan was there (resume)."""
+        if store.exists(PLAN_FILE):
+            try:
+                old = JobPlan.loads(store.read_bytes(PLAN_FILE).decode())
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UsageError(
+                    f"job {plan.job_id} in {store.root_url} has an unreadable plan ({exc}): "
+                    f"remove {store.root_url} or choose another --job-id"
+                ) from exc
+            if _plan_key(old) != _plan_key(plan):
+                raise UsageError(
+                    f"job {plan.job_id} already exists in {store.root_url} with a different "
+                    "plan (script, inputs or options changed): choose another --job-id, or "
+                    f"remove {store.root_url} to start it over"
+                )
+            return True
+        with open(plan.script_origin, "rb") as f:
+            store.write_bytes(f"{CODE_DIR}/{plan.script_name}", f.read())
+        store.write_bytes(PLAN_FILE, plan.dumps().encode())
+        return False
+
+    # -- stages ---------------------------------------------------------------------
+
+    def run_stage(
+        self,
+        executor: Executor,
+        plan: JobPlan,
+        store: FsspecStore,
+        step: int,
+        stage: str,
+        num_tasks: int,
+        total_bytes: int,
+    ) -> None:
+        name = f"step {step + 1}/{len(plan.steps)} {stage}"
+        done = commit.committed_indexes(store, step, stage)
+        todo = pending(num_tasks, done)
+        self.progress.stage_started(
+            name, total_tasks=num_tasks, done_tasks=num_tasks - len(todo), total_bytes=total_bytes
+        )
+        spec = StageSpec(
+            name=name,
+            num_tasks=num_tasks,
+            entrypoint=TASK_ENTRYPOINT,
+            payload={
+                "job_dir": plan.job_dir,
+                "storage_options": plan.storage_options,
+                "step": step,
+                "stage": stage,
+            },
+            command=(
+                "mrk8s", "worker", "--job", plan.job_dir, "--step", str(step), "--stage", stage,
+            ),
+            max_attempts=self.settings.max_attempts,
+            retry_user_errors=self.settings.retry_user_errors,
+        )
+        started = time.perf_counter()
+
+        def on_event(event: TaskEvent) -> None:
+            self.progress.task_event(event)
+
+        if todo:
+            executor.run_stage(spec, indexes=todo, on_event=on_event)
+        self.timings[f"s{step}-{stage}"] = time.perf_counter() - started
+        self.progress.stage_finished(name)
+
+    def sample_boundaries(self, plan: JobPlan, store: FsspecStore, step: int, job: MapReduce) -> None:
+        """Range partitioning: run the map side on a sample and store R-1 boundaries."""
+        path = f"s{step}/boundaries.arrow"
+        if store.exists(path):
+            return
+        from mrk8s.sampling import sample_keys
+
+        step_plan = plan.steps[step]
+        keys = sample_keys(job.steps()[step], step_plan.splits, plan.storage_options, RANGE_SAMPLE_KEYS)
+        bounds = partition.boundaries_from_sample(keys, step_plan.num_reducers)
+        sink = pa.BufferOutputStream()
+        table = pa.table({"boundary": pa.array(bounds, pa.binary())})
+        with pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        store.write_bytes(path, sink.getvalue().to_pybytes())
+
+    # -- the whole job ----------------------------------------------------------------
+
+    def run(self, executor: Executor | None = None, *, stdout: IO[bytes] | None = None) -> JobResult:
+        s = self.settings
+        t0 = time.perf_counter()
+        if s.output_format not in outputs.FORMATS:
+            raise UsageError(
+                f"--output-format {s.output_format!r} is not one of {', '.join(outputs.FORMATS)}"
+            )
+        if s.output is None and s.output_format == "parquet":
+            raise UsageError("--output-format parquet needs --output DIR (it cannot go to stdout)")
+        job_class = self.load()
+        job_id = s.job_id or new_job_id(s.script)
+        if s.output is not None:
+            outputs.check_output(s.output, s.storage_options, overwrite=s.overwrite)
+        job_store = FsspecStore(join(s.shuffle_dir, job_id), s.storage_options)
+        input_urls = list(s.inputs) or [self._spool_stdin(job_store)]
+        plan = self.plan(job_class, job_id, input_urls)
+        resumed = self.ship(plan, job_store)
+        if resumed:
+            self.progress.message(f"resuming job {job_id} from {job_store.root_url}")
+        self.timings["plan"] = time.perf_counter() - t0
+
+        own_executor = executor is None
+        if executor is None:
+            executor = _make_executor(s)
+        try:
+            with _closing(executor, own_executor):
+                job = job_class(_namespace(s.job_args))
+                for sp in plan.steps:
+                    map_bytes = sum(x.size for x in sp.splits)
+                    if sp.partitioner == "range":
+                        self.sample_boundaries(plan, job_store, sp.index, job)
+                    self.run_stage(executor, plan, job_store, sp.index, "map", len(sp.splits), map_bytes)
+                    if sp.num_reducers:
+                        self.run_stage(
+                            executor, plan, job_store, sp.index, "reduce", sp.num_reducers, 0
+                        )
+        except BaseException:
+            self.progress.message(
+                f"job {job_id} stopped; its finished tasks are kept in {job_store.root_url}: run "
+                f"the same command with --job-id {job_id} to resume"
+            )
+            raise
+        summary = self.summarize(plan, job_store, time.perf_counter() - t0)
+        staging = FsspecStore(plan.staging_url, s.storage_options)
+        last = plan.steps[-1]
+        n_parts = last.num_reducers or len(last.splits)
+        part_names = [outputs.part_name(i, s.output_format) for i in range(n_parts)]
+        if s.output is None:
+            outputs.cat_parts(staging, part_names, stdout)
+        else:
+            outputs.commit_output(staging, s.output, s.storage_options, summary)
+        if not s.keep_shuffle:
+            job_store.remove("", recursive=True)
+        _print_counters(summary, self.progress)
+        return JobResult(job_id, s.output, summary)
+
+    def summarize(self, plan: JobPlan, store: FsspecStore, seconds: float) -> dict[str, Any]:
+        counters: dict[str, dict[str, int]] = {}
+        stages: dict[str, Any] = {}
+        local_bytes = total_bytes = 0
+        for sp in plan.steps:
+            stage_sizes = {"map": len(sp.splits), "reduce": sp.num_reducers}
+            for stage, n in stage_sizes.items():
+                if not n:
+                    continue
+                records = commit.read_stage(store, sp.index, stage, n)
+                for r in records:
+                    for group, names in r.counters.items():
+                        bucket = counters.setdefault(group, {})
+                        for name, amount in names.items():
+                            bucket[name] = bucket.get(name, 0) + amount
+                stages[f"step{sp.index}-{stage}"] = {
+                    "tasks": n,
+                    "records_in": sum(r.records_in for r in records),
+                    "records_out": sum(r.records_out for r in records),
+                    "bytes_in": sum(r.bytes_in for r in records),
+                    "bytes_out": sum(r.bytes_out for r in records),
+                    "spills": sum(r.spills for r in records),
+                    "attempts_max": max((r.attempt for r in records), default=0),
+                    "task_seconds_sum": round(sum(r.seconds for r in records), 3),
+                    "task_seconds_max": round(max((r.seconds for r in records), default=0.0), 3),
+                    "peak_rss_max": max((r.peak_rss for r in records), default=0),
+                    "seconds": round(self.timings.get(f"s{sp.index}-{stage}", 0.0), 3),
+                }
+                if stage == "map" and sp.num_reducers:
+                    by_partition: dict[int, dict[str, int]] = {}
+                    for r in records:
+                        for p, b in r.partition_bytes().items():
+                            nodes = by_partition.setdefault(p, {})
+                            nodes[r.node] = nodes.get(r.node, 0) + b
+                    reduces = commit.read_stage(store, sp.index, "reduce", sp.num_reducers)
+                    where = {int(r.index): r.node for r in reduces}
+                    total = sum(sum(n.values()) for n in by_partition.values())
+                    total_bytes += total
+                    local_bytes += round(placement.locality(where, by_partition) * total)
+        return {
+            "job_id": plan.job_id,
+            "steps": len(plan.steps),
+            "reducers": [sp.num_reducers for sp in plan.steps],
+            "counters": counters,
+            "stages": stages,
+            "shuffle_bytes": total_bytes,
+            "locality": round(local_bytes / total_bytes, 4) if total_bytes else 1.0,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "seconds": round(seconds, 3),
+        }
+
+    def _spool_stdin(self, store: FsspecStore) -> str:
+        """No inputs given: copy stdin into the job dir and read it from there."""
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError(
+                "no input given: name input files, directories or globs after the script, "
+                "or pipe data to stdin"
+            )
+        with store.open_write("stdin.txt") as f:
+            shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+        return store.url("stdin.txt")
+
+
+def _namespace(args: Mapping[str, Any]) -> Any:
+    import argparse
+
+    return argparse.Namespace(**dict(args))
+
+
+class _closing:
+    def __init__(self, executor: Executor, own: bool) -> None:
+        self.executor = executor
+        self.own = own
+
+    def __enter__(self) -> Executor:
+        if self.own:
+            self.executor.__enter__()
+        return self.executor
+
+    def __exit__(self, *exc: object) -> None:
+        if self.own:
+            self.executor.__exit__(*exc)
+
+
+def _make_executor(settings: RunSettings) -> Executor:
+    if settings.backend not in backends.REGISTRY:
+        raise UsageError(
+            f"--backend {settings.backend!r} is not known: choose one of "
+            f"{', '.join(backends.names())}"
+        )
+    try:
+        cls = backends.load(settings.backend)
+    except ImportError as exc:
+        raise UsageError(str(exc)) from exc
+    executor: Executor = cls(settings.num_workers())
+    return executor
+
+
+def _print_counters(summary: Mapping[str, Any], progress: Progress) -> None:
+    counters = summary.get("counters") or {}
+    for group in sorted(counters):
+        for name in sorted(counters[group]):
+            progress.message(f"counter {group}/{name} = {counters[group][name]}")
+
+
+def fingerprint(plan: JobPlan) -> str:
+    return hashlib.sha256(json.dumps(_plan_key(plan), sort_keys=True).encode()).hexdigest()
+
+
+__all__ = ["Driver", "JobResult", "OutputError", "codec"]

@@ -1,0 +1,179 @@
+"""The job API: what a user subclasses.
+
+A job is a :class:`MapReduce` subclass with record functions (``mapper``,
+``combiner``, ``reducer`` and their ``_init``/``_final`` hooks, mrjob
+semantics) and/or columnar functions (``map_batch``, ``reduce_batch`` over
+Arrow tables), or a ``steps()`` method returning several :class:`Step`.
+
+Called by the user's script (``MyJob.run()``), by the driver (to plan) and by
+every worker (which instantiates the job with the same options and looks up
+the step's functions by name). Nothing here runs a job; see
+:mod:`mrk8s.driver`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+Record = tuple[Any, Any]
+
+#: The functions a step may name, in the order a user would list them.
+STEP_FUNCTIONS = (
+    "mapper_init",
+    "mapper",
+    "mapper_final",
+    "map_batch",
+    "combiner_init",
+    "combiner",
+    "combiner_final",
+    "reducer_init",
+    "reducer",
+    "reducer_final",
+    "reduce_batch",
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One MapReduce step: the functions it runs (any may be None).
+
+    Record functions follow mrjob: ``mapper(key, value)``, ``combiner(key,
+    values)`` and ``reducer(key, values)`` are generators of ``(key, value)``;
+    ``*_init``/``*_final`` take no arguments and may yield records too (the
+    ``_final`` ones). Columnar functions take and return ``pyarrow.Table``;
+    a table a map function returns has a ``key`` column. ``reducers``
+    overrides the job's number of reducers for this step.
+    """
+
+    mapper: Callable[..., Iterable[Record] | None] | None = None
+    mapper_init: Callable[[], Iterable[Record] | None] | None = None
+    mapper_final: Callable[[], Iterable[Record] | None] | None = None
+    map_batch: Callable[[pa.Table], pa.Table] | None = None
+    combiner: Callable[..., Iterable[Record] | None] | None = None
+    combiner_init: Callable[[], Iterable[Record] | None] | None = None
+    combiner_final: Callable[[], Iterable[Record] | None] | None = None
+    reducer: Callable[..., Iterable[Record] | None] | None = None
+    reducer_init: Callable[[], Iterable[Record] | None] | None = None
+    reducer_final: Callable[[], Iterable[Record] | None] | None = None
+    reduce_batch: Callable[[pa.Table], pa.Table] | None = None
+    reducers: int | None = None
+
+    def __post_init__(self) -> None:
+        from mrk8s.errors import JobDefinitionError
+
+        if self.mapper is not None and self.map_batch is not None:
+            raise JobDefinitionError(
+                "a step has both mapper and map_batch: keep one of them (a step maps either "
+                "record by record or a table at a time)"
+            )
+        if self.reducer is not None and self.reduce_batch is not None:
+            raise JobDefinitionError(
+                "a step has both reducer and reduce_batch: keep one of them"
+            )
+        if self.combiner is not None and self.reducer is None and self.reduce_batch is None:
+            raise JobDefinitionError(
+                "a step has a combiner but no reducer: a combiner only makes sense before a "
+                "reduce; add a reducer or drop the combiner"
+            )
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "reducers" and value is not None and not callable(value):
+                raise JobDefinitionError(
+                    f"Step({f.name}=...) must be a function or method, got {value!r}"
+                )
+
+    @property
+    def has_reduce(self) -> bool:
+        return self.reducer is not None or self.reduce_batch is not None
+
+
+class MapReduce:
+    """Base class of a job. Subclass it and define some of its functions.
+
+    Class attributes:
+      ``PARTITIONER``: ``"hash"`` (default) or ``"range"`` (sampled boundaries,
+      so the concatenation of the outputs ``part-00000..`` is globally sorted).
+      Define ``partition(self, key, num_reducers) -> int`` for your own.
+
+    Instance attributes: ``options`` holds the values of the options declared
+    in :meth:`configure_args` (an ``argparse.Namespace``).
+    """
+
+    PARTITIONER: ClassVar[str] = "hash"
+
+    def __init__(self, options: argparse.Namespace | None = None) -> None:
+        self.options = options if options is not None else argparse.Namespace()
+        self._counters: collections.defaultdict[str, collections.Counter[str]] = (
+            collections.defaultdict(collections.Counter)
+        )
+
+    # -- what a user overrides ------------------------------------------------
+
+    def configure_args(self, parser: argparse.ArgumentParser) -> None:
+        """Declare the job's own command-line options (``parser.add_argument``).
+
+        They are given after the inputs (``python job.py in.txt --top 5``) or
+        after ``--`` (``mrk8s run job.py in.txt -- --top 5``) and read as
+        ``self.options.top`` in every function.
+        """
+
+    def steps(self) -> list[Step]:
+        """The job's steps; by default one step made of the functions defined."""
+        found = {name: getattr(self, name) for name in STEP_FUNCTIONS if hasattr(self, name)}
+        return [Step(**found)]
+
+    # -- what a user calls ----------------------------------------------------
+
+    def increment_counter(self, group: str, name: str, amount: int = 1) -> None:
+        """Add ``amount`` to the counter ``group``/``name``; totals go to summary.json."""
+        self._counters[str(group)][str(name)] += int(amount)
+
+    @classmethod
+    def run(cls, argv: Sequence[str] | None = None) -> None:
+        """Run this job from the command line (``python job.py INPUT ...``).
+
+        Same options as ``mrk8s run job.py``; exits with the command's status.
+        """
+        import sys
+
+        from mrk8s import cli
+
+        module = sys.modules[cls.__module__]
+        script = getattr(module, "__file__", None)
+        if script is None:
+            raise SystemExit("MapReduce.run() needs a job defined in a script file")
+        args = list(sys.argv[1:] if argv is None else argv)
+        sys.exit(cli.main(["run", script, "--job-class", cls.__name__, *args]))
+
+    # -- used by the framework -----------------------------------------------
+
+    def take_counters(self) -> dict[str, dict[str, int]]:
+        """The counters incremented since the last call, then reset them."""
+        out = {group: dict(c) for group, c in self._counters.items() if c}
+        self._counters.clear()
+        return out
+
+    @classmethod
+    def has_custom_partition(cls) -> bool:
+        return callable(getattr(cls, "partition", None))
+
+
+def as_records(result: Iterable[Record] | None, *, what: str) -> Iterator[Record]:
+    """Iterate what a user function returned (a generator, a list or None)."""
+    if result is None:
+        return iter(())
+    try:
+        return iter(result)
+    except TypeError:
+        from mrk8s.errors import JobDefinitionError
+
+        raise JobDefinitionError(
+            f"{what} returned {type(result).__name__}, not an iterable of (key, value) pairs: "
+            "use `yield key, value` in it"
+        ) from None

@@ -1,0 +1,245 @@
+"""Writing results: reducers' part files, and the job's atomic output commit.
+
+Called by reduce tasks (and map tasks of map-only steps) through
+:class:`PartWriter`, and by the driver through :func:`check_output` before a
+job starts and :func:`commit_output` after every reducer has committed.
+Parts are written to a staging directory; the output path receives them
+only when the whole job succeeded, ``_SUCCESS`` last, so nothing partial is
+ever visible there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mrk8s.errors import OutputError
+from shuffle import codec
+from shuffle.store import FsspecStore
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("text", "jsonl", "parquet")
+_SUFFIX = {"text": "", "jsonl": ".jsonl", "parquet": ".parquet", "shuffle": ".arrow"}
+
+
+def part_name(index: int, fmt: str) -> str:
+    return f"part-{index:05d}{_SUFFIX[fmt]}"
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, tuple | set | frozenset):
+        return list(obj)
+    if isinstance(obj, bytes):
+        raise TypeError(
+            "bytes cannot be written as JSON text: yield str (e.g. value.hex()) or use "
+            "--output-format parquet"
+        )
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, default=_json_default, ensure_ascii=False)
+
+
+def table_values(table: pa.Table) -> list[Any]:
+    """The record values of a table: its value column, or its other column(s)."""
+    rest = [n for n in table.column_names if n != codec.KEY]
+    if rest == [codec.VALUE]:
+        venc = codec.table_value_encoding(table.schema)
+        return codec.decode_values(table.column(codec.VALUE).combine_chunks(), venc)
+    if len(rest) == 1:
+        return list(table.column(rest[0]).to_pylist())
+    return list(table.select(rest).to_pylist())
+
+
+def table_records(table: pa.Table) -> tuple[list[Any], list[Any]]:
+    """(keys, values) of a table with a key column; values are the other column(s)."""
+    enc = codec.table_key_encoding(table.schema)
+    keys = codec.decode_keys(table.column(codec.KEY).combine_chunks(), enc)
+    return keys, table_values(table)
+
+
+class PartWriter:
+    """Writes one part file through a temporary name; ``close()`` publishes it.
+
+    ``fmt`` is ``text`` (``json(key) TAB json(value)`` lines), ``jsonl``
+    (``{"key": .., "value": ..}`` lines), ``parquet``, or ``shuffle`` (Arrow
+    IPC with the codec's key/value columns, read by the next step's mappers).
+    """
+
+    def __init__(self, store: FsspecStore, path: str, fmt: str) -> None:
+        self.store = store
+        self.path = path
+        self.fmt = fmt
+        self.records = 0
+        self._ctx = store.open_write(path)
+        self._file: IO[bytes] = self._ctx.__enter__()
+        self._arrow: Any = None  # ParquetWriter or RecordBatchFileWriter, opened lazily
+        self._schema: pa.Schema | None = None
+
+    # -- records ---------------------------------------------------------------
+
+    def add_records(self, keys: list[Any], values: list[Any]) -> None:
+        if not keys:
+            return
+        self.records += len(keys)
+        if self.fmt == "text":
+            try:
+                text = "".join(f"{_dumps(k)}\t{_dumps(v)}\n" for k, v in zip(keys, values))
+            except TypeError as exc:
+                raise OutputError(f"cannot write a result as text: {exc}") from exc
+            self._file.write(text.encode())
+        elif self.fmt == "jsonl":
+            try:
+                text = "".join(_dumps({"key": k, "value": v}) + "\n" for k, v in zip(keys, values))
+            except TypeError as exc:
+                raise OutputError(f"cannot write a result as JSON lines: {exc}") from exc
+            self._file.write(text.encode())
+        elif self.fmt == "parquet":
+            self._write_arrow(_records_to_plain_table(keys, values))
+        else:
+            self._write_arrow(codec.records_to_table(keys, values))
+
+    def add_table(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self.fmt in ("text", "jsonl"):
+            keys, values = table_records(table)
+            self.add_records(keys, values)
+            return
+        self.records += table.num_rows
+        self._write_arrow(table)
+
+    def _write_arrow(self, table: pa.Table) -> None:
+        if self.fmt == "shuffle":
+            # A step's intermediate output is a sequence of IPC streams: a new stream
+            # starts whenever the key/value encoding changes between chunks.
+            if self._arrow is None or table.schema != self._schema:
+                if self._arrow is not None:
+                    self._arrow.close()
+                self._schema = table.schema
+                self._arrow = pa.ipc.new_stream(self._file, table.schema)
+            self._arrow.write_table(table)
+            return
+        if self._arrow is None:
+            self._schema = table.schema
+            self._arrow = pq.ParquetWriter(self._file, table.schema)
+        assert self._schema is not None
+        if table.schema != self._schema:
+            try:
+                table = table.cast(self._schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+                raise OutputError(
+                    f"results change type within one output file ({table.schema} vs "
+                    f"{self._schema}): make every reducer output the same columns and types"
+                ) from exc
+        self._arrow.write_table(table)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def close(self) -> int:
+        """Publish the file; returns its size in bytes."""
+        if self._arrow is not None:
+            self._arrow.close()
+        size = self._file.tell()
+        self._ctx.__exit__(None, None, None)
+        return size
+
+    def abort(self) -> None:
+        try:
+            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        except RuntimeError:
+            pass
+
+
+def _records_to_plain_table(keys: list[Any], values: list[Any]) -> pa.Table:
+    """Key/value columns with Arrow's own type inference (for Parquet output)."""
+    columns = {}
+    for name, items in (("key", keys), ("value", values)):
+        try:
+            columns[name] = pa.array(items)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            columns[name] = pa.array([_dumps(x) for x in items], pa.string())
+    return pa.table(columns)
+
+
+# -- the job's output directory ----------------------------------------------
+
+
+def output_store(url: str, storage_options: Mapping[str, Any]) -> FsspecStore:
+    return FsspecStore(url, storage_options)
+
+
+def check_output(url: str, storage_options: Mapping[str, Any], *, overwrite: bool) -> None:
+    """Refuse a non-empty output location unless ``overwrite``; fail early if unwritable."""
+    store = output_store(url, storage_options)
+    try:
+        entries = store.list("")
+    except NotADirectoryError:
+        entries = ["(a file)"]
+    if store.is_local and os.path.isfile(store.root):
+        raise OutputError(f"output {url} is an existing file: give a directory path for -o")
+    if entries and not overwrite:
+        raise OutputError(
+            f"output directory {url} is not empty ({len(entries)} entries): choose another "
+            "--output, remove it, or pass --overwrite to replace it"
+        )
+
+
+def commit_output(
+    staging: FsspecStore, url: str, storage_options: Mapping[str, Any], summary: Mapping[str, Any]
+) -> None:
+    """Move the staged parts to ``url``, then write summary.json and ``_SUCCESS`` last."""
+    staging.write_bytes("summary.json", json.dumps(summary, indent=2, sort_keys=True).encode())
+    out = output_store(url, storage_options)
+    if out.is_local and staging.is_local:
+        parent = os.path.dirname(out.root.rstrip("/")) or "."
+        os.makedirs(parent, exist_ok=True)
+        old = None
+        if os.path.exists(out.root):
+            old = f"{out.root}.mrk8s-old-{os.getpid()}"
+            os.replace(out.root, old)
+        os.replace(staging.root, out.root)
+        if old is not None:
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
+    else:
+        if out.list(""):
+            out.remove("", recursive=True)
+        for name in staging.list(""):
+            with staging.open_read(name) as f:
+                out.write_bytes(name, f.read())
+        staging.remove("", recursive=True)
+    out.write_bytes("_SUCCESS", b"")
+
+
+def cat_parts(staging: FsspecStore, names: Iterable[str], sink: IO[bytes] | None = None) -> None:
+    """Copy text/jsonl parts to stdout in partition order."""
+    out = sink if sink is not None else sys.stdout.buffer
+    for name in names:
+        with staging.open_read(name) as f:
+            while chunk := f.read(1 << 20):
+                out.write(chunk)
+    out.flush()
+
+
+def read_stream_file(f: IO[bytes]) -> Iterable[pa.Table]:
+    """The tables of a ``shuffle``-format part: IPC streams back to back until EOF.
+
+    Arrow reads a stream message by message without reading ahead, so after
+    one stream's end-of-stream marker the file is positioned at the next.
+    """
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
+    while f.tell() < size:
+        for batch in pa.ipc.open_stream(f):
+            yield pa.Table.from_batches([batch])

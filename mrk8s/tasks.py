@@ -1,0 +1,554 @@
+"""The bodies of map and reduce tasks: what every backend's worker runs.
+
+Entry point :func:`run_task` (``mrk8s.tasks:run_task``) is called by the
+local backend's worker processes, by ``mrk8s worker`` (one task per process,
+as a Kubernetes pod runs it) and by other in-process backends, with a payload
+naming the job directory, the step and the stage. It loads the plan and the
+job once per process, runs the user's functions, writes the map output or the
+part file, and commits. A task is idempotent: running it twice leaves one
+committed result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from mrk8s import inputs, loader
+from mrk8s.errors import UserCodeError
+from mrk8s.groups import Grouper
+from mrk8s.job import MapReduce, Record, Step, as_records
+from mrk8s.outputs import PartWriter, part_name, read_stream_file, table_records
+from mrk8s.plan import JobPlan, Split, StepPlan
+from mrk8s.tracebacks import user_traceback
+from shuffle import codec, commit, mapfile, merge
+from shuffle.errors import KeyEncodingError, MRError
+from shuffle.sorter import FunctionPartitioner, HashPartitioner, MapSorter, RangePartitioner
+from shuffle.store import FsspecStore
+
+logger = logging.getLogger(__name__)
+
+#: Records gathered from a record function before they become one Arrow table:
+#: large enough to amortise the conversion, small enough that the Python objects
+#: held meanwhile stay a few MB.
+RECORD_CHUNK = 32_768
+
+#: Share of --memory-per-worker a map task's sort buffer may fill before it
+#: spills. Sorting needs about as much again (the sorted copy), and Python
+#: objects, Arrow's allocator and the interpreter take the rest.
+SORT_BUFFER_SHARE = 0.25
+
+#: Share of the budget a reducer's inputs may take for the one-shot sort path.
+REDUCE_IN_MEMORY_SHARE = 0.25
+
+PLAN_FILE = "plan.json"
+CODE_DIR = "code"
+
+
+def node_name(environ: Mapping[str, str] = os.environ) -> str:
+    """Where this task's data lives: $MRK8S_NODE (set from the downward API) or the hostname."""
+    return environ.get("MRK8S_NODE") or socket.gethostname()
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process in bytes."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+# -- per-process job context ---------------------------------------------------
+
+
+@dataclass
+class JobContext:
+    plan: JobPlan
+    store: FsspecStore  # the job directory
+    job_class: type[MapReduce]
+
+    def new_job(self) -> MapReduce:
+        import argparse
+
+        return self.job_class(argparse.Namespace(**self.plan.job_args))
+
+    def step(self, job: MapReduce, step: int) -> Step:
+        return job.steps()[step]
+
+
+_CONTEXTS: dict[str, JobContext] = {}
+
+
+def load_context(job_dir: str, storage_options: Mapping[str, Any] | None = None) -> JobContext:
+    """Load a job's plan and class once per process."""
+    ctx = _CONTEXTS.get(job_dir)
+    if ctx is not None:
+        return ctx
+    store = FsspecStore(job_dir, storage_options)
+    plan = JobPlan.loads(store.read_bytes(PLAN_FILE).decode())
+    script = plan.script_origin
+    if not (os.path.isfile(script) and loader.sha256_file(script) == plan.script_sha256):
+        script = _fetch_script(store, plan)
+    elif os.path.dirname(script) not in sys.path:
+        sys.path.insert(0, os.path.dirname(script))
+    job_class = loader.load_job_class(script, plan.job_class)
+    ctx = JobContext(plan, store, job_class)
+    _CONTEXTS[job_dir] = ctx
+    return ctx
+
+
+def _fetch_script(store: FsspecStore, plan: JobPlan) -> str:
+    """The shipped copy of the script, on this machine's disk."""
+    local = store.local_path(f"{CODE_DIR}/{plan.script_name}")
+    if local is not None:
+        return local
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="mrk8s-code-")
+    path = os.path.join(directory, plan.script_name)
+    with open(path, "wb") as f:
+        f.write(store.read_bytes(f"{CODE_DIR}/{plan.script_name}"))
+    return path
+
+
+# -- user code -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Where:
+    """Where a task is, for error messages."""
+
+    step: int
+    num_steps: int
+    stage: str
+    index: int
+    detail: str
+
+    def wrap(self, exc: BaseException, what: str) -> MRError:
+        if isinstance(exc, MRError):
+            exc.context.update(self.context())
+            return exc
+        return UserCodeError(
+            f"{what} raised {type(exc).__name__}: {exc}",
+            user_traceback=user_traceback(exc),
+            **self.context(),
+        )
+
+    def context(self) -> dict[str, object]:
+        return {
+            "step": f"{self.step + 1} of {self.num_steps}",
+            "stage": self.stage,
+            "task": self.index,
+            "input" if self.stage == "map" else "partition": self.detail,
+        }
+
+
+def _call(where: Where, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as exc:
+        raise where.wrap(exc, what) from exc
+
+
+def _iterate(where: Where, what: str, result: Any) -> Iterator[Record]:
+    """Iterate a user generator, attributing its exceptions to the user."""
+    it = as_records(result, what=what)
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise where.wrap(exc, what) from exc
+        yield item
+
+
+RecordSink = Callable[[list[Any], list[Any]], None]
+
+
+def as_tables(sink: Callable[[pa.Table], None]) -> RecordSink:
+    """A record sink that encodes each chunk as a key/value Arrow table."""
+    return lambda keys, values: sink(codec.records_to_table(keys, values))
+
+
+class RecordBuffer:
+    """Gathers ``(key, value)`` pairs and hands them on in chunks of RECORD_CHUNK."""
+
+    def __init__(self, sink: RecordSink, where: Where, what: str) -> None:
+        self.sink = sink
+        self.where = where
+        self.what = what
+        self.keys: list[Any] = []
+        self.values: list[Any] = []
+        self.count = 0
+
+    def extend(self, records: Iterable[Record]) -> None:
+        keys, values = self.keys, self.values
+        for record in records:
+            try:
+                key, value = record
+            except (TypeError, ValueError):
+                raise self.where.wrap(
+                    TypeError(
+                        f"{self.what} yielded {record!r}, not a (key, value) pair: "
+                        "write `yield key, value`"
+                    ),
+                    self.what,
+                ) from None
+            keys.append(key)
+            values.append(value)
+            if len(keys) >= RECORD_CHUNK:
+                self.flush()
+                keys, values = self.keys, self.values
+
+    def flush(self) -> None:
+        if not self.keys:
+            return
+        keys, values = self.keys, self.values
+        self.keys, self.values = [], []
+        self.count += len(keys)
+        try:
+            self.sink(keys, values)
+        except KeyEncodingError as exc:
+            exc.message = f"{self.what} yielded a key or value the shuffle cannot carry: " + (
+                exc.message
+            )
+            raise self.where.wrap(exc, self.what) from None
+
+
+# -- map -----------------------------------------------------------------------
+
+
+def _input_records(
+    split: Split, storage_options: Mapping[str, Any], step_index: int
+) -> Iterator[tuple[Any, Any]]:
+    if split.format == "shuffle":
+        for table in _shuffle_tables(split, storage_options):
+            keys, values = table_records(table)
+            yield from zip(keys, values)
+    else:
+        for value in inputs.read_records(split, storage_options):
+            yield None, value
+
+
+def _input_tables(split: Split, storage_options: Mapping[str, Any]) -> Iterator[pa.Table]:
+    if split.format == "shuffle":
+        yield from _shuffle_tables(split, storage_options)
+    else:
+        yield from inputs.read_tables(split, storage_options)
+
+
+def _shuffle_tables(split: Split, storage_options: Mapping[str, Any]) -> Iterator[pa.Table]:
+    store = FsspecStore(split.url, storage_options)
+    with store.open_read("") as f:
+        yield from read_stream_file(f)
+
+
+def _partitioner(
+    ctx: JobContext, job: MapReduce, step_plan: StepPlan, where: Where
+) -> HashPartitioner | RangePartitioner | FunctionPartitioner:
+    r = step_plan.num_reducers
+    if step_plan.partitioner == "range":
+        data = ctx.store.read_bytes(f"s{step_plan.index}/boundaries.arrow")
+        boundaries = pa.ipc.open_file(pa.py_buffer(data)).read_all().column(0).to_pylist()
+        return RangePartitioner(tuple(boundaries))
+    if step_plan.partitioner == "custom":
+        partition_fn = job.partition  # type: ignore[attr-defined]
+
+        def assign(table: pa.Table) -> Any:
+            import numpy as np
+
+            keys = codec.decode_keys(
+                table.column(codec.KEY).combine_chunks(), codec.table_key_encoding(table.schema)
+            )
+            return np.fromiter(
+                (_call(where, "partition()", partition_fn, k, r) for k in keys),
+                dtype=np.int32,
+                count=len(keys),
+            )
+
+        return FunctionPartitioner(r, assign)
+    return HashPartitioner(r)
+
+
+def _combine_fn(job: MapReduce, step: Step, where: Where) -> Callable[[pa.Table], pa.Table] | None:
+    combiner = step.combiner
+    if combiner is None:
+        return None
+
+    def combine(table: pa.Table) -> pa.Table:
+        out: list[pa.Table] = []
+        buf = RecordBuffer(as_tables(out.append), where, "combiner")
+        if step.combiner_init is not None:
+            buf.extend(_iterate(where, "combiner_init", _call(where, "combiner_init", step.combiner_init)))
+        for key, values in Grouper([table]):
+            buf.extend(_iterate(where, "combiner", combiner(key, values)))
+        if step.combiner_final is not None:
+            buf.extend(
+                _iterate(where, "combiner_final", _call(where, "combiner_final", step.combiner_final))
+            )
+        buf.flush()
+        if not out:
+            return table.slice(0, 0)
+        return pa.concat_tables(merge.unify(out), promote_options="permissive")
+
+    return combine
+
+
+def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[str, Any]:
+    plan = ctx.plan
+    step_plan = plan.steps[step_index]
+    split = step_plan.splits[index]
+    where = Where(step_index, len(plan.steps), "map", index, split.describe())
+    job = ctx.new_job()
+    step = _call(where, "steps()", ctx.step, job, step_index)
+    started = time.perf_counter()
+    if not step_plan.has_reduce:
+        return _run_map_only(ctx, job, step, step_plan, split, where, index, attempt, started)
+
+    spill_dir = ctx.store.local_path(f"s{step_index}/tmp") if ctx.store.is_local else None
+    writer = mapfile.MapOutputWriter(spill_dir=spill_dir)
+    try:
+        sorter = MapSorter(
+            writer,
+            _partitioner(ctx, job, step_plan, where),
+            budget_bytes=int(plan.memory_per_worker * SORT_BUFFER_SHARE),
+            combine=_combine_fn(job, step, where),
+        )
+        records_in = _feed_map(ctx, job, step, split, where, sorter.add)
+        sorter.finish()
+        data_path = f"s{step_index}/map-{index:05d}-a{attempt}.arrow"
+        index_ = writer.finish(ctx.store, data_path)
+    except BaseException:
+        writer.abort()
+        raise
+    record = commit.Record.with_index(
+        index_,
+        step=step_index,
+        stage="map",
+        index=commit.TaskIndex(index),
+        attempt=attempt,
+        node=node_name(),
+        data_path=data_path,
+        records_in=records_in,
+        records_out=writer.rows_written,
+        bytes_in=split.size,
+        bytes_out=writer.bytes_written,
+        seconds=time.perf_counter() - started,
+        peak_rss=peak_rss(),
+        spills=max(0, writer.num_runs - 1),
+        counters=job.take_counters(),
+    )
+    commit.write(ctx.store, record)
+    return record.to_json()
+
+
+def _feed_map(
+    ctx: JobContext,
+    job: MapReduce,
+    step: Step,
+    split: Split,
+    where: Where,
+    sink: Callable[[pa.Table], None],
+) -> int:
+    """Run the step's map side over the split; returns the number of input records."""
+    opts = ctx.plan.storage_options
+    if step.map_batch is not None:
+        count = 0
+        for table in _input_tables(split, opts):
+            count += table.num_rows
+            out = _call(where, "map_batch", step.map_batch, table)
+            if not isinstance(out, pa.Table) or codec.KEY not in out.column_names:
+                raise where.wrap(
+                    TypeError(
+                        f"map_batch must return a pyarrow.Table with a {codec.KEY!r} column, "
+                        f"got {type(out).__name__}"
+                        + (f" with columns {out.column_names}" if isinstance(out, pa.Table) else "")
+                    ),
+                    "map_batch",
+                )
+            sink(out)
+        return count
+    buf = RecordBuffer(as_tables(sink), where, "mapper")
+    if step.mapper_init is not None:
+        buf.extend(_iterate(where, "mapper_init", _call(where, "mapper_init", step.mapper_init)))
+    count = 0
+    mapper = step.mapper
+    if mapper is None:  # identity
+        for record in _input_records(split, opts, where.step):
+            count += 1
+            buf.extend((record,))
+    else:
+        for key, value in _input_records(split, opts, where.step):
+            count += 1
+            buf.extend(_iterate(where, "mapper", mapper(key, value)))
+    if step.mapper_final is not None:
+        buf.extend(_iterate(where, "mapper_final", _call(where, "mapper_final", step.mapper_final)))
+    buf.flush()
+    return count
+
+
+def _run_map_only(
+    ctx: JobContext,
+    job: MapReduce,
+    step: Step,
+    step_plan: StepPlan,
+    split: Split,
+    where: Where,
+    index: int,
+    attempt: int,
+    started: float,
+) -> dict[str, Any]:
+    """A step without a reducer: the map output is the step's output."""
+    store, path = _part_target(ctx, step_plan.index, index)
+    writer = PartWriter(store, path, _part_format(ctx, step_plan.index))
+    try:
+        records_in = _feed_map(ctx, job, step, split, where, writer.add_table)
+        size = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    record = commit.Record(
+        step=step_plan.index,
+        stage="map",
+        index=commit.TaskIndex(index),
+        attempt=attempt,
+        node=node_name(),
+        data_path=store.url(path),
+        records_in=records_in,
+        records_out=writer.records,
+        bytes_in=split.size,
+        bytes_out=size,
+        seconds=time.perf_counter() - started,
+        peak_rss=peak_rss(),
+        counters=job.take_counters(),
+    )
+    commit.write(ctx.store, record)
+    return record.to_json()
+
+
+# -- reduce ----------------------------------------------------------------------
+
+
+def _part_format(ctx: JobContext, step_index: int) -> str:
+    return ctx.plan.output_format if step_index == len(ctx.plan.steps) - 1 else "shuffle"
+
+
+def _part_target(ctx: JobContext, step_index: int, index: int) -> tuple[FsspecStore, str]:
+    """Where a step's part ``index`` goes: the output staging dir, or the next step's input."""
+    fmt = _part_format(ctx, step_index)
+    if fmt == "shuffle":
+        return ctx.store, f"s{step_index}/out/{part_name(index, fmt)}"
+    return FsspecStore(ctx.plan.staging_url, ctx.plan.storage_options), part_name(index, fmt)
+
+
+def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[str, Any]:
+    plan = ctx.plan
+    step_plan = plan.steps[step_index]
+    where = Where(step_index, len(plan.steps), "reduce", index, str(index))
+    job = ctx.new_job()
+    step = _call(where, "steps()", ctx.step, job, step_index)
+    started = time.perf_counter()
+
+    maps = commit.read_stage(ctx.store, step_index, "map", len(step_plan.splits))
+    located = [(m, m.partition_index.get(index, [])) for m in maps]
+    located = [(m, refs) for m, refs in located if refs]
+    bytes_in = sum(r.length for _, refs in located for r in refs)
+    budget = plan.memory_per_worker
+    per_run_limit = max(1 << 16, int(budget * REDUCE_IN_MEMORY_SHARE) // max(1, len(located)))
+    runs = [
+        run
+        for m, refs in located
+        for run in mapfile.read_segment(
+            ctx.store, m.data_path, refs, whole_read_limit=min(mapfile.WHOLE_READ_LIMIT, per_run_limit)
+        )
+    ]
+    if bytes_in * 4 <= budget * REDUCE_IN_MEMORY_SHARE or step.reduce_batch is not None:
+        whole = merge.concat_sorted(runs)
+        tables: Iterable[pa.Table] = [whole] if whole is not None else []
+    else:
+        tables = merge.merge_sorted_runs(runs)
+
+    store, path = _part_target(ctx, step_index, index)
+    writer = PartWriter(store, path, _part_format(ctx, step_index))
+    records_in = 0
+    try:
+        if step.reduce_batch is not None:
+            for table in tables:
+                records_in += table.num_rows
+                out = _call(where, "reduce_batch", step.reduce_batch, table)
+                if not isinstance(out, pa.Table):
+                    raise where.wrap(
+                        TypeError(f"reduce_batch must return a pyarrow.Table, got {type(out).__name__}"),
+                        "reduce_batch",
+                    )
+                writer.add_table(out)
+        else:
+            def count_rows(ts: Iterable[pa.Table]) -> Iterator[pa.Table]:
+                nonlocal records_in
+                for t in ts:
+                    records_in += t.num_rows
+                    yield t
+
+            buf = RecordBuffer(writer.add_records, where, "reducer")
+            if step.reducer_init is not None:
+                buf.extend(_iterate(where, "reducer_init", _call(where, "reducer_init", step.reducer_init)))
+            reducer = step.reducer
+            assert reducer is not None
+            for key, values in Grouper(count_rows(tables)):
+                buf.extend(_iterate(where, "reducer", reducer(key, values)))
+            if step.reducer_final is not None:
+                buf.extend(
+                    _iterate(where, "reducer_final", _call(where, "reducer_final", step.reducer_final))
+                )
+            buf.flush()
+        size = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    record = commit.Record(
+        step=step_index,
+        stage="reduce",
+        index=commit.TaskIndex(index),
+        attempt=attempt,
+        node=node_name(),
+        data_path=store.url(path),
+        records_in=records_in,
+        records_out=writer.records,
+        bytes_in=bytes_in,
+        bytes_out=size,
+        seconds=time.perf_counter() - started,
+        peak_rss=peak_rss(),
+        counters=job.take_counters(),
+    )
+    commit.write(ctx.store, record)
+    return record.to_json()
+
+
+# -- entry point -------------------------------------------------------------------
+
+
+def run_task(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, Any]:
+    """Run task ``index`` of the stage named in ``payload`` (see module docstring).
+
+    ``payload``: ``job_dir`` (URL), ``storage_options``, ``step``, ``stage``.
+    A task that already committed returns its record without running again.
+    """
+    ctx = load_context(str(payload["job_dir"]), payload.get("storage_options") or {})
+    step = int(payload["step"])
+    stage = str(payload["stage"])
+    done = commit.read(ctx.store, step, stage, index)
+    if done is not None:
+        return done.to_json()
+    if stage == "map":
+        return run_map(ctx, step, index, attempt)
+    if stage == "reduce":
+        return run_reduce(ctx, step, index, attempt)
+    raise ValueError(f"unknown stage {stage!r}: expected 'map' or 'reduce'")

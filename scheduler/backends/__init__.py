@@ -1,0 +1,38 @@
+"""Backends: where the indexed tasks of a stage run.
+
+A registry maps a backend name to a dotted class path and the message shown
+when its optional dependency is missing, so that ``import scheduler`` never
+imports Ray or Kubernetes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class BackendEntry:
+    class_path: str
+    missing: str  # shown when the import fails
+
+
+REGISTRY: dict[str, BackendEntry] = {
+    "local": BackendEntry("scheduler.backends.local:LocalExecutor", ""),
+}
+
+
+def names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def load(name: str) -> Any:
+    """The executor class registered as ``name``; ImportError says how to install it."""
+    entry = REGISTRY[name]
+    module_name, _, attr = entry.class_path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(entry.missing or str(exc)) from exc
+    return getattr(module, attr)

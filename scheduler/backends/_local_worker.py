@@ -1,0 +1,43 @@
+"""The body of a local worker process: receive a task, run it, answer.
+
+Started by :mod:`scheduler.backends.local` with two inherited pipe file
+descriptors. Messages are JSON; ``null`` (or the driver going away) stops
+the worker. Errors are caught per task and sent back as
+:class:`scheduler.stage.TaskError`; the process itself survives them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from multiprocessing.connection import Connection
+
+from scheduler.stage import TaskError, run_task
+
+
+def main(argv: list[str]) -> int:
+    recv = Connection(int(argv[0]), writable=False)
+    send = Connection(int(argv[1]), readable=False)
+    while True:
+        try:
+            raw = recv.recv_bytes()
+        except (EOFError, OSError):
+            return 0
+        message = json.loads(raw)
+        if message is None:
+            return 0
+        try:
+            result = run_task(
+                message["entrypoint"], message["payload"], message["index"], message["attempt"]
+            )
+            reply = {"ok": True, "result": result}
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported, none kills us
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            reply = {"ok": False, "error": TaskError.from_exception(exc).to_json()}
+        sys.stdout.flush()
+        send.send_bytes(json.dumps(reply).encode())
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,143 @@
+"""Stages of indexed tasks, their results, and the executor protocol.
+
+A stage is N independent tasks with indexes 0..N-1 that run the same
+function (the idea of a Kubernetes Indexed Job). The scheduler does not know
+what the function does: it gets a dotted path (``module:function``) called as
+``function(payload, index, attempt)`` in a worker, returning a JSON-able
+dict, and, for container backends, the command that does the same.
+
+Used by the driver in ``mrk8s`` (which builds stages) and implemented by the
+backends in :mod:`scheduler.backends`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NewType, Protocol
+
+from shuffle.errors import MRError
+
+TaskIndex = NewType("TaskIndex", int)
+
+TaskFn = Callable[[Mapping[str, Any], int, int], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class StageSpec:
+    """What to run: ``num_tasks`` calls of ``entrypoint`` with ``payload``.
+
+    ``command`` is the same work as a container command (``--index`` is
+    appended, or taken from ``$JOB_COMPLETION_INDEX``). ``max_attempts``
+    bounds attempts per task for retryable failures.
+    """
+
+    name: str
+    num_tasks: int
+    entrypoint: str
+    payload: Mapping[str, Any]
+    command: tuple[str, ...] = ()
+    max_attempts: int = 3
+    retry_user_errors: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TaskError:
+    """Why an attempt failed, in a form that crosses process boundaries."""
+
+    kind: str  # class name of the error
+    message: str  # rendered, user-facing text
+    retryable: bool
+    user_error: bool
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> TaskError:
+        if isinstance(exc, MRError):
+            from shuffle.errors import UserError
+
+            return cls(type(exc).__name__, str(exc), exc.retryable, isinstance(exc, UserError))
+        text = "".join(traceback.format_exception(exc)).rstrip()
+        return cls(type(exc).__name__, f"internal error in mrk8s (a bug):\n{text}", True, False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "retryable": self.retryable,
+            "user_error": self.user_error,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TaskError:
+        return cls(
+            str(data["kind"]), str(data["message"]), bool(data["retryable"]), bool(data["user_error"])
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """A progress event: a task attempt started, finished or failed."""
+
+    stage: str
+    index: int
+    attempt: int
+    kind: str  # "started" | "finished" | "failed" | "skipped"
+    result: Mapping[str, Any] = field(default_factory=dict)
+    error: TaskError | None = None
+    worker: str = ""
+
+
+EventSink = Callable[[TaskEvent], None]
+
+
+class Executor(Protocol):
+    """A backend: runs the indexed tasks of a stage and returns their results.
+
+    Backends are context managers that release their processes, actors or
+    Jobs on exit. ``run_stage`` runs the given ``indexes`` (others are already
+    done), retrying retryable failures up to ``stage.max_attempts``, and
+    raises :class:`scheduler.errors.JobFailedError` when a task cannot succeed.
+    ``placement`` maps a task index to the node it should run on, if any.
+    """
+
+    name: str
+
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def run_stage(
+        self,
+        stage: StageSpec,
+        *,
+        indexes: Sequence[int],
+        placement: Mapping[int, str] | None = None,
+        on_event: EventSink | None = None,
+    ) -> dict[int, dict[str, Any]]: ...
+
+
+_ENTRYPOINTS: dict[str, TaskFn] = {}
+
+
+def resolve(entrypoint: str) -> TaskFn:
+    """Import ``module:function`` once per process."""
+    fn = _ENTRYPOINTS.get(entrypoint)
+    if fn is None:
+        module_name, _, attr = entrypoint.partition(":")
+        module = importlib.import_module(module_name)
+        fn = getattr(module, attr)
+        _ENTRYPOINTS[entrypoint] = fn
+    return fn
+
+
+def run_task(entrypoint: str, payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, Any]:
+    """Run one task in this process: the body every backend's worker shares."""
+    return resolve(entrypoint)(payload, index, attempt)
+
+
+def pending(num_tasks: int, done: Iterable[int]) -> list[int]:
+    """Task indexes still to run."""
+    finished = set(done)
+    return [i for i in range(num_tasks) if i not in finished]

@@ -1,0 +1,113 @@
+"""Commit records: the proof that a task finished, and where its data is.
+
+Called by every task (to commit) and by the driver and the reducers (to find
+committed map outputs and to resume). A record is a small JSON file at
+``{job_dir}/commits/s{step}-{stage}-{index:05d}.json``, written last and
+atomically through the store. A task with a record is done; readers trust
+only committed attempts, so a worker killed halfway leaves garbage but never
+a wrong answer. This module knows stages by name, not what they compute.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, NewType
+
+from shuffle.mapfile import PartitionIndex, index_from_json, index_to_json
+from shuffle.store import FsspecStore
+
+TaskIndex = NewType("TaskIndex", int)
+
+COMMITS_DIR = "commits"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What one task attempt committed.
+
+    ``data_path`` is relative to the job directory (a map output, or a
+    reducer's part file); ``index`` is the map output's partition index
+    (empty for reducers); ``partition_bytes`` maps a partition to the bytes
+    this task holds of it (placement input); ``node`` is where the data lives.
+    """
+
+    step: int
+    stage: str
+    index: TaskIndex
+    attempt: int
+    node: str
+    data_path: str
+    records_in: int = 0
+    records_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+    peak_rss: int = 0
+    spills: int = 0
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    index_json: dict[str, list[list[int]]] = field(default_factory=dict)
+
+    @property
+    def partition_index(self) -> PartitionIndex:
+        return index_from_json(self.index_json)
+
+    def partition_bytes(self) -> dict[int, int]:
+        return {p: sum(r.length for r in refs) for p, refs in self.partition_index.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        data = dict(data)
+        data["index"] = TaskIndex(int(data["index"]))
+        return cls(**data)
+
+    @classmethod
+    def with_index(cls, partition_index: PartitionIndex, **fields: Any) -> Record:
+        return cls(index_json=index_to_json(partition_index), **fields)
+
+
+def record_path(step: int, stage: str, index: int) -> str:
+    return f"{COMMITS_DIR}/s{step}-{stage}-{index:05d}.json"
+
+
+def write(job_store: FsspecStore, record: Record) -> None:
+    """Commit: publish the record atomically (the last thing a task does)."""
+    path = record_path(record.step, record.stage, int(record.index))
+    job_store.write_bytes(path, json.dumps(record.to_json(), sort_keys=True).encode())
+
+
+def read(job_store: FsspecStore, step: int, stage: str, index: int) -> Record | None:
+    """The committed record of a task, or None if it has not committed."""
+    path = record_path(step, stage, index)
+    try:
+        data = job_store.read_bytes(path)
+    except FileNotFoundError:
+        return None
+    return Record.from_json(json.loads(data))
+
+
+def committed_indexes(job_store: FsspecStore, step: int, stage: str) -> set[int]:
+    """Task indexes of a stage that have a commit record (one listing, no reads)."""
+    prefix = f"s{step}-{stage}-"
+    out: set[int] = set()
+    for name in job_store.list(COMMITS_DIR):
+        if name.startswith(prefix) and name.endswith(".json"):
+            out.add(int(name[len(prefix) : -len(".json")]))
+    return out
+
+
+def read_stage(job_store: FsspecStore, step: int, stage: str, num_tasks: int) -> list[Record]:
+    """Every record of a stage, in task order; raises if one is missing."""
+    records = []
+    for i in range(num_tasks):
+        rec = read(job_store, step, stage, i)
+        if rec is None:
+            raise FileNotFoundError(
+                f"task {i} of step {step} stage {stage} has no commit record in "
+                f"{job_store.url(COMMITS_DIR)}"
+            )
+        records.append(rec)
+    return records

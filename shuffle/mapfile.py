@@ -1,0 +1,287 @@
+"""Map-output files: one file per map task attempt, one index per file.
+
+Called by the map task (writer) and the reduce task (reader). The file is a
+concatenation of self-contained Arrow IPC streams, one or more per non-empty
+partition, all streams of a partition contiguous, each stream holding rows
+sorted by key. The index, which lives in the commit record (not in the file),
+maps a partition to its streams' ``(offset, length, rows, crc32)``, so a
+reducer needs one range read per map output and can tell a damaged segment
+from a good one.
+
+While a map task runs, each sorted run (one per spill) is appended to a local
+spill file; :meth:`MapOutputWriter.finish` moves that file into place when
+there was one run, or rewrites the streams grouped by partition when there
+were several. This module knows partitions and streams, not mappers.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+import pyarrow as pa
+
+from shuffle.errors import CorruptSegmentError
+from shuffle.store import FsspecStore
+
+logger = logging.getLogger(__name__)
+
+#: Rows per record batch inside a stream. Small enough that a reducer merging
+#: many runs holds one modest batch per run; large enough to amortise Arrow's
+#: per-batch overhead.
+DEFAULT_BATCH_ROWS = 16_384
+
+#: Segments up to this size are fetched with one range read; larger ones are
+#: streamed, so a reducer's memory does not grow with a partition's size.
+WHOLE_READ_LIMIT = 16 * 2**20
+
+#: Copy buffer used when regrouping spilled runs by partition.
+_COPY_CHUNK = 4 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRef:
+    """Where one sorted run of one partition lies in a map-output file."""
+
+    offset: int
+    length: int
+    rows: int
+    crc32: int
+
+    def to_json(self) -> list[int]:
+        return [self.offset, self.length, self.rows, self.crc32]
+
+    @classmethod
+    def from_json(cls, data: Sequence[int]) -> StreamRef:
+        return cls(int(data[0]), int(data[1]), int(data[2]), int(data[3]))
+
+
+PartitionIndex = dict[int, list[StreamRef]]
+
+
+def index_to_json(index: Mapping[int, Sequence[StreamRef]]) -> dict[str, list[list[int]]]:
+    return {str(p): [r.to_json() for r in refs] for p, refs in sorted(index.items())}
+
+
+def index_from_json(data: Mapping[str, Sequence[Sequence[int]]]) -> PartitionIndex:
+    return {int(p): [StreamRef.from_json(r) for r in refs] for p, refs in data.items()}
+
+
+class MapOutputWriter:
+    """Collects a map task's sorted runs and publishes one map-output file.
+
+    State: a local spill file (in ``spill_dir``) holding every run written so
+    far, and ``_runs``: per run, partition -> StreamRef within the spill file.
+    Parameters: ``compression`` is an Arrow IPC codec name (``lz4``, ``zstd``)
+    or None; ``batch_rows`` bounds record batches inside a stream.
+    """
+
+    def __init__(
+        self,
+        *,
+        spill_dir: str | None = None,
+        compression: str | None = "lz4",
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+    ) -> None:
+        if spill_dir is not None:
+            os.makedirs(spill_dir, exist_ok=True)
+        fd, self._spill_path = tempfile.mkstemp(prefix="mrk8s-spill-", dir=spill_dir)
+        self._file: IO[bytes] | None = os.fdopen(fd, "wb")
+        self._options = pa.ipc.IpcWriteOptions(compression=compression)
+        self._batch_rows = batch_rows
+        self._runs: list[dict[int, StreamRef]] = []
+        self.rows_written = 0
+        self.bytes_written = 0
+
+    @property
+    def num_runs(self) -> int:
+        return len(self._runs)
+
+    def add_run(self, partitions: Mapping[int, pa.Table]) -> None:
+        """Append one sorted run: partition -> its rows, already sorted by key."""
+        assert self._file is not None, "add_run after finish"
+        refs: dict[int, StreamRef] = {}
+        for p in sorted(partitions):
+            table = partitions[p]
+            if table.num_rows == 0:
+                continue
+            data = serialize_stream(table, self._options, self._batch_rows)
+            offset = self._file.tell()
+            self._file.write(data)
+            refs[p] = StreamRef(offset, len(data), table.num_rows, zlib.crc32(data))
+            self.rows_written += table.num_rows
+            self.bytes_written += len(data)
+        self._runs.append(refs)
+
+    def finish(self, store: FsspecStore, path: str) -> PartitionIndex:
+        """Publish the file at ``path`` in ``store``; return its partition index."""
+        assert self._file is not None, "finish called twice"
+        self._file.close()
+        self._file = None
+        try:
+            if len(self._runs) <= 1:
+                index = {p: [r] for p, r in (self._runs[0] if self._runs else {}).items()}
+                store.put_file(self._spill_path, path)
+                return index
+            grouped_path = self._spill_path + ".grouped"
+            index = _regroup(self._spill_path, grouped_path, self._runs)
+            os.unlink(self._spill_path)
+            store.put_file(grouped_path, path)
+            return index
+        finally:
+            for leftover in (self._spill_path, self._spill_path + ".grouped"):
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
+
+    def abort(self) -> None:
+        """Drop everything written so far (the task failed)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        for leftover in (self._spill_path, self._spill_path + ".grouped"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def serialize_stream(
+    table: pa.Table, options: pa.ipc.IpcWriteOptions | None = None, batch_rows: int = 0
+) -> bytes:
+    """One self-contained IPC stream holding ``table`` in batches of ``batch_rows``."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table, max_chunksize=batch_rows or None)
+    return bytes(sink.getvalue())
+
+
+def _regroup(src: str, dst: str, runs: Sequence[Mapping[int, StreamRef]]) -> PartitionIndex:
+    """Copy every run's streams into ``dst`` so each partition's streams are contiguous."""
+    partitions = sorted({p for run in runs for p in run})
+    index: PartitionIndex = {}
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        for p in partitions:
+            refs: list[StreamRef] = []
+            for run in runs:
+                ref = run.get(p)
+                if ref is None:
+                    continue
+                new_offset = fout.tell()
+                fin.seek(ref.offset)
+                remaining = ref.length
+                while remaining:
+                    chunk = fin.read(min(remaining, _COPY_CHUNK))
+                    if not chunk:
+                        raise CorruptSegmentError(f"spill file {src} ended early")
+                    fout.write(chunk)
+                    remaining -= len(chunk)
+                refs.append(StreamRef(new_offset, ref.length, ref.rows, ref.crc32))
+            index[p] = refs
+    return index
+
+
+def read_segment(
+    store: FsspecStore,
+    path: str,
+    refs: Sequence[StreamRef],
+    *,
+    verify: bool = True,
+    whole_read_limit: int = WHOLE_READ_LIMIT,
+) -> list[Iterator[pa.RecordBatch]]:
+    """The sorted runs of one partition in one map output, as batch iterators.
+
+    A segment up to ``whole_read_limit`` bytes is fetched with one range read;
+    a larger one is streamed from an open file, a batch at a time. With
+    ``verify``, each stream's CRC32 is checked and a mismatch raises
+    :class:`CorruptSegmentError` (before any of a small segment's rows are used;
+    for a streamed segment, when its end is reached).
+    """
+    if not refs:
+        return []
+    start = refs[0].offset
+    end = refs[-1].offset + refs[-1].length
+    total = end - start
+    if total <= whole_read_limit:
+        data = store.read_range(path, start, total)
+        runs: list[Iterator[pa.RecordBatch]] = []
+        for ref in refs:
+            piece = data[ref.offset - start : ref.offset - start + ref.length]
+            if verify and zlib.crc32(piece) != ref.crc32:
+                raise CorruptSegmentError(
+                    f"map output {store.url(path)} is damaged: checksum mismatch in the "
+                    f"stream at bytes {ref.offset}-{ref.offset + ref.length}"
+                )
+            runs.append(_batches_from(pa.py_buffer(piece), store.url(path), ref))
+        return runs
+    return [_stream_batches(store, path, ref, verify) for ref in refs]
+
+
+def _batches_from(source: Any, url: str, ref: StreamRef) -> Iterator[pa.RecordBatch]:
+    try:
+        reader = pa.ipc.open_stream(source)
+        rows = 0
+        for batch in reader:
+            rows += batch.num_rows
+            yield batch
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CorruptSegmentError(
+            f"map output {url} is damaged: cannot decode the stream at bytes "
+            f"{ref.offset}-{ref.offset + ref.length} ({exc})"
+        ) from exc
+    if rows != ref.rows:
+        raise CorruptSegmentError(
+            f"map output {url} is damaged: the stream at bytes {ref.offset}-"
+            f"{ref.offset + ref.length} holds {rows} rows, its commit record says {ref.rows}"
+        )
+
+
+class _RangeReader(io.RawIOBase):
+    """A read-only file view of ``[offset, offset+length)`` that checksums as it goes."""
+
+    def __init__(self, f: IO[bytes], offset: int, length: int) -> None:
+        super().__init__()
+        self._f = f
+        self._f.seek(offset)
+        self._left = length
+        self.crc = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        want = min(len(b), self._left)
+        if want <= 0:
+            return 0
+        data = self._f.read(want)
+        n = len(data)
+        b[:n] = data
+        self._left -= n
+        self.crc = zlib.crc32(data, self.crc)
+        return n
+
+    def drain(self) -> None:
+        while self._left > 0:
+            data = self._f.read(min(self._left, _COPY_CHUNK))
+            if not data:
+                break
+            self._left -= len(data)
+            self.crc = zlib.crc32(data, self.crc)
+
+
+def _stream_batches(
+    store: FsspecStore, path: str, ref: StreamRef, verify: bool
+) -> Iterator[pa.RecordBatch]:
+    url = store.url(path)
+    with store.open_read(path) as f:
+        view = _RangeReader(f, ref.offset, ref.length)
+        yield from _batches_from(io.BufferedReader(view, buffer_size=1 << 20), url, ref)
+        view.drain()
+        if verify and view.crc != ref.crc32:
+            raise CorruptSegmentError(
+                f"map output {url} is damaged: checksum mismatch in the stream at bytes "
+                f"{ref.offset}-{ref.offset + ref.length}"
+            )

@@ -1,0 +1,166 @@
+"""Streaming k-way merge of sorted runs, for the reduce side.
+
+Called by the reduce task with one batch iterator per sorted run (every
+stream of its partition in every map output). Yields tables sorted by the
+``key`` column whose concatenation is the whole partition in key order, while
+holding about one record batch per run in memory, so a reducer's memory is
+bounded by the number of runs times the batch size, not by the partition.
+
+Runs written by different map tasks may carry the key in different forms (a
+typed ``string`` column in one, the generic binary encoding in another, see
+:mod:`shuffle.codec`); the merge brings them to one form before comparing.
+Equal keys keep run order (the sort is stable), so a merge is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pyarrow as pa
+
+from shuffle import codec
+
+KEY = codec.KEY
+
+
+def unify(batches: Sequence[pa.RecordBatch | pa.Table]) -> list[pa.Table]:
+    """Bring tables of one partition to one schema (key form, value form).
+
+    Tables that already share a schema come back unchanged. Otherwise keys
+    become the generic encoding and record-API values become msgpack, which
+    every form converts to; columnar tables with differing extra columns are
+    promoted the way ``pa.concat_tables`` does it.
+    """
+    tables = [b if isinstance(b, pa.Table) else pa.Table.from_batches([b]) for b in batches]
+    if len({t.schema for t in tables}) <= 1:
+        return tables
+    key_forms = {(codec.table_key_encoding(t.schema), t.schema.field(KEY).type) for t in tables}
+    if len(key_forms) > 1:
+        tables = [_to_generic_keys(t) for t in tables]
+    if len({t.schema for t in tables}) > 1 and all(codec.VALUE in t.column_names for t in tables):
+        value_forms = {
+            (codec.table_value_encoding(t.schema), t.schema.field(codec.VALUE).type) for t in tables
+        }
+        if len(value_forms) > 1:
+            tables = [_to_msgpack_values(t) for t in tables]
+    return tables
+
+
+def _with_meta(table: pa.Table, key: bytes, value: bytes) -> pa.Table:
+    meta = dict(table.schema.metadata or {})
+    meta[key] = value
+    return table.replace_schema_metadata(meta)
+
+
+def _to_generic_keys(table: pa.Table) -> pa.Table:
+    enc = codec.table_key_encoding(table.schema)
+    if enc == "generic":
+        return table
+    col = codec.generic_key_array(table.column(KEY), enc)
+    idx = table.schema.get_field_index(KEY)
+    out = table.set_column(idx, pa.field(KEY, pa.binary()), col)
+    return _with_meta(out, codec.KEY_META, b"generic")
+
+
+def _to_msgpack_values(table: pa.Table) -> pa.Table:
+    enc = codec.table_value_encoding(table.schema)
+    if enc == "msgpack":
+        return table
+    values = codec.decode_values(table.column(codec.VALUE).combine_chunks(), enc)
+    col = codec.msgpack_value_array(values)
+    idx = table.schema.get_field_index(codec.VALUE)
+    out = table.set_column(idx, pa.field(codec.VALUE, pa.binary()), col)
+    return _with_meta(out, codec.VALUE_META, b"msgpack")
+
+
+def sort_table(table: pa.Table) -> pa.Table:
+    """Stable sort by key (Arrow's sort order equals the generic encoding's order)."""
+    if table.num_rows <= 1:
+        return table
+    return table.take(pa.compute.sort_indices(table, sort_keys=[(KEY, "ascending")]))
+
+
+def concat_sorted(runs: Sequence[Iterator[pa.RecordBatch]]) -> pa.Table | None:
+    """Read every run whole and sort once: the fast path when a partition fits in memory."""
+    batches = [b for run in runs for b in run if b.num_rows]
+    if not batches:
+        return None
+    tables = unify(batches)
+    table = pa.concat_tables(tables, promote_options="permissive")
+    return sort_table(table)
+
+
+class _Head:
+    """The unconsumed part of one run's current batch."""
+
+    __slots__ = ("_run", "enc", "table")
+
+    def __init__(self, run: Iterator[pa.RecordBatch]) -> None:
+        self._run = run
+        self.table: pa.Table | None = None
+        self.enc = "typed"
+        self.advance()
+
+    def advance(self) -> None:
+        self.table = None
+        for batch in self._run:
+            if batch.num_rows:
+                self.table = pa.Table.from_batches([batch])
+                self.enc = codec.table_key_encoding(batch.schema)
+                return
+
+    def encoded(self, i: int) -> bytes:
+        assert self.table is not None
+        return codec.encode_key(_key_at(self.table, i, self.enc))
+
+    def count_le(self, bound: bytes) -> int:
+        """How many leading rows have key <= bound (binary search, generic order)."""
+        assert self.table is not None
+        lo, hi = 0, self.table.num_rows
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.encoded(mid) <= bound:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+
+def _key_at(table: pa.Table, i: int, enc: str) -> object:
+    value = table.column(KEY)[i].as_py()
+    if enc == "generic":
+        return codec.decode_key(value)
+    return value
+
+
+def merge_sorted_runs(runs: Sequence[Iterator[pa.RecordBatch]]) -> Iterator[pa.Table]:
+    """Merge sorted runs into a stream of sorted tables.
+
+    Each pass takes, from every run, the rows whose key is <= the smallest
+    "last key" among the runs' current batches; those rows can all be emitted
+    because no later row of any run can sort before them. At least one batch
+    is used up per pass, so memory stays at about one batch per run.
+    """
+    heads = [h for h in (_Head(r) for r in runs) if h.table is not None]
+    while heads:
+        if len(heads) == 1:
+            head = heads[0]
+            while head.table is not None:
+                yield head.table
+                head.advance()
+            return
+        bound = min(h.encoded(h.table.num_rows - 1) for h in heads if h.table is not None)
+        pieces: list[pa.Table] = []
+        for h in heads:
+            assert h.table is not None
+            n = h.count_le(bound)
+            if n == 0:
+                continue
+            pieces.append(h.table.slice(0, n))
+            if n == h.table.num_rows:
+                h.advance()
+            else:
+                h.table = h.table.slice(n)
+        heads = [h for h in heads if h.table is not None]
+        if pieces:
+            yield sort_table(pa.concat_tables(unify(pieces), promote_options="permissive"))

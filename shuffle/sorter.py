@@ -1,0 +1,154 @@
+"""The map side's sort buffer: partition, sort and spill within a memory budget.
+
+Called by the map task with tables that have a ``key`` column (record output
+already encoded by :mod:`shuffle.codec`, or a columnar user's table). When
+the buffered tables exceed ``budget_bytes`` they are combined (optional
+callback), split by partition, sorted by key within each partition and
+written as one run to the :class:`shuffle.mapfile.MapOutputWriter`; so a map
+task's memory does not grow with its input. This module knows partitions
+and keys; the combine callback is where the caller's combiner runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shuffle import codec, merge, partition
+from shuffle.mapfile import MapOutputWriter
+
+logger = logging.getLogger(__name__)
+
+_PID = "__mrk8s_partition"
+
+
+class Partitioner(Protocol):
+    """Splits a table into partitions, each sorted by key."""
+
+    num_partitions: int
+
+    def split(self, table: pa.Table) -> dict[int, pa.Table]: ...
+
+
+def _split_by_ids(table: pa.Table, pids: npt.NDArray[np.int32], n: int) -> dict[int, pa.Table]:
+    if pids.size and (int(pids.min()) < 0 or int(pids.max()) >= n):
+        bad = int(pids[(pids < 0) | (pids >= n)][0])
+        raise ValueError(f"partition {bad} is out of range: there are {n} partitions (0..{n - 1})")
+    tagged = table.append_column(_PID, pa.array(pids, pa.int32()))
+    order = pc.sort_indices(tagged, sort_keys=[(_PID, "ascending"), (codec.KEY, "ascending")])
+    ordered = tagged.take(order).drop_columns([_PID])
+    counts = np.bincount(pids, minlength=n)
+    out: dict[int, pa.Table] = {}
+    start = 0
+    for p, count in enumerate(counts.tolist()):
+        if count:
+            out[p] = ordered.slice(start, count)
+        start += count
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class HashPartitioner:
+    """Partition = stable 64-bit hash of the key (see :mod:`shuffle.partition`)."""
+
+    num_partitions: int
+
+    def split(self, table: pa.Table) -> dict[int, pa.Table]:
+        enc = codec.table_key_encoding(table.schema)
+        pids = partition.hash_partition(table.column(codec.KEY), enc, self.num_partitions)
+        return _split_by_ids(table, np.asarray(pids, dtype=np.int32), self.num_partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class RangePartitioner:
+    """Partition = position among sorted boundaries (generic key encodings)."""
+
+    boundaries: tuple[bytes, ...]
+
+    @property
+    def num_partitions(self) -> int:
+        return len(self.boundaries) + 1
+
+    def split(self, table: pa.Table) -> dict[int, pa.Table]:
+        ordered = merge.sort_table(table)
+        enc = codec.table_key_encoding(ordered.schema)
+        cuts = partition.range_cuts(ordered.column(codec.KEY), enc, list(self.boundaries))
+        return {
+            p: ordered.slice(cuts[p], cuts[p + 1] - cuts[p])
+            for p in range(self.num_partitions)
+            if cuts[p + 1] > cuts[p]
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionPartitioner:
+    """Partition ids computed by a caller's function over the whole table."""
+
+    num_partitions: int
+    assign: Callable[[pa.Table], npt.NDArray[np.int32]]
+
+    def split(self, table: pa.Table) -> dict[int, pa.Table]:
+        pids = np.asarray(self.assign(table), dtype=np.int32)
+        return _split_by_ids(table, pids, self.num_partitions)
+
+
+class MapSorter:
+    """Buffers a map task's output and writes sorted, partitioned runs.
+
+    State: the buffered tables and their Arrow size. Parameters:
+    ``budget_bytes`` is the buffer size that triggers a spill; ``combine``, if
+    given, receives a table sorted by key and returns the combined table.
+    """
+
+    def __init__(
+        self,
+        writer: MapOutputWriter,
+        partitioner: Partitioner,
+        *,
+        budget_bytes: int,
+        combine: Callable[[pa.Table], pa.Table] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.partitioner = partitioner
+        self.budget_bytes = max(1, budget_bytes)
+        self.combine = combine
+        self._tables: list[pa.Table] = []
+        self._bytes = 0
+        self.rows_in = 0
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self._tables.append(table)
+        self._bytes += table.nbytes
+        self.rows_in += table.num_rows
+        if self._bytes >= self.budget_bytes:
+            self.spill()
+
+    def spill(self) -> None:
+        """Write what is buffered as one sorted run."""
+        if not self._tables:
+            return
+        table = _concat(self._tables)
+        self._tables = []
+        self._bytes = 0
+        if self.combine is not None:
+            table = self.combine(merge.sort_table(table))
+        logger.debug("writing run %d: %d rows", self.writer.num_runs, table.num_rows)
+        self.writer.add_run(self.partitioner.split(table))
+
+    def finish(self) -> None:
+        self.spill()
+
+
+def _concat(tables: Sequence[pa.Table]) -> pa.Table:
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(merge.unify(tables), promote_options="permissive")

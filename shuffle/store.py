@@ -1,0 +1,222 @@
+"""Stores: every byte mrk8s reads or writes goes through an fsspec URL.
+
+Called by the map-output writer/reader, the commit records and the job's
+driver and workers. A store is a directory-like root URL (a local path,
+``file://``, ``s3://``, ...) plus the fsspec storage options needed to open it.
+Writes are atomic from a reader's point of view: on a local filesystem they
+go to a temporary name and are renamed into place; on an object store the
+object appears only when its upload completes (and a failed upload is
+discarded, never completed). This module knows nothing of jobs or tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import IO, Any, Protocol
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from shuffle.errors import StoreError, UserError
+
+logger = logging.getLogger(__name__)
+
+
+class OutOfSpaceError(UserError):
+    """The disk behind a store is full: free space or point the store elsewhere."""
+
+
+class Store(Protocol):
+    """What the data plane needs from a place to keep bytes."""
+
+    def url(self, path: str) -> str: ...
+
+    def open_read(self, path: str) -> IO[bytes]: ...
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes: ...
+
+    def write_bytes(self, path: str, data: bytes) -> None: ...
+
+    def put_file(self, local_path: str, path: str) -> None: ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def list(self, path: str) -> list[str]: ...
+
+    def remove(self, path: str, *, recursive: bool = False) -> None: ...
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URL or path parts with ``/`` (fsspec's separator everywhere)."""
+    out = base.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+class FsspecStore:
+    """A :class:`Store` rooted at ``root_url``; paths are relative to the root.
+
+    Parameters: ``root_url`` is any fsspec URL; ``storage_options`` are passed
+    to the filesystem (credentials, ``endpoint_url``, ...).
+    """
+
+    def __init__(self, root_url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+        self.root_url = root_url.rstrip("/") or "/"
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.root = fsspec.core.url_to_fs(self.root_url, **self.storage_options)
+        self.root = self.root.rstrip("/")
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"FsspecStore({self.root_url!r})"
+
+    def _path(self, path: str) -> str:
+        return join(self.root, path) if path else self.root
+
+    def url(self, path: str) -> str:
+        """The full URL of ``path`` (for commit records and messages)."""
+        return join(self.root_url, path) if path else self.root_url
+
+    def local_path(self, path: str) -> str | None:
+        """The OS path of ``path`` if this store is on local disk, else None."""
+        return self._path(path) if self.is_local else None
+
+    def open_read(self, path: str) -> IO[bytes]:
+        with _translate(self.url(path), "open"):
+            if self.is_local:
+                return open(self._path(path), "rb")  # noqa: SIM115 - caller closes
+            f: IO[bytes] = self.fs.open(self._path(path), "rb")
+            return f
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset`` in one request."""
+        with _translate(self.url(path), "read"):
+            if self.is_local:
+                with open(self._path(path), "rb") as f:
+                    f.seek(offset)
+                    data = f.read(length)
+            else:
+                data = self.fs.cat_file(self._path(path), start=offset, end=offset + length)
+        if len(data) != length:
+            raise StoreError(
+                f"short read from {self.url(path)}: wanted {length} bytes at offset {offset}, "
+                f"got {len(data)}; the file was truncated or is being rewritten"
+            )
+        return bytes(data)
+
+    def read_bytes(self, path: str) -> bytes:
+        with _translate(self.url(path), "read"):
+            return bytes(self.fs.cat_file(self._path(path)))
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write a whole file atomically."""
+        with self.open_write(path) as f:
+            f.write(data)
+
+    @contextlib.contextmanager
+    def open_write(self, path: str) -> Iterator[IO[bytes]]:
+        """Open ``path`` for writing; it appears only if the block exits cleanly."""
+        full = self._path(path)
+        with _translate(self.url(path), "write"):
+            if self.is_local:
+                os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
+                tmp = f"{full}.tmp-{uuid.uuid4().hex[:12]}"
+                try:
+                    with open(tmp, "wb") as f:
+                        yield f
+                    os.replace(tmp, full)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    raise
+            else:
+                f = self.fs.open(full, "wb")
+                try:
+                    yield f
+                except BaseException:
+                    # An object store commits an upload on close(); discard it instead so
+                    # that nothing half-written appears.
+                    discard = getattr(f, "discard", None)
+                    if discard is not None:
+                        discard()
+                    raise
+                else:
+                    f.close()
+
+    def put_file(self, local_path: str, path: str) -> None:
+        """Move (local store) or upload (remote store) a finished local file into place."""
+        full = self._path(path)
+        with _translate(self.url(path), "write"):
+            if self.is_local:
+                os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
+                os.replace(local_path, full)
+            else:
+                self.fs.put_file(local_path, full)
+                os.unlink(local_path)
+
+    def exists(self, path: str) -> bool:
+        with _translate(self.url(path), "stat"):
+            return bool(self.fs.exists(self._path(path)))
+
+    def size(self, path: str) -> int:
+        with _translate(self.url(path), "stat"):
+            return int(self.fs.size(self._path(path)))
+
+    def list(self, path: str) -> list[str]:
+        """Names (not paths) of the entries directly under ``path``; [] if absent."""
+        full = self._path(path)
+        with _translate(self.url(path), "list"):
+            try:
+                entries = self.fs.ls(full, detail=False)
+            except FileNotFoundError:
+                return []
+        return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+    def makedirs(self, path: str) -> None:
+        with _translate(self.url(path), "mkdir"):
+            self.fs.makedirs(self._path(path), exist_ok=True)
+
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        full = self._path(path)
+        with contextlib.suppress(FileNotFoundError), _translate(self.url(path), "remove"):
+            self.fs.rm(full, recursive=recursive)
+
+    def rename(self, src: str, dst: str) -> None:
+        """Rename within the store (atomic on local disk; copy+delete on object stores)."""
+        with _translate(self.url(src), "rename"):
+            if self.is_local:
+                os.replace(self._path(src), self._path(dst))
+            else:
+                self.fs.mv(self._path(src), self._path(dst), recursive=True)
+
+
+@contextlib.contextmanager
+def _translate(url: str, action: str) -> Iterator[None]:
+    """Turn low-level I/O failures into mrk8s errors that say what to do."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OutOfSpaceError(
+                f"no space left on the device while trying to {action} {url}: free disk space "
+                "or point --shuffle-dir/--output at a larger volume, then rerun the same "
+                "command to resume"
+            ) from exc
+        if isinstance(exc, PermissionError):
+            raise UserErrorPermission(
+                f"permission denied while trying to {action} {url}: choose a location you can "
+                "write to, or fix its permissions"
+            ) from exc
+        raise StoreError(f"could not {action} {url}: {exc}") from exc
+
+
+class UserErrorPermission(UserError):
+    """A store location is not readable or writable by this process."""
