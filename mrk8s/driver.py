@@ -9,7 +9,6 @@ stage"; everything else happens here. Workers never share this process or
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from typing import IO, Any
 import pyarrow as pa
 
 from mrk8s import inputs, loader, outputs
-from mrk8s.errors import JobDefinitionError, OutputError, UsageError
+from mrk8s.errors import JobDefinitionError, JobFailedError, UsageError, UserError
 from mrk8s.job import MapReduce, Step
 from mrk8s.plan import JobId, JobPlan, Split, StepPlan
 from mrk8s.progress import Progress
@@ -33,7 +32,7 @@ from mrk8s.settings import RunSettings
 from mrk8s.tasks import CODE_DIR, PLAN_FILE
 from scheduler import backends, placement
 from scheduler.stage import Executor, StageSpec, TaskEvent, pending
-from shuffle import codec, commit, partition
+from shuffle import commit, partition
 from shuffle.store import FsspecStore, join
 
 logger = logging.getLogger(__name__)
@@ -308,11 +307,19 @@ class Driver:
                         self.run_stage(
                             executor, plan, job_store, sp.index, "reduce", sp.num_reducers, 0
                         )
-        except BaseException:
-            self.progress.message(
-                f"job {job_id} stopped; its finished tasks are kept in {job_store.root_url}: run "
-                f"the same command with --job-id {job_id} to resume"
-            )
+        except BaseException as exc:
+            if _is_user_error(exc):
+                # Deterministic: rerunning cannot help until the job or its input changes,
+                # and a changed job cannot resume this one, so its data is of no use.
+                if not s.keep_shuffle:
+                    job_store.remove("", recursive=True)
+                    FsspecStore(plan.staging_url, s.storage_options).remove("", recursive=True)
+            else:
+                self.progress.message(
+                    f"job {job_id} stopped; its finished tasks are kept in "
+                    f"{job_store.root_url}: run the same command with --job-id {job_id} "
+                    "to resume"
+                )
             raise
         summary = self.summarize(plan, job_store, time.perf_counter() - t0)
         staging = FsspecStore(plan.staging_url, s.storage_options)
@@ -391,6 +398,12 @@ class Driver:
         return store.url("stdin.txt")
 
 
+def _is_user_error(exc: BaseException) -> bool:
+    if isinstance(exc, JobFailedError):
+        return exc.user_error
+    return isinstance(exc, UserError)
+
+
 def _namespace(args: Mapping[str, Any]) -> Any:
     import argparse
 
@@ -432,9 +445,3 @@ def _print_counters(summary: Mapping[str, Any], progress: Progress) -> None:
         for name in sorted(counters[group]):
             progress.message(f"counter {group}/{name} = {counters[group][name]}")
 
-
-def fingerprint(plan: JobPlan) -> str:
-    return hashlib.sha256(json.dumps(_plan_key(plan), sort_keys=True).encode()).hexdigest()
-
-
-__all__ = ["Driver", "JobResult", "OutputError", "codec"]

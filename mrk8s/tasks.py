@@ -11,6 +11,7 @@ committed result.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -30,7 +31,7 @@ from mrk8s.groups import Grouper
 from mrk8s.job import MapReduce, Record, Step, as_records
 from mrk8s.outputs import PartWriter, part_name, read_stream_file, table_records
 from mrk8s.plan import JobPlan, Split, StepPlan
-from mrk8s.tracebacks import user_traceback
+from mrk8s.tracebacks import is_framework_file, user_traceback
 from shuffle import codec, commit, mapfile, merge
 from shuffle.errors import KeyEncodingError, MRError
 from shuffle.sorter import FunctionPartitioner, HashPartitioner, MapSorter, RangePartitioner
@@ -150,24 +151,43 @@ class Where:
         }
 
 
-def _call(where: Where, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+def _has_user_frame(exc: BaseException) -> bool:
+    """Whether the exception passed through code outside mrk8s and the Python install."""
+    installed = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    for frame in traceback.extract_tb(exc.__traceback__):
+        name = os.path.abspath(frame.filename)
+        if not is_framework_file(name) and not name.startswith(installed):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def guarded(where: Where, what: str) -> Iterator[None]:
+    """Attribute exceptions raised by user code in the block to the user's ``what``.
+
+    An exception whose traceback never leaves mrk8s (or the installed libraries
+    it calls) is our bug, and propagates unchanged as an internal error.
+    """
     try:
-        return fn(*args)
+        yield
+    except MRError as exc:
+        raise where.wrap(exc, what) from None
     except Exception as exc:
+        if not _has_user_frame(exc):
+            raise
         raise where.wrap(exc, what) from exc
 
 
-def _iterate(where: Where, what: str, result: Any) -> Iterator[Record]:
-    """Iterate a user generator, attributing its exceptions to the user."""
-    it = as_records(result, what=what)
-    while True:
-        try:
-            item = next(it)
-        except StopIteration:
-            return
-        except Exception as exc:
-            raise where.wrap(exc, what) from exc
-        yield item
+def _call(where: Where, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    with guarded(where, what):
+        return fn(*args)
+
+
+def _emit(buf: RecordBuffer, where: Where, what: str, fn: Callable[[], Any] | None) -> None:
+    """Run an ``*_init``/``*_final`` hook and gather what it yields, if anything."""
+    if fn is not None:
+        with guarded(where, what):
+            buf.extend(as_records(fn(), what=what))
 
 
 RecordSink = Callable[[list[Any], list[Any]], None]
@@ -286,14 +306,11 @@ def _combine_fn(job: MapReduce, step: Step, where: Where) -> Callable[[pa.Table]
     def combine(table: pa.Table) -> pa.Table:
         out: list[pa.Table] = []
         buf = RecordBuffer(as_tables(out.append), where, "combiner")
-        if step.combiner_init is not None:
-            buf.extend(_iterate(where, "combiner_init", _call(where, "combiner_init", step.combiner_init)))
-        for key, values in Grouper([table]):
-            buf.extend(_iterate(where, "combiner", combiner(key, values)))
-        if step.combiner_final is not None:
-            buf.extend(
-                _iterate(where, "combiner_final", _call(where, "combiner_final", step.combiner_final))
-            )
+        _emit(buf, where, "combiner_init", step.combiner_init)
+        with guarded(where, "combiner"):
+            for key, values in Grouper([table]):
+                buf.extend(as_records(combiner(key, values), what="combiner"))
+        _emit(buf, where, "combiner_final", step.combiner_final)
         buf.flush()
         if not out:
             return table.slice(0, 0)
@@ -377,20 +394,20 @@ def _feed_map(
             sink(out)
         return count
     buf = RecordBuffer(as_tables(sink), where, "mapper")
-    if step.mapper_init is not None:
-        buf.extend(_iterate(where, "mapper_init", _call(where, "mapper_init", step.mapper_init)))
+    _emit(buf, where, "mapper_init", step.mapper_init)
     count = 0
     mapper = step.mapper
+    records = _input_records(split, opts, where.step)
     if mapper is None:  # identity
-        for record in _input_records(split, opts, where.step):
+        for record in records:
             count += 1
             buf.extend((record,))
     else:
-        for key, value in _input_records(split, opts, where.step):
-            count += 1
-            buf.extend(_iterate(where, "mapper", mapper(key, value)))
-    if step.mapper_final is not None:
-        buf.extend(_iterate(where, "mapper_final", _call(where, "mapper_final", step.mapper_final)))
+        with guarded(where, "mapper"):
+            for key, value in records:
+                count += 1
+                buf.extend(as_records(mapper(key, value), what="mapper"))
+    _emit(buf, where, "mapper_final", step.mapper_final)
     buf.flush()
     return count
 
@@ -498,16 +515,13 @@ def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> di
                     yield t
 
             buf = RecordBuffer(writer.add_records, where, "reducer")
-            if step.reducer_init is not None:
-                buf.extend(_iterate(where, "reducer_init", _call(where, "reducer_init", step.reducer_init)))
+            _emit(buf, where, "reducer_init", step.reducer_init)
             reducer = step.reducer
             assert reducer is not None
-            for key, values in Grouper(count_rows(tables)):
-                buf.extend(_iterate(where, "reducer", reducer(key, values)))
-            if step.reducer_final is not None:
-                buf.extend(
-                    _iterate(where, "reducer_final", _call(where, "reducer_final", step.reducer_final))
-                )
+            with guarded(where, "reducer"):
+                for key, values in Grouper(count_rows(tables)):
+                    buf.extend(as_records(reducer(key, values), what="reducer"))
+            _emit(buf, where, "reducer_final", step.reducer_final)
             buf.flush()
         size = writer.close()
     except BaseException:

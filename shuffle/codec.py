@@ -494,7 +494,10 @@ def _find_unpackable(values: Sequence[object], cause: Exception) -> KeyEncodingE
         except _Unencodable as exc:
             return KeyEncodingError(_unencodable_message("value", value, exc))
         except UnicodeEncodeError:
-            reason = "it contains a str that cannot be encoded as UTF-8 (a lone surrogate)"
+            reason = (
+                "it contains a str that cannot be encoded as UTF-8 (a lone surrogate); "
+                "fix the text, e.g. with s.encode('utf-8', 'replace').decode()"
+            )
             return KeyEncodingError(
                 _unencodable_message("value", value, _Unencodable(value, reason))
             )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import msgpack
 import pyarrow as pa
 
 from shuffle import codec
@@ -59,7 +60,7 @@ def _to_generic_keys(table: pa.Table) -> pa.Table:
     col = codec.generic_key_array(table.column(KEY), enc)
     idx = table.schema.get_field_index(KEY)
     out = table.set_column(idx, pa.field(KEY, pa.binary()), col)
-    return _with_meta(out, codec.KEY_META, b"generic")
+    return _with_meta(out, codec.KEY_ENCODING_META, codec.GENERIC.encode())
 
 
 def _to_msgpack_values(table: pa.Table) -> pa.Table:
@@ -67,10 +68,12 @@ def _to_msgpack_values(table: pa.Table) -> pa.Table:
     if enc == "msgpack":
         return table
     values = codec.decode_values(table.column(codec.VALUE).combine_chunks(), enc)
-    col = codec.msgpack_value_array(values)
+    # Typed columns hold only msgpack-native values (str, int64, float, bool,
+    # bytes, None, lists/dicts of these), which codec's packer encodes exactly so.
+    col = pa.array([msgpack.packb(v, use_bin_type=True) for v in values], type=pa.binary())
     idx = table.schema.get_field_index(codec.VALUE)
     out = table.set_column(idx, pa.field(codec.VALUE, pa.binary()), col)
-    return _with_meta(out, codec.VALUE_META, b"msgpack")
+    return _with_meta(out, codec.VALUE_ENCODING_META, codec.MSGPACK.encode())
 
 
 def sort_table(table: pa.Table) -> pa.Table:
@@ -113,13 +116,14 @@ class _Head:
         assert self.table is not None
         return codec.encode_key(_key_at(self.table, i, self.enc))
 
-    def count_le(self, bound: bytes) -> int:
-        """How many leading rows have key <= bound (binary search, generic order)."""
+    def count_le(self, bound: bytes, *, strict: bool = False) -> int:
+        """How many leading rows have key <= bound (< bound if ``strict``), in generic order."""
         assert self.table is not None
         lo, hi = 0, self.table.num_rows
         while lo < hi:
             mid = (lo + hi) // 2
-            if self.encoded(mid) <= bound:
+            key = self.encoded(mid)
+            if key < bound or (key == bound and not strict):
                 lo = mid + 1
             else:
                 hi = mid
@@ -140,6 +144,10 @@ def merge_sorted_runs(runs: Sequence[Iterator[pa.RecordBatch]]) -> Iterator[pa.T
     "last key" among the runs' current batches; those rows can all be emitted
     because no later row of any run can sort before them. At least one batch
     is used up per pass, so memory stays at about one batch per run.
+
+    Rows *equal* to that bound are taken only from the runs up to the first
+    one whose batch ends at the bound: its next batch may hold more of them,
+    which must come out before any later run's, so equal keys keep run order.
     """
     heads = [h for h in (_Head(r) for r in runs) if h.table is not None]
     while heads:
@@ -149,11 +157,14 @@ def merge_sorted_runs(runs: Sequence[Iterator[pa.RecordBatch]]) -> Iterator[pa.T
                 yield head.table
                 head.advance()
             return
-        bound = min(h.encoded(h.table.num_rows - 1) for h in heads if h.table is not None)
+        lasts = [h.encoded(h.table.num_rows - 1) for h in heads if h.table is not None]
+        bound = min(lasts)
         pieces: list[pa.Table] = []
-        for h in heads:
+        held = False  # an earlier run may still have rows equal to bound in its next batch
+        for h, last in zip(heads, lasts, strict=True):
             assert h.table is not None
-            n = h.count_le(bound)
+            n = h.count_le(bound, strict=held)
+            held = held or last == bound
             if n == 0:
                 continue
             pieces.append(h.table.slice(0, n))

@@ -56,7 +56,8 @@ P: Final = 0xC2B2AE3D27D4EB4F
 LENGTH_MULT: Final = 0x9E3779B97F4A7C15
 _MASK: Final = 2**64 - 1
 # splitmix64's finalizer (Steele, Lea and Flood 2014): every input bit
-# affects every output bit, so `hash % R` is uniform even for sequential keys.
+# affects every output bit, so the top bits that hash_partition uses are
+# uniform even for sequential keys.
 _MIX_1: Final = 0xBF58476D1CE4E5B9
 _MIX_2: Final = 0x94D049BB133111EB
 
@@ -115,7 +116,8 @@ def _power(k: int) -> np.uint64:
 def _finish(sums: _U64, lengths: _I64 | int) -> _U64:
     """The vectorised twin of :func:`_mix_scalar`; works in place on ``sums``."""
     z = sums
-    z ^= np.asarray(lengths).astype(np.uint64) * np.uint64(LENGTH_MULT)
+    # Lengths are never negative, so viewing them as uint64 is exact and free.
+    z ^= np.asarray(lengths, dtype=np.int64).view(np.uint64) * np.uint64(LENGTH_MULT)
     scratch = np.empty_like(z)
     # In-place with one scratch array: allocating a fresh array per step
     # costs more than the arithmetic.
@@ -178,10 +180,11 @@ def _hash_binary(array: pa.Array, tag: int | None) -> _U64:
     if shift:
         lengths += 1
     sums = words[starts].astype(np.uint64, copy=False)
+    # mode="clip" turns every length past 8 into index 8 (keep all 8 bytes).
     if tag is None:
-        sums &= _LOW_BYTES[np.minimum(lengths, 8)]
+        sums &= np.take(_LOW_BYTES, lengths, mode="clip")
     else:
-        sums &= _LOW_BYTES_BUT_FIRST[np.minimum(lengths, 8)]
+        sums &= np.take(_LOW_BYTES_BUT_FIRST, lengths, mode="clip")
         sums |= np.uint64(tag)
     if len(lengths) and int(lengths.max()) > 8:
         _add_later_words(sums, words, starts, lengths)
@@ -191,18 +194,19 @@ def _hash_binary(array: pa.Array, tag: int | None) -> _U64:
 def _add_later_words(sums: _U64, words: _U64, starts: _I64, lengths: _I64) -> None:
     """Add ``w[k] * P**k`` for the words k >= 1 of each value into ``sums``."""
     n = len(lengths)
-    # rows_with[k]: how many values have a word k, from one pass over lengths.
-    rows_with = np.bincount((lengths + 7) >> 3)[::-1].cumsum()[::-1]
+    longest = int(lengths.max())
     active: _I64 | None = None  # None: still touching every row
-    for k in range(1, min(len(rows_with) - 1, _WORDS_VECTORISED)):
+    for k in range(1, min((longest + 7) // 8, _WORDS_VECTORISED)):
         # words[8k:][start] is the word k of the value at start.
         shifted = words[8 * k :]
-        if active is None and 2 * int(rows_with[k + 1]) >= n:
+        if active is None and 2 * int(np.count_nonzero(lengths > 8 * k)) >= n:
             # Most values have a word k: one dense pass, in which values that
             # have ended are masked to zero rather than skipped (the padding
-            # after the data keeps their loads in bounds).
+            # after the data keeps their loads in bounds). The mask table is
+            # indexed by length: zero up to 8k bytes, then _LOW_BYTES.
+            masks = np.concatenate([np.zeros(8 * k, dtype=np.uint64), _LOW_BYTES])
             word = shifted[starts].astype(np.uint64, copy=False)
-            word &= _LOW_BYTES[np.clip(lengths - 8 * k, 0, 8)]
+            word &= np.take(masks, lengths, mode="clip")
             word *= _power(k)
             sums += word
             continue
@@ -211,7 +215,7 @@ def _add_later_words(sums: _U64, words: _U64, starts: _I64, lengths: _I64) -> No
         else:
             active = active[lengths[active] > 8 * k]
         word = shifted[starts[active]].astype(np.uint64, copy=False)
-        word &= _LOW_BYTES[np.minimum(lengths[active] - 8 * k, 8)]
+        word &= np.take(_LOW_BYTES, lengths[active] - 8 * k, mode="clip")
         word *= _power(k)
         sums[active] += word
     for row in np.flatnonzero(lengths > 8 * _WORDS_VECTORISED):
@@ -344,20 +348,30 @@ def hash_keys(column: pa.Array | pa.ChunkedArray, encoding: str) -> _U64:
 def hash_partition(
     column: pa.Array | pa.ChunkedArray, encoding: str, num_partitions: int
 ) -> npt.NDArray[np.int32]:
-    """The partition of each key: ``hash_keys(...) % num_partitions``, as int32.
+    """The partition of each key, as int32: ``((hash >> 32) * num_partitions) >> 32``.
 
-    Plain modulo of the finalised 64-bit hash: its bias is below
-    num_partitions / 2**64, and anyone can recompute it from :func:`hash_bytes`.
+    A multiply-shift range reduction (Lemire, 2019) of the top 32 bits of
+    :func:`hash_keys`, not ``hash % num_partitions``: numpy's 64-bit modulo
+    costs more than hashing an int column, and the bias (partitions differ by
+    at most one of the 2**32 hash slices) is far below noise.
     """
     _check_partitions(num_partitions)
     hashes = hash_keys(column, encoding)
-    result: npt.NDArray[np.int32] = (hashes % np.uint64(num_partitions)).astype(np.int32)
-    return result
+    hashes >>= np.uint64(32)
+    hashes *= np.uint64(num_partitions)
+    hashes >>= np.uint64(32)
+    return hashes.astype(np.int32)
+
+
+def partition_of(key: object, num_partitions: int) -> int:
+    """The hash partition of one key (pure Python; equals :func:`hash_partition`)."""
+    _check_partitions(num_partitions)
+    return ((hash_bytes(codec.encode_key(key)) >> 32) * num_partitions) >> 32
 
 
 def _check_partitions(num_partitions: int) -> None:
     if not 1 <= num_partitions <= 2**31 - 1:
-        raise ValueError(f"num_partitions must be between 1 and 2**31 - 1, not {num_partitions}")
+        raise ValueError(f"num_partitions must be between 1 and 2**31 - 1, not {num_partitions!r}")
 
 
 # ---------------------------------------------------------------- range (TeraSort)
