@@ -29,7 +29,8 @@ def assign(
     out: dict[int, str] = {}
     for p in order:
         by_node = partition_bytes[p]
-        ranked = sorted(by_node, key=lambda n: (-by_node[n], n))
+        # A node listed with 0 bytes holds none of the partition: no reason to prefer it.
+        ranked = sorted((n for n in by_node if by_node[n] > 0), key=lambda n: (-by_node[n], n))
         node = next((n for n in ranked if room.get(n, 0) > 0), None)
         if node is None:
             node = max(sorted(room), key=lambda n: room[n])

@@ -28,7 +28,7 @@ from typing import IO, Any
 import pyarrow as pa
 
 from shuffle.errors import CorruptSegmentError
-from shuffle.store import FsspecStore
+from shuffle.store import FsspecStore, ShortReadError
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,13 @@ def read_segment(
     end = refs[-1].offset + refs[-1].length
     total = end - start
     if total <= whole_read_limit:
-        data = store.read_range(path, start, total)
+        try:
+            data = store.read_range(path, start, total)
+        except ShortReadError as exc:
+            raise CorruptSegmentError(
+                f"map output {store.url(path)} is truncated: its commit record puts "
+                f"partition data at bytes {start}-{end}; its map task must run again"
+            ) from exc
         runs: list[Iterator[pa.RecordBatch]] = []
         for ref in refs:
             piece = data[ref.offset - start : ref.offset - start + ref.length]
@@ -240,14 +246,26 @@ def _batches_from(source: Any, url: str, ref: StreamRef) -> Iterator[pa.RecordBa
 
 
 class _RangeReader(io.RawIOBase):
-    """A read-only file view of ``[offset, offset+length)`` that checksums as it goes."""
+    """A read-only file view of ``[offset, offset+length)`` that checksums as it goes.
+
+    It seeks before every read: a filesystem may hand every opener of a path the
+    same file object (fsspec's memory:// does), shared with the other runs' views.
+    """
 
     def __init__(self, f: IO[bytes], offset: int, length: int) -> None:
         super().__init__()
         self._f = f
-        self._f.seek(offset)
+        self._pos = offset
         self._left = length
         self.crc = 0
+
+    def _read(self, n: int) -> bytes:
+        self._f.seek(self._pos)
+        data = self._f.read(n)
+        self._pos += len(data)
+        self._left -= len(data)
+        self.crc = zlib.crc32(data, self.crc)
+        return data
 
     def readable(self) -> bool:
         return True
@@ -256,20 +274,15 @@ class _RangeReader(io.RawIOBase):
         want = min(len(b), self._left)
         if want <= 0:
             return 0
-        data = self._f.read(want)
+        data = self._read(want)
         n = len(data)
         b[:n] = data
-        self._left -= n
-        self.crc = zlib.crc32(data, self.crc)
         return n
 
     def drain(self) -> None:
         while self._left > 0:
-            data = self._f.read(min(self._left, _COPY_CHUNK))
-            if not data:
+            if not self._read(min(self._left, _COPY_CHUNK)):
                 break
-            self._left -= len(data)
-            self.crc = zlib.crc32(data, self.crc)
 
 
 def _stream_batches(

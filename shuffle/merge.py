@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 import msgpack
 import pyarrow as pa
 
-from shuffle import codec
+from shuffle import codec, sort
 
 KEY = codec.KEY
 
@@ -78,9 +78,7 @@ def _to_msgpack_values(table: pa.Table) -> pa.Table:
 
 def sort_table(table: pa.Table) -> pa.Table:
     """Stable sort by key (Arrow's sort order equals the generic encoding's order)."""
-    if table.num_rows <= 1:
-        return table
-    return table.take(pa.compute.sort_indices(table, sort_keys=[(KEY, "ascending")]))
+    return sort.sort_table(table)
 
 
 def concat_sorted(runs: Sequence[Iterator[pa.RecordBatch]]) -> pa.Table | None:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -243,7 +243,7 @@ def _hash_words(words: _U64, tag: int) -> _U64:
 
     Its word 0 is the tag then the first 7 bytes, word 1 the last byte.
     """
-    swapped = words.byteswap()  # its little-endian bytes are the big-endian bytes
+    swapped = words.byteswap()  # its little-endian bytes are words' big-endian bytes
     sums = swapped << np.uint64(8)
     sums |= np.uint64(tag)
     swapped >>= np.uint64(56)
@@ -263,10 +263,18 @@ def _hash_big_uint64(values: _U64) -> _U64:
     return _finish(sums, 10)
 
 
+def _numbers(array: pa.Array) -> npt.NDArray[Any]:
+    """An int or float column as numpy, nulls as 0 (their hash is replaced later)."""
+    if array.null_count:
+        array = array.fill_null(0)
+    values: npt.NDArray[Any] = array.to_numpy()  # zero-copy without nulls
+    return values
+
+
 def _hash_integers(array: pa.Array) -> _U64:
-    values = array.fill_null(0).to_numpy()
+    values = _numbers(array)
     if values.dtype != np.uint64:
-        words = values.astype(np.int64).view(np.uint64) ^ np.uint64(1 << 63)
+        words = values.astype(np.int64, copy=False).view(np.uint64) ^ np.uint64(1 << 63)
         return _hash_words(words, codec.TAG_INT)
     hashes = _hash_words(values ^ np.uint64(1 << 63), codec.TAG_INT)
     big = values > np.uint64(codec.INT64_MAX)
@@ -317,7 +325,7 @@ def _hash_array(array: pa.Array, encoding: str) -> _U64:
     elif pa.types.is_integer(kind):
         hashes = _hash_integers(array)
     elif pa.types.is_floating(kind):
-        hashes = _hash_words(codec.float_words(array.fill_null(0).to_numpy()), codec.TAG_FLOAT)
+        hashes = _hash_words(codec.float_words(_numbers(array)), codec.TAG_FLOAT)
     elif pa.types.is_boolean(kind):
         flags = array.fill_null(False).to_numpy(zero_copy_only=False)
         hashes = np.where(flags, np.uint64(_HASH_TRUE), np.uint64(_HASH_FALSE))

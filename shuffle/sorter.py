@@ -21,13 +21,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shuffle import codec, merge, partition
+from shuffle import codec, merge, partition, sort
 from shuffle.mapfile import MapOutputWriter
 
 logger = logging.getLogger(__name__)
-
-_PID = "__mrk8s_partition"
-
 
 class Partitioner(Protocol):
     """Splits a table into partitions, each sorted by key."""
@@ -38,12 +35,16 @@ class Partitioner(Protocol):
 
 
 def _split_by_ids(table: pa.Table, pids: npt.NDArray[np.int32], n: int) -> dict[int, pa.Table]:
+    """Order rows by (partition, key) and cut them into one table per partition."""
     if pids.size and (int(pids.min()) < 0 or int(pids.max()) >= n):
         bad = int(pids[(pids < 0) | (pids >= n)][0])
         raise ValueError(f"partition {bad} is out of range: there are {n} partitions (0..{n - 1})")
-    tagged = table.append_column(_PID, pa.array(pids, pa.int32()))
-    order = pc.sort_indices(tagged, sort_keys=[(_PID, "ascending"), (codec.KEY, "ascending")])
-    ordered = tagged.take(order).drop_columns([_PID])
+    by_key = sort.key_order(table.column(codec.KEY))
+    # A stable sort by partition keeps the key order within each partition; numpy
+    # radix-sorts 16-bit integers, so small partition counts cost O(rows).
+    small = pids.astype(np.uint16) if n <= 1 << 16 else pids
+    order = by_key[np.argsort(small[by_key], kind="stable")]
+    ordered = table.take(pa.array(order))
     counts = np.bincount(pids, minlength=n)
     out: dict[int, pa.Table] = {}
     start = 0

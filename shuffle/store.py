@@ -15,6 +15,8 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import IO, Any, Protocol
@@ -29,6 +31,15 @@ logger = logging.getLogger(__name__)
 
 class OutOfSpaceError(UserError):
     """The disk behind a store is full: free space or point the store elsewhere."""
+
+
+class ShortReadError(StoreError):
+    """A range read returned fewer bytes than asked: the file is shorter than expected."""
+
+
+#: open_write on a non-local store keeps up to this much in memory before
+#: spooling to a local temporary file (commit records and plans never touch disk).
+_SPOOL_IN_MEMORY = 8 * 2**20
 
 
 class Store(Protocol):
@@ -104,7 +115,7 @@ class FsspecStore:
             else:
                 data = self.fs.cat_file(self._path(path), start=offset, end=offset + length)
         if len(data) != length:
-            raise StoreError(
+            raise ShortReadError(
                 f"short read from {self.url(path)}: wanted {length} bytes at offset {offset}, "
                 f"got {len(data)}; the file was truncated or is being rewritten"
             )
@@ -136,18 +147,24 @@ class FsspecStore:
                         os.unlink(tmp)
                     raise
             else:
-                f = self.fs.open(full, "wb")
-                try:
-                    yield f
-                except BaseException:
-                    # An object store commits an upload on close(); discard it instead so
-                    # that nothing half-written appears.
-                    discard = getattr(f, "discard", None)
-                    if discard is not None:
-                        discard()
-                    raise
-                else:
-                    f.close()
+                # Some filesystems publish a file as soon as it is opened (memory://), so
+                # the block writes to a local spool and the target is opened only after
+                # a clean exit.
+                with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
+                    yield spool
+                    spool.seek(0)
+                    f = self.fs.open(full, "wb")
+                    try:
+                        shutil.copyfileobj(spool, f)
+                    except BaseException:
+                        # An object store commits an upload on close(); discard it
+                        # instead so that nothing half-written appears.
+                        discard = getattr(f, "discard", None)
+                        if discard is not None:
+                            discard()
+                        raise
+                    else:
+                        f.close()
 
     def put_file(self, local_path: str, path: str) -> None:
         """Move (local store) or upload (remote store) a finished local file into place."""
@@ -155,7 +172,22 @@ class FsspecStore:
         with _translate(self.url(path), "write"):
             if self.is_local:
                 os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
-                os.replace(local_path, full)
+                try:
+                    os.replace(local_path, full)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    # Another filesystem (a spill dir on tmpfs): copy beside the
+                    # target, then rename, so the target still appears whole.
+                    tmp = f"{full}.tmp-{uuid.uuid4().hex[:12]}"
+                    try:
+                        shutil.copyfile(local_path, tmp)
+                        os.replace(tmp, full)
+                    except BaseException:
+                        with contextlib.suppress(OSError):
+                            os.unlink(tmp)
+                        raise
+                    os.unlink(local_path)
             else:
                 self.fs.put_file(local_path, full)
                 os.unlink(local_path)

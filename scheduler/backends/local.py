@@ -13,6 +13,7 @@ never mixes with results on stdout.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -70,10 +71,8 @@ class _Worker:
             if kill:
                 self.proc.kill()
             else:
-                try:
+                with contextlib.suppress(OSError):
                     self.send_conn.send_bytes(b"null")
-                except OSError:
-                    pass
         for conn in (self.send_conn, self.recv_conn):
             conn.close()
         try:
@@ -138,6 +137,8 @@ class LocalExecutor:
         emit = on_event or (lambda event: None)
         queue: collections.deque[tuple[int, int]] = collections.deque((i, 1) for i in indexes)
         results: dict[int, dict[str, Any]] = {}
+        for w in [w for w in self._workers if w.proc.poll() is not None]:
+            self._replace(w)  # died while idle (killed between stages, out of memory)
         while len(self._workers) < min(self.num_workers, max(1, len(queue))):
             self._spawn()
         try:
@@ -146,15 +147,18 @@ class LocalExecutor:
                     if w.task is None and queue:
                         index, attempt = queue.popleft()
                         w.task = (index, attempt)
-                        w.send(
-                            {
-                                "entrypoint": stage.entrypoint,
-                                "payload": dict(stage.payload),
-                                "index": index,
-                                "attempt": attempt,
-                            }
-                        )
                         emit(TaskEvent(stage.name, index, attempt, "started", worker=w.name))
+                        # If the worker has just died, sending fails: wait() below then finds
+                        # its pipe closed and handles it as a lost worker (retry on a new one).
+                        with contextlib.suppress(OSError):
+                            w.send(
+                                {
+                                    "entrypoint": stage.entrypoint,
+                                    "payload": dict(stage.payload),
+                                    "index": index,
+                                    "attempt": attempt,
+                                }
+                            )
                 busy = {w.recv_conn: w for w in self._workers if w.task is not None}
                 for conn in wait(list(busy)):
                     assert isinstance(conn, Connection)
@@ -186,7 +190,9 @@ class LocalExecutor:
                             )
                             continue
                         error = TaskError.from_json(message["error"])
-                    emit(TaskEvent(stage.name, index, attempt, "failed", error=error, worker=w.name))
+                    emit(
+                        TaskEvent(stage.name, index, attempt, "failed", error=error, worker=w.name)
+                    )
                     may_retry = error.retryable or (stage.retry_user_errors and error.user_error)
                     if may_retry and attempt < stage.max_attempts:
                         logger.warning(

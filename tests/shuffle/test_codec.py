@@ -8,6 +8,7 @@ import enum
 import math
 import random
 import struct
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +29,8 @@ from shuffle.codec import (
     table_value_encoding,
 )
 from shuffle.errors import CorruptSegmentError, KeyEncodingError
+
+Single = collections.namedtuple("Single", "x")
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -74,7 +77,7 @@ def random_int(rng: random.Random) -> int:
     if kind == 3:
         return rng.randint(-(2**200), 2**200)
     if kind == 4:
-        return rng.choice([1, -1]) * (2 ** rng.randint(60, 2100) + rng.randint(-3, 3))
+        return rng.choice([1, -1]) * (int(2 ** rng.randint(60, 2100)) + rng.randint(-3, 3))
     return rng.randint(-(2**70), 2**70)
 
 
@@ -85,21 +88,26 @@ def random_float(rng: random.Random) -> float:
     if kind == 1:
         return rng.uniform(-10, 10)
     if kind == 2:
-        return struct.unpack(">d", rng.getrandbits(64).to_bytes(8, "big"))[0] or 0.0
+        value: float = struct.unpack(">d", rng.getrandbits(64).to_bytes(8, "big"))[0]
+        return value
     return float(rng.randint(-100, 100))
 
 
 def random_scalar(rng: random.Random) -> object:
     kind = rng.randrange(7)
-    return [
-        lambda: None,
-        lambda: rng.random() < 0.5,
-        lambda: random_int(rng),
-        lambda: random_float(rng),
-        lambda: random_str(rng),
-        lambda: random_bytes(rng),
-        lambda: rng.randint(-3, 3),
-    ][kind]()
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.random() < 0.5
+    if kind == 2:
+        return random_int(rng)
+    if kind == 3:
+        return random_float(rng)
+    if kind == 4:
+        return random_str(rng)
+    if kind == 5:
+        return random_bytes(rng)
+    return rng.randint(-3, 3)
 
 
 def random_key(rng: random.Random, depth: int = 0) -> object:
@@ -236,7 +244,7 @@ def test_order_of_floats_matches_python() -> None:
     rng = random.Random(2)
     floats = [random_float(rng) for _ in range(3000)]
     floats += [math.inf, -math.inf, -0.0, 0.0, 5e-324, -5e-324, 2.2250738585072014e-308]
-    _check_sorted_like_python([x for x in floats if not math.isnan(x)])  # type: ignore[misc]
+    _check_sorted_like_python([x for x in floats if not math.isnan(x)])
 
 
 def test_order_of_strs_matches_python() -> None:
@@ -256,7 +264,11 @@ def test_order_of_bytes_matches_python() -> None:
 def test_order_of_tuples_of_mixed_length_matches_python() -> None:
     rng = random.Random(5)
     # Python compares position by position, so each position keeps one type.
-    makers = [lambda: random_str(rng, 3), lambda: rng.randint(-3, 3), lambda: random_bytes(rng, 2)]
+    makers: list[Callable[[], object]] = [
+        lambda: random_str(rng, 3),
+        lambda: rng.randint(-3, 3),
+        lambda: random_bytes(rng, 2),
+    ]
     tuples: list[object] = []
     for _ in range(3000):
         length = rng.randint(0, 4)
@@ -284,7 +296,8 @@ def test_prefix_order() -> None:
 
 
 def test_types_are_ordered_by_tag() -> None:
-    keys = [None, False, True, -(2**70), -1, 2**70, -1.5, 1.5, "", "a", b"", b"a", (), [], {}]
+    keys: list[object] = [None, False, True, -(2**70), -1, 2**70, -1.5, 1.5, "", "a", b"", b"a"]
+    keys += [(), [], {}]
     encoded = [encode_key(k) for k in keys]
     assert encoded == sorted(encoded)
 
@@ -387,7 +400,7 @@ def test_encode_keys_typed(keys: list[object], arrow_type: pa.DataType) -> None:
         [None],
         [("a", 1)],
         ["a", b"a"],
-        [collections.namedtuple("P", "x")(1)],
+        [Single(1)],
     ],
 )
 def test_encode_keys_generic(keys: list[object]) -> None:

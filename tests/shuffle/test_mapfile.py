@@ -1,0 +1,357 @@
+"""Tests for shuffle.mapfile: writing one map-output file per task and reading segments back.
+
+Every test runs on each store (local disk and fsspec's memory://). The oracle
+for the layout is arithmetic on the file's own bytes (offsets, lengths,
+``zlib.crc32`` of each range); the oracle for the contents is the list of
+rows the test put in, compared exactly, stream by stream.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from shuffle import codec, mapfile
+from shuffle.errors import CorruptSegmentError
+from shuffle.mapfile import MapOutputWriter, StreamRef, read_segment
+from shuffle.store import FsspecStore
+
+Row = tuple[object, object]
+
+WHOLE_AND_STREAMED = pytest.mark.parametrize(
+    "whole_read_limit", [mapfile.WHOLE_READ_LIMIT, 0], ids=["whole-read", "streamed"]
+)
+
+
+def sorted_rows(rng: random.Random, n: int, tag: str) -> list[Row]:
+    """``n`` rows sorted by key, keys repeating; each value unique and naming its origin."""
+    keys = sorted(f"key-{rng.randrange(max(1, n // 2)):05d}" for _ in range(n))
+    return [(k, f"{tag}-{i}") for i, k in enumerate(keys)]
+
+
+def table_of(rows: list[Row]) -> pa.Table:
+    return codec.records_to_table([k for k, _ in rows], [v for _, v in rows])
+
+
+def rows_of(batches: Iterable[pa.RecordBatch]) -> list[Row]:
+    out: list[Row] = []
+    for batch in batches:
+        keys = codec.decode_keys(batch.column(codec.KEY), codec.table_key_encoding(batch.schema))
+        values = codec.decode_values(
+            batch.column(codec.VALUE), codec.table_value_encoding(batch.schema)
+        )
+        out.extend(zip(keys, values, strict=True))
+    return out
+
+
+def file_bytes(store: FsspecStore, path: str) -> bytes:
+    return store.read_bytes(path)
+
+
+def assert_contiguous(index: dict[int, list[StreamRef]], size: int) -> None:
+    """Streams laid end to end, partitions ascending, each partition's streams together."""
+    position = 0
+    for p in sorted(index):
+        for ref in index[p]:
+            assert ref.offset == position, (p, ref)
+            position += ref.length
+    assert position == size
+
+
+def write_runs(
+    store: FsspecStore,
+    path: str,
+    runs: list[dict[int, list[Row]]],
+    spill_dir: Path,
+    **options: Any,
+) -> dict[int, list[StreamRef]]:
+    writer = MapOutputWriter(spill_dir=str(spill_dir), **options)
+    for run in runs:
+        writer.add_run({p: table_of(rows) for p, rows in run.items()})
+    return writer.finish(store, path)
+
+
+def test_one_run_is_moved_into_place_with_one_stream_per_partition(
+    store: FsspecStore, tmp_path: Path
+) -> None:
+    rng = random.Random(1)
+    spill = tmp_path / "spill"
+    run = {
+        3: sorted_rows(rng, 50, "p3"),
+        0: sorted_rows(rng, 20, "p0"),
+        7: sorted_rows(rng, 1, "p7"),
+    }
+    writer = MapOutputWriter(spill_dir=str(spill), batch_rows=8)
+    writer.add_run({p: table_of(rows) for p, rows in run.items()})
+    (spill_file,) = spill.iterdir()
+    spill_inode = spill_file.stat().st_ino
+
+    index = writer.finish(store, "s0/map-00000-a0.arrow")
+
+    assert sorted(index) == [0, 3, 7]
+    assert all(len(refs) == 1 for refs in index.values())
+    data = file_bytes(store, "s0/map-00000-a0.arrow")
+    assert_contiguous(index, len(data))
+    assert writer.bytes_written == len(data)
+    assert writer.rows_written == 71
+    for p, (ref,) in index.items():
+        assert ref.rows == len(run[p])
+        assert ref.crc32 == zlib.crc32(data[ref.offset : ref.offset + ref.length])
+        (stream,) = read_segment(store, "s0/map-00000-a0.arrow", index[p])
+        assert rows_of(stream) == run[p]
+    assert list(spill.iterdir()) == []
+    if store.is_local:  # moved, not copied: the published file is the spill file
+        published = store.local_path("s0/map-00000-a0.arrow")
+        assert published is not None
+        assert os.stat(published).st_ino == spill_inode
+
+
+def test_several_runs_are_regrouped_so_each_partition_is_contiguous(
+    store: FsspecStore, tmp_path: Path
+) -> None:
+    rng = random.Random(2)
+    runs = [
+        {
+            0: sorted_rows(rng, 30, "r0p0"),
+            1: sorted_rows(rng, 5, "r0p1"),
+            3: sorted_rows(rng, 9, "r0p3"),
+        },
+        {2: sorted_rows(rng, 12, "r1p2"), 1: sorted_rows(rng, 40, "r1p1")},
+        {3: sorted_rows(rng, 1, "r2p3"), 0: sorted_rows(rng, 17, "r2p0")},
+        {1: sorted_rows(rng, 3, "r3p1")},
+    ]
+    spill = tmp_path / "spill"
+    index = write_runs(store, "map.arrow", runs, spill, batch_rows=4)
+
+    data = file_bytes(store, "map.arrow")
+    assert_contiguous(index, len(data))
+    assert list(spill.iterdir()) == []
+    for p in range(4):
+        in_runs = [run[p] for run in runs if p in run]
+        refs = index[p]
+        assert [ref.rows for ref in refs] == [len(rows) for rows in in_runs]
+        for ref in refs:
+            assert ref.crc32 == zlib.crc32(data[ref.offset : ref.offset + ref.length])
+        streams = read_segment(store, "map.arrow", refs)
+        # One iterator per run, in run order, each its run's rows exactly.
+        assert [rows_of(s) for s in streams] == in_runs
+    everything_in = Counter(row for run in runs for rows in run.values() for row in rows)
+    everything_out = Counter(
+        row for p in index for s in read_segment(store, "map.arrow", index[p]) for row in rows_of(s)
+    )
+    assert everything_out == everything_in
+
+
+@WHOLE_AND_STREAMED
+def test_read_segment_returns_every_row_in_bounded_batches(
+    store: FsspecStore, tmp_path: Path, whole_read_limit: int
+) -> None:
+    rng = random.Random(3)
+    runs = [{5: sorted_rows(rng, 100, f"r{r}")} for r in range(3)]
+    index = write_runs(store, "m.arrow", runs, tmp_path / "spill", batch_rows=7)
+
+    streams = read_segment(store, "m.arrow", index[5], whole_read_limit=whole_read_limit)
+
+    got = []
+    for stream in streams:
+        batches = list(stream)
+        assert max(b.num_rows for b in batches) == 7
+        got.append(rows_of(batches))
+    assert got == [run[5] for run in runs]
+
+
+def test_segments_up_to_the_limit_are_fetched_before_read_segment_returns(
+    store: FsspecStore, tmp_path: Path
+) -> None:
+    rows = sorted_rows(random.Random(4), 30, "x")
+    index = write_runs(store, "m.arrow", [{0: rows}], tmp_path / "spill")
+    (ref,) = index[0]
+
+    fetched = read_segment(store, "m.arrow", index[0], whole_read_limit=ref.length)
+    lazy = read_segment(store, "m.arrow", index[0], whole_read_limit=ref.length - 1)
+    store.remove("m.arrow")
+
+    assert rows_of(fetched[0]) == rows
+    with pytest.raises(FileNotFoundError):
+        list(lazy[0])
+
+
+def test_streamed_runs_of_one_file_can_be_read_interleaved(
+    store: FsspecStore, tmp_path: Path
+) -> None:
+    # Each stream is larger than the streaming reader's 1 MiB buffer, so the two
+    # runs really alternate reads on the same file (as a merge does).
+    rng = random.Random(5)
+    runs = []
+    for _ in range(2):
+        keys = sorted(f"{rng.randrange(10**9):09d}" for _row in range(6000))
+        runs.append({0: [(k, rng.randbytes(200)) for k in keys]})
+    index = write_runs(store, "m.arrow", runs, tmp_path / "spill", compression=None, batch_rows=500)
+    assert min(ref.length for ref in index[0]) > 2**20
+
+    first, second = read_segment(store, "m.arrow", index[0], whole_read_limit=0)
+    got: list[list[Row]] = [[], []]
+    for a, b in zip(first, second, strict=True):
+        got[0] += rows_of([a])
+        got[1] += rows_of([b])
+
+    assert got == [runs[0][0], runs[1][0]]
+
+
+def flip_byte(store: FsspecStore, path: str, offset: int) -> None:
+    data = bytearray(store.read_bytes(path))
+    data[offset] ^= 0xFF
+    store.write_bytes(path, bytes(data))
+
+
+def truncate(store: FsspecStore, path: str, cut: int) -> None:
+    store.write_bytes(path, store.read_bytes(path)[:-cut])
+
+
+def three_stream_file(store: FsspecStore, tmp_path: Path) -> tuple[list[StreamRef], list[Row]]:
+    rng = random.Random(6)
+    runs = [{1: sorted_rows(rng, 200, f"r{r}")} for r in range(3)]
+    index = write_runs(store, "m.arrow", runs, tmp_path / "spill", batch_rows=16)
+    return index[1], [row for run in runs for row in run[1]]
+
+
+@WHOLE_AND_STREAMED
+def test_a_flipped_byte_raises_corrupt_segment_error(
+    store: FsspecStore, tmp_path: Path, whole_read_limit: int
+) -> None:
+    refs, _ = three_stream_file(store, tmp_path)
+    middle = refs[1]
+    flip_byte(store, "m.arrow", middle.offset + middle.length // 2)
+
+    with pytest.raises(CorruptSegmentError, match=r"m\.arrow is damaged") as caught:
+        streams = read_segment(store, "m.arrow", refs, whole_read_limit=whole_read_limit)
+        if whole_read_limit:
+            pytest.fail("a whole read must check every stream before returning any rows")
+        for stream in streams:
+            for _ in stream:
+                pass
+    assert f"{middle.offset}-{middle.offset + middle.length}" in str(caught.value)
+
+
+def test_the_checksum_catches_a_flip_that_still_decodes(store: FsspecStore, tmp_path: Path) -> None:
+    # Uncompressed, a flipped byte inside a value still decodes: only the CRC can tell.
+    rows: list[Row] = [("a", b"before"), ("b", b"MARKER-0123456789"), ("c", b"after")]
+    index = write_runs(store, "m.arrow", [{0: rows}], tmp_path / "spill", compression=None)
+    where = store.read_bytes("m.arrow").index(b"MARKER")
+    flip_byte(store, "m.arrow", where)
+
+    for limit in (mapfile.WHOLE_READ_LIMIT, 0):
+        (unverified,) = read_segment(
+            store, "m.arrow", index[0], verify=False, whole_read_limit=limit
+        )
+        assert rows_of(unverified)[1] == ("b", bytes([ord("M") ^ 0xFF]) + b"ARKER-0123456789")
+        with pytest.raises(CorruptSegmentError, match="checksum mismatch"):
+            for stream in read_segment(store, "m.arrow", index[0], whole_read_limit=limit):
+                list(stream)
+
+
+@WHOLE_AND_STREAMED
+@pytest.mark.parametrize("cut", [8, 500], ids=["end-of-stream-marker", "mid-batch"])
+def test_a_truncated_file_raises_corrupt_segment_error(
+    store: FsspecStore, tmp_path: Path, whole_read_limit: int, cut: int
+) -> None:
+    refs, _ = three_stream_file(store, tmp_path)
+    assert refs[-1].length > cut
+    truncate(store, "m.arrow", cut)
+
+    with pytest.raises(CorruptSegmentError, match=r"m\.arrow is (truncated|damaged)"):
+        for stream in read_segment(store, "m.arrow", refs, whole_read_limit=whole_read_limit):
+            for _ in stream:
+                pass
+
+
+def test_abort_leaves_no_files(store: FsspecStore, tmp_path: Path) -> None:
+    spill = tmp_path / "spill"
+    rng = random.Random(7)
+    writer = MapOutputWriter(spill_dir=str(spill))
+    for r in range(3):
+        writer.add_run({0: table_of(sorted_rows(rng, 10, f"r{r}"))})
+    assert len(list(spill.iterdir())) == 1
+
+    writer.abort()
+
+    assert list(spill.iterdir()) == []
+    assert store.list("") == []
+
+
+def test_abort_before_any_run_leaves_no_files(tmp_path: Path) -> None:
+    spill = tmp_path / "spill"
+    MapOutputWriter(spill_dir=str(spill)).abort()
+    assert list(spill.iterdir()) == []
+
+
+def test_empty_partitions_get_no_stream_and_no_index_entry(
+    store: FsspecStore, tmp_path: Path
+) -> None:
+    empty = table_of([])
+    runs: list[dict[int, pa.Table]] = [
+        {0: empty, 2: table_of([("a", 1), ("b", 2)]), 4: empty},
+        {},
+        {2: empty, 3: table_of([("c", 3)])},
+    ]
+    writer = MapOutputWriter(spill_dir=str(tmp_path / "spill"))
+    for run in runs:
+        writer.add_run(run)
+    index = writer.finish(store, "m.arrow")
+
+    assert sorted(index) == [2, 3]
+    assert [len(index[2]), len(index[3])] == [1, 1]
+    assert_contiguous(index, len(store.read_bytes("m.arrow")))
+    assert writer.rows_written == 3
+    assert read_segment(store, "m.arrow", []) == []
+
+
+def test_a_task_with_no_output_publishes_an_empty_file_and_index(
+    store: FsspecStore, tmp_path: Path
+) -> None:
+    writer = MapOutputWriter(spill_dir=str(tmp_path / "spill"))
+    writer.add_run({0: table_of([]), 1: table_of([])})
+    assert writer.finish(store, "m.arrow") == {}
+    assert store.read_bytes("m.arrow") == b""
+    assert list((tmp_path / "spill").iterdir()) == []
+
+
+def test_index_json_round_trip() -> None:
+    index = {
+        10: [StreamRef(0, 100, 7, 2**32 - 1)],
+        2: [StreamRef(100, 5, 1, 0), StreamRef(105, 9, 3, 12345)],
+    }
+    as_json = mapfile.index_to_json(index)
+    assert list(as_json) == ["2", "10"]  # sorted by partition number, not as text
+    assert as_json["2"] == [[100, 5, 1, 0], [105, 9, 3, 12345]]
+    assert mapfile.index_from_json(as_json) == index
+
+
+def test_read_segment_of_a_missing_file_raises_file_not_found(store: FsspecStore) -> None:
+    ref = StreamRef(0, 10, 1, 0)
+    with pytest.raises(FileNotFoundError):
+        read_segment(store, "nope.arrow", [ref])
+
+
+def _drain(streams: list[Iterator[pa.RecordBatch]]) -> int:
+    return sum(batch.num_rows for stream in streams for batch in stream)
+
+
+def test_typed_and_generic_runs_round_trip_in_one_file(store: FsspecStore, tmp_path: Path) -> None:
+    typed = [("a", 1), ("b", 2)]
+    generic = sorted(
+        [("a", None), (("t", 1), [1, 2]), ("c", {"x": b"y"})], key=lambda r: codec.encode_key(r[0])
+    )
+    index = write_runs(store, "m.arrow", [{0: typed}, {0: generic}], tmp_path / "spill")
+    typed_stream, generic_stream = read_segment(store, "m.arrow", index[0])
+    assert rows_of(typed_stream) == typed
+    assert rows_of(generic_stream) == generic
+    assert _drain(read_segment(store, "m.arrow", index[0], whole_read_limit=0)) == 5
