@@ -45,8 +45,9 @@ def _json_default(obj: object) -> object:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def _dumps(obj: object) -> str:
-    return json.dumps(obj, default=_json_default, ensure_ascii=False)
+# One encoder for every record: json.dumps() with options builds a new one per call.
+_ENCODER = json.JSONEncoder(default=_json_default, ensure_ascii=False)
+_dumps = _ENCODER.encode
 
 
 def table_values(table: pa.Table) -> list[Any]:

@@ -52,6 +52,10 @@ SORT_BUFFER_SHARE = 0.25
 #: Share of the budget a reducer's inputs may take for the one-shot sort path.
 REDUCE_IN_MEMORY_SHARE = 0.25
 
+#: Rough Python memory of one pair held for in-mapper combining (a list slot,
+#: a share of the dict entry and key); sizes the dict within the sort buffer.
+COMBINE_BYTES_PER_RECORD = 64
+
 PLAN_FILE = "plan.json"
 CODE_DIR = "code"
 
@@ -243,6 +247,78 @@ class RecordBuffer:
             raise self.where.wrap(exc, self.what) from None
 
 
+def _group_key(key: Any) -> Any:
+    """A dict key that is equal only for keys the shuffle treats as equal.
+
+    Python says ``1 == 1.0 == True``; the shuffle keeps them apart, so
+    non-str keys are tagged with their type (and encoded when they are not
+    plain ints or bytes, so that tuples holding 1 and 1.0 stay apart too).
+    """
+    kind = type(key)
+    if kind is int or kind is bytes:
+        return (kind, key)
+    return (kind, codec.encode_key(key))
+
+
+class CombiningBuffer(RecordBuffer):
+    """In-mapper combining: groups a mapper's pairs by key in a dict.
+
+    Every ``limit`` records (and at the end) the combiner runs once per key
+    over that key's values and its output goes on to ``inner``. This spares
+    the shuffle from encoding and sorting every raw pair; a combiner may run
+    any number of times, so the result is the same.
+    """
+
+    def __init__(
+        self, inner: RecordBuffer, combiner: Callable[..., Any], where: Where, limit: int
+    ) -> None:
+        super().__init__(inner.sink, where, "mapper")
+        self.inner = inner
+        self.combiner = combiner
+        self.limit = max(1, limit)
+        self._groups: dict[Any, list[Any]] = {}
+        self._originals: dict[Any, Any] = {}
+        self._pending = 0
+
+    def extend(self, records: Iterable[Record]) -> None:
+        groups = self._groups
+        for record in records:
+            try:
+                key, value = record
+            except (TypeError, ValueError):
+                raise self.where.wrap(
+                    TypeError(
+                        f"mapper yielded {record!r}, not a (key, value) pair: "
+                        "write `yield key, value`"
+                    ),
+                    "mapper",
+                ) from None
+            if type(key) is str:
+                dk = key
+            else:
+                dk = _group_key(key)
+                self._originals.setdefault(dk, key)
+            values = groups.get(dk)
+            if values is None:
+                groups[dk] = [value]
+            else:
+                values.append(value)
+            self._pending += 1
+            if self._pending >= self.limit:
+                self.flush()
+                groups = self._groups
+
+    def flush(self) -> None:
+        groups, originals = self._groups, self._originals
+        self._groups, self._originals, self._pending = {}, {}, 0
+        with guarded(self.where, "combiner"):
+            for dk, values in groups.items():
+                key = dk if type(dk) is str else originals[dk]
+                self.inner.extend(as_records(self.combiner(key, iter(values)), what="combiner"))
+        self.count += self.inner.count
+        self.inner.flush()
+
+
 # -- map -----------------------------------------------------------------------
 
 
@@ -337,7 +413,9 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
             writer,
             _partitioner(ctx, job, step_plan, where),
             budget_bytes=int(plan.memory_per_worker * SORT_BUFFER_SHARE),
-            combine=_combine_fn(job, step, where),
+            # With a record mapper the combiner already ran in the mapper's dict
+            # (CombiningBuffer); running it again over the sorted run rarely pays.
+            combine=_combine_fn(job, step, where) if step.mapper is None else None,
         )
         records_in = _feed_map(ctx, job, step, split, where, sorter.add)
         sorter.finish()
@@ -394,6 +472,9 @@ def _feed_map(
             sink(out)
         return count
     buf = RecordBuffer(as_tables(sink), where, "mapper")
+    if step.mapper is not None and step.combiner is not None:
+        limit = int(ctx.plan.memory_per_worker * SORT_BUFFER_SHARE) // COMBINE_BYTES_PER_RECORD
+        buf = CombiningBuffer(buf, step.combiner, where, limit)
     _emit(buf, where, "mapper_init", step.mapper_init)
     count = 0
     mapper = step.mapper

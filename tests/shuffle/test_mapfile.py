@@ -12,7 +12,7 @@ import os
 import random
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,6 @@ def rows_of(batches: Iterable[pa.RecordBatch]) -> list[Row]:
         )
         out.extend(zip(keys, values, strict=True))
     return out
-
-
-def file_bytes(store: FsspecStore, path: str) -> bytes:
-    return store.read_bytes(path)
 
 
 def assert_contiguous(index: dict[int, list[StreamRef]], size: int) -> None:
@@ -98,7 +94,7 @@ def test_one_run_is_moved_into_place_with_one_stream_per_partition(
 
     assert sorted(index) == [0, 3, 7]
     assert all(len(refs) == 1 for refs in index.values())
-    data = file_bytes(store, "s0/map-00000-a0.arrow")
+    data = store.read_bytes("s0/map-00000-a0.arrow")
     assert_contiguous(index, len(data))
     assert writer.bytes_written == len(data)
     assert writer.rows_written == 71
@@ -131,7 +127,7 @@ def test_several_runs_are_regrouped_so_each_partition_is_contiguous(
     spill = tmp_path / "spill"
     index = write_runs(store, "map.arrow", runs, spill, batch_rows=4)
 
-    data = file_bytes(store, "map.arrow")
+    data = store.read_bytes("map.arrow")
     assert_contiguous(index, len(data))
     assert list(spill.iterdir()) == []
     for p in range(4):
@@ -216,18 +212,18 @@ def truncate(store: FsspecStore, path: str, cut: int) -> None:
     store.write_bytes(path, store.read_bytes(path)[:-cut])
 
 
-def three_stream_file(store: FsspecStore, tmp_path: Path) -> tuple[list[StreamRef], list[Row]]:
+def three_stream_file(store: FsspecStore, tmp_path: Path) -> list[StreamRef]:
+    """Write m.arrow with three runs of partition 1; return that partition's streams."""
     rng = random.Random(6)
     runs = [{1: sorted_rows(rng, 200, f"r{r}")} for r in range(3)]
-    index = write_runs(store, "m.arrow", runs, tmp_path / "spill", batch_rows=16)
-    return index[1], [row for run in runs for row in run[1]]
+    return write_runs(store, "m.arrow", runs, tmp_path / "spill", batch_rows=16)[1]
 
 
 @WHOLE_AND_STREAMED
 def test_a_flipped_byte_raises_corrupt_segment_error(
     store: FsspecStore, tmp_path: Path, whole_read_limit: int
 ) -> None:
-    refs, _ = three_stream_file(store, tmp_path)
+    refs = three_stream_file(store, tmp_path)
     middle = refs[1]
     flip_byte(store, "m.arrow", middle.offset + middle.length // 2)
 
@@ -263,7 +259,7 @@ def test_the_checksum_catches_a_flip_that_still_decodes(store: FsspecStore, tmp_
 def test_a_truncated_file_raises_corrupt_segment_error(
     store: FsspecStore, tmp_path: Path, whole_read_limit: int, cut: int
 ) -> None:
-    refs, _ = three_stream_file(store, tmp_path)
+    refs = three_stream_file(store, tmp_path)
     assert refs[-1].length > cut
     truncate(store, "m.arrow", cut)
 
@@ -341,17 +337,16 @@ def test_read_segment_of_a_missing_file_raises_file_not_found(store: FsspecStore
         read_segment(store, "nope.arrow", [ref])
 
 
-def _drain(streams: list[Iterator[pa.RecordBatch]]) -> int:
-    return sum(batch.num_rows for stream in streams for batch in stream)
-
-
-def test_typed_and_generic_runs_round_trip_in_one_file(store: FsspecStore, tmp_path: Path) -> None:
-    typed = [("a", 1), ("b", 2)]
-    generic = sorted(
+@WHOLE_AND_STREAMED
+def test_typed_and_generic_runs_round_trip_in_one_file(
+    store: FsspecStore, tmp_path: Path, whole_read_limit: int
+) -> None:
+    typed: list[Row] = [("a", 1), ("b", 2)]
+    generic: list[Row] = sorted(
         [("a", None), (("t", 1), [1, 2]), ("c", {"x": b"y"})], key=lambda r: codec.encode_key(r[0])
     )
     index = write_runs(store, "m.arrow", [{0: typed}, {0: generic}], tmp_path / "spill")
-    typed_stream, generic_stream = read_segment(store, "m.arrow", index[0])
-    assert rows_of(typed_stream) == typed
-    assert rows_of(generic_stream) == generic
-    assert _drain(read_segment(store, "m.arrow", index[0], whole_read_limit=0)) == 5
+
+    streams = read_segment(store, "m.arrow", index[0], whole_read_limit=whole_read_limit)
+
+    assert [rows_of(stream) for stream in streams] == [typed, generic]

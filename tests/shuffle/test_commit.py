@@ -1,0 +1,135 @@
+"""Tests for shuffle.commit: commit records, the proof that a task attempt finished.
+
+Every store test runs on local disk and on fsspec's memory://. Records are
+compared whole after a trip through JSON text, and the committed set of a
+stage is checked against the set of tasks the test committed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shuffle import commit
+from shuffle.commit import Record, TaskIndex
+from shuffle.mapfile import StreamRef
+from shuffle.store import FsspecStore
+
+
+def map_record(index: int, *, step: int = 0, attempt: int = 0) -> Record:
+    return Record.with_index(
+        {
+            0: [StreamRef(0, 120, 10, 2**32 - 1), StreamRef(120, 30, 2, 7)],
+            3: [StreamRef(150, 50, 4, 0)],
+        },
+        step=step,
+        stage="map",
+        index=TaskIndex(index),
+        attempt=attempt,
+        node="node-a",
+        data_path=f"s{step}/map-{index:05d}-a{attempt}.arrow",
+        records_in=100,
+        records_out=16,
+        bytes_in=4096,
+        bytes_out=200,
+        seconds=1.25,
+        peak_rss=123_456_789,
+        spills=2,
+        counters={"words": {"seen": 100, "kept": 16}},
+    )
+
+
+def reduce_record(index: int, *, step: int = 0) -> Record:
+    return Record(
+        step=step,
+        stage="reduce",
+        index=TaskIndex(index),
+        attempt=1,
+        node="node-b",
+        data_path=f"part-{index:05d}",
+    )
+
+
+def test_a_record_survives_a_trip_through_json_text() -> None:
+    for record in (map_record(7, step=2, attempt=3), reduce_record(0)):
+        text = json.dumps(record.to_json())
+        assert Record.from_json(json.loads(text)) == record
+
+
+def test_the_partition_index_and_bytes_come_back_from_the_record() -> None:
+    record = Record.from_json(json.loads(json.dumps(map_record(1).to_json())))
+    assert record.partition_index == {
+        0: [StreamRef(0, 120, 10, 2**32 - 1), StreamRef(120, 30, 2, 7)],
+        3: [StreamRef(150, 50, 4, 0)],
+    }
+    assert record.partition_bytes() == {0: 150, 3: 50}
+    assert reduce_record(0).partition_index == {}
+    assert reduce_record(0).partition_bytes() == {}
+
+
+def test_record_path_names_step_stage_and_padded_index() -> None:
+    assert commit.record_path(1, "reduce", 42) == "commits/s1-reduce-00042.json"
+
+
+def test_write_then_read_returns_the_record(store: FsspecStore) -> None:
+    record = map_record(4, step=1)
+    commit.write(store, record)
+
+    assert store.list("commits") == ["s1-map-00004.json"]
+    assert commit.read(store, 1, "map", 4) == record
+    assert json.loads(store.read_bytes("commits/s1-map-00004.json"))["attempt"] == 0
+
+
+def test_reading_an_uncommitted_task_gives_none(store: FsspecStore) -> None:
+    commit.write(store, map_record(0))
+    assert commit.read(store, 0, "map", 1) is None
+    assert commit.read(store, 0, "reduce", 0) is None
+    assert commit.read(store, 1, "map", 0) is None
+
+
+def test_a_second_commit_of_a_task_replaces_the_first(store: FsspecStore) -> None:
+    commit.write(store, map_record(2, attempt=0))
+    commit.write(store, map_record(2, attempt=1))
+    assert store.list("commits") == ["s0-map-00002.json"]
+    committed = commit.read(store, 0, "map", 2)
+    assert committed is not None
+    assert committed.attempt == 1
+
+
+def test_committed_indexes_lists_only_the_stages_own_records(store: FsspecStore) -> None:
+    for i in (0, 2, 11, 12345):
+        commit.write(store, map_record(i))
+    commit.write(store, reduce_record(1))
+    commit.write(store, map_record(3, step=1))
+    commit.write(store, map_record(4, step=10))
+    # What a commit killed halfway can leave behind, and unrelated files.
+    store.write_bytes("commits/s0-map-00005.json.tmp-0123456789ab", b"{")
+    store.write_bytes("commits/notes.txt", b"")
+
+    assert commit.committed_indexes(store, 0, "map") == {0, 2, 11, 12345}
+    assert commit.committed_indexes(store, 0, "reduce") == {1}
+    assert commit.committed_indexes(store, 1, "map") == {3}
+    assert commit.committed_indexes(store, 10, "map") == {4}
+    assert commit.committed_indexes(store, 2, "map") == set()
+
+
+def test_committed_indexes_of_a_new_job_is_empty(store: FsspecStore) -> None:
+    assert commit.committed_indexes(store, 0, "map") == set()
+
+
+def test_read_stage_returns_records_in_task_order(store: FsspecStore) -> None:
+    for i in (2, 0, 1):
+        commit.write(store, map_record(i))
+    assert [r.index for r in commit.read_stage(store, 0, "map", 3)] == [0, 1, 2]
+    assert commit.read_stage(store, 0, "map", 0) == []
+
+
+def test_read_stage_names_the_missing_task(store: FsspecStore) -> None:
+    for i in (0, 1, 3):
+        commit.write(store, map_record(i))
+    with pytest.raises(FileNotFoundError) as caught:
+        commit.read_stage(store, 0, "map", 4)
+    assert str(caught.value) == (
+        f"task 2 of step 0 stage map has no commit record in {store.url('commits')}"
+    )
