@@ -37,7 +37,8 @@ def generate(path: str, size: int, *, vocab: int = 1_000_000, seed: int = 0) -> 
             ranks = np.searchsorted(cdf, rng.random(CHUNK_WORDS))
             words = names[ranks]
             lines = [
-                " ".join(words[i : i + WORDS_PER_LINE]) for i in range(0, CHUNK_WORDS, WORDS_PER_LINE)
+                " ".join(words[i : i + WORDS_PER_LINE])
+                for i in range(0, CHUNK_WORDS, WORDS_PER_LINE)
             ]
             data = ("\n".join(lines) + "\n").encode()
             data = data[: max(0, size - written)]

@@ -12,6 +12,7 @@ checksum); it prints a JSON verdict and exits 1 if anything is wrong.
 
 import argparse
 import glob
+import itertools
 import json
 import os
 import sys
@@ -39,13 +40,15 @@ def generate(rows: int, directory: str, files: int = 4, seed: int = 0) -> None:
                 "value": pa.array([v.tobytes() for v in values], pa.binary()),
             }
         )
-        pq.write_table(table, os.path.join(directory, f"part-{f:05d}.parquet"), row_group_size=20_000)
+        pq.write_table(
+            table, os.path.join(directory, f"part-{f:05d}.parquet"), row_group_size=20_000
+        )
 
 
 def _checksum(table: pa.Table) -> tuple[int, int]:
     """(rows, sum of per-record crc32 mod 2**64): independent of record order."""
     total = 0
-    for k, v in zip(table["key"].to_pylist(), table["value"].to_pylist()):
+    for k, v in zip(table["key"].to_pylist(), table["value"].to_pylist(), strict=True):
         total += zlib.crc32(k + v)
     return table.num_rows, total % 2**64
 
@@ -55,7 +58,7 @@ def validate(input_dir: str, output_dir: str) -> dict:
     parts = sorted(glob.glob(os.path.join(output_dir, "part-*")))
     output = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else inputs.slice(0, 0)
     keys = output["key"].to_pylist()
-    unsorted = sum(1 for a, b in zip(keys, keys[1:]) if a > b)
+    unsorted = sum(1 for a, b in itertools.pairwise(keys) if a > b)
     in_rows, in_sum = _checksum(inputs)
     out_rows, out_sum = _checksum(output)
     return {

@@ -1,7 +1,7 @@
 """Count the words of a text: the "hello world" of MapReduce.
 
-    mrk8s run examples/wordcount.py examples/data/sample.txt
-    python examples/wordcount.py examples/data/sample.txt -o counts/
+mrk8s run examples/wordcount.py examples/data/sample.txt
+python examples/wordcount.py examples/data/sample.txt -o counts/
 """
 
 import re

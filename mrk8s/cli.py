@@ -65,7 +65,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="memory budget of a worker: sort buffer and merge (default: %(default)s)",
     )
     p.add_argument(
-        "--split-size", metavar="SIZE", default="128MiB", help="largest input split (default: %(default)s)"
+        "--split-size",
+        metavar="SIZE",
+        default="128MiB",
+        help="largest input split (default: %(default)s)",
     )
     p.add_argument(
         "--max-attempts", type=int, default=3, help="attempts per task before failing (default: 3)"
@@ -112,7 +115,9 @@ def _cmd_run(argv: Sequence[str]) -> int:
         _run_parser(lambda p: None).print_help()
         return 0
     # Phase 1: find the script (and --job-class) without knowing the job's options.
-    known, _ = _run_parser().parse_known_intermixed_args([a for a in argv if a not in ("-h", "--help")])
+    known, _ = _run_parser().parse_known_intermixed_args(
+        [a for a in argv if a not in ("-h", "--help")]
+    )
     job_class = loader.load_job_class(known.script, known.job_class)
     job_defaults: dict[str, Any] = {}
 
@@ -137,7 +142,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
     except ValueError as exc:
         raise UsageError(
             f"--storage-options {args.storage_options!r} is not a JSON object ({exc}): write "
-            'e.g. \'{"anon": true}\''
+            "e.g. '{\"anon\": true}'"
         ) from exc
     settings = RunSettings(
         script=args.script,

@@ -238,7 +238,14 @@ class Driver:
                 "stage": stage,
             },
             command=(
-                "mrk8s", "worker", "--job", plan.job_dir, "--step", str(step), "--stage", stage,
+                "mrk8s",
+                "worker",
+                "--job",
+                plan.job_dir,
+                "--step",
+                str(step),
+                "--stage",
+                stage,
             ),
             max_attempts=self.settings.max_attempts,
             retry_user_errors=self.settings.retry_user_errors,
@@ -253,7 +260,9 @@ class Driver:
         self.timings[f"s{step}-{stage}"] = time.perf_counter() - started
         self.progress.stage_finished(name)
 
-    def sample_boundaries(self, plan: JobPlan, store: FsspecStore, step: int, job: MapReduce) -> None:
+    def sample_boundaries(
+        self, plan: JobPlan, store: FsspecStore, step: int, job: MapReduce
+    ) -> None:
         """Range partitioning: run the map side on a sample and store R-1 boundaries."""
         path = f"s{step}/boundaries.arrow"
         if store.exists(path):
@@ -261,7 +270,9 @@ class Driver:
         from mrk8s.sampling import sample_keys
 
         step_plan = plan.steps[step]
-        keys = sample_keys(job.steps()[step], step_plan.splits, plan.storage_options, RANGE_SAMPLE_KEYS)
+        keys = sample_keys(
+            job.steps()[step], step_plan.splits, plan.storage_options, RANGE_SAMPLE_KEYS
+        )
         bounds = partition.boundaries_from_sample(keys, step_plan.num_reducers)
         sink = pa.BufferOutputStream()
         table = pa.table({"boundary": pa.array(bounds, pa.binary())})
@@ -271,7 +282,9 @@ class Driver:
 
     # -- the whole job ----------------------------------------------------------------
 
-    def run(self, executor: Executor | None = None, *, stdout: IO[bytes] | None = None) -> JobResult:
+    def run(
+        self, executor: Executor | None = None, *, stdout: IO[bytes] | None = None
+    ) -> JobResult:
         s = self.settings
         t0 = time.perf_counter()
         if s.output_format not in outputs.FORMATS:
@@ -302,7 +315,9 @@ class Driver:
                     map_bytes = sum(x.size for x in sp.splits)
                     if sp.partitioner == "range":
                         self.sample_boundaries(plan, job_store, sp.index, job)
-                    self.run_stage(executor, plan, job_store, sp.index, "map", len(sp.splits), map_bytes)
+                    self.run_stage(
+                        executor, plan, job_store, sp.index, "map", len(sp.splits), map_bytes
+                    )
                     if sp.num_reducers:
                         self.run_stage(
                             executor, plan, job_store, sp.index, "reduce", sp.num_reducers, 0
@@ -444,4 +459,3 @@ def _print_counters(summary: Mapping[str, Any], progress: Progress) -> None:
     for group in sorted(counters):
         for name in sorted(counters[group]):
             progress.message(f"counter {group}/{name} = {counters[group][name]}")
-

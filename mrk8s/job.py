@@ -73,9 +73,7 @@ class Step:
                 "record by record or a table at a time)"
             )
         if self.reducer is not None and self.reduce_batch is not None:
-            raise JobDefinitionError(
-                "a step has both reducer and reduce_batch: keep one of them"
-            )
+            raise JobDefinitionError("a step has both reducer and reduce_batch: keep one of them")
         if self.combiner is not None and self.reducer is None and self.reduce_batch is None:
             raise JobDefinitionError(
                 "a step has a combiner but no reducer: a combiner only makes sense before a "

@@ -10,6 +10,7 @@ ever visible there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -94,13 +95,17 @@ class PartWriter:
         self.records += len(keys)
         if self.fmt == "text":
             try:
-                text = "".join(f"{_dumps(k)}\t{_dumps(v)}\n" for k, v in zip(keys, values))
+                text = "".join(
+                    f"{_dumps(k)}\t{_dumps(v)}\n" for k, v in zip(keys, values, strict=True)
+                )
             except TypeError as exc:
                 raise OutputError(f"cannot write a result as text: {exc}") from exc
             self._file.write(text.encode())
         elif self.fmt == "jsonl":
             try:
-                text = "".join(_dumps({"key": k, "value": v}) + "\n" for k, v in zip(keys, values))
+                text = "".join(
+                    _dumps({"key": k, "value": v}) + "\n" for k, v in zip(keys, values, strict=True)
+                )
             except TypeError as exc:
                 raise OutputError(f"cannot write a result as JSON lines: {exc}") from exc
             self._file.write(text.encode())
@@ -155,10 +160,9 @@ class PartWriter:
         return size
 
     def abort(self) -> None:
-        try:
+        """Drop the temporary file: nothing appears at the part's path."""
+        with contextlib.suppress(RuntimeError):
             self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
-        except RuntimeError:
-            pass
 
 
 def _records_to_plain_table(keys: list[Any], values: list[Any]) -> pa.Table:

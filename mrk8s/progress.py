@@ -18,7 +18,9 @@ from scheduler.stage import TaskEvent
 class Progress:
     """Receives stage boundaries and task events; does nothing by default."""
 
-    def stage_started(self, name: str, *, total_tasks: int, done_tasks: int, total_bytes: int) -> None:
+    def stage_started(
+        self, name: str, *, total_tasks: int, done_tasks: int, total_bytes: int
+    ) -> None:
         """A stage begins; ``done_tasks`` were already committed (resumed)."""
 
     def task_event(self, event: TaskEvent) -> None:
@@ -81,7 +83,9 @@ class LineProgress(Progress):
         self.stream.flush()
         self._last = time.monotonic()
 
-    def stage_started(self, name: str, *, total_tasks: int, done_tasks: int, total_bytes: int) -> None:
+    def stage_started(
+        self, name: str, *, total_tasks: int, done_tasks: int, total_bytes: int
+    ) -> None:
         self._name = name
         self._tally = _Tally(total_tasks, done_tasks, total_bytes)
         self._last = time.monotonic()
@@ -114,7 +118,9 @@ class BarProgress(Progress):
         self._bar: Any = None
         self._tally: _Tally | None = None
 
-    def stage_started(self, name: str, *, total_tasks: int, done_tasks: int, total_bytes: int) -> None:
+    def stage_started(
+        self, name: str, *, total_tasks: int, done_tasks: int, total_bytes: int
+    ) -> None:
         from tqdm import tqdm
 
         self._tally = _Tally(total_tasks, done_tasks, total_bytes)

@@ -30,7 +30,7 @@ def _records(split: Split, storage_options: Mapping[str, Any]) -> Any:
         store = FsspecStore(split.url, storage_options)
         with store.open_read("") as f:
             for table in read_stream_file(f):
-                yield from zip(*table_records(table))
+                yield from zip(*table_records(table), strict=True)
     else:
         for value in inputs.read_records(split, storage_options):
             yield None, value

@@ -126,6 +126,7 @@ def _fetch_script(store: FsspecStore, plan: JobPlan) -> str:
 
 # -- user code -----------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Where:
     """Where a task is, for error messages."""
@@ -328,7 +329,7 @@ def _input_records(
     if split.format == "shuffle":
         for table in _shuffle_tables(split, storage_options):
             keys, values = table_records(table)
-            yield from zip(keys, values)
+            yield from zip(keys, values, strict=True)
     else:
         for value in inputs.read_records(split, storage_options):
             yield None, value
@@ -565,7 +566,10 @@ def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> di
         run
         for m, refs in located
         for run in mapfile.read_segment(
-            ctx.store, m.data_path, refs, whole_read_limit=min(mapfile.WHOLE_READ_LIMIT, per_run_limit)
+            ctx.store,
+            m.data_path,
+            refs,
+            whole_read_limit=min(mapfile.WHOLE_READ_LIMIT, per_run_limit),
         )
     ]
     if bytes_in * 4 <= budget * REDUCE_IN_MEMORY_SHARE or step.reduce_batch is not None:
@@ -584,11 +588,14 @@ def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> di
                 out = _call(where, "reduce_batch", step.reduce_batch, table)
                 if not isinstance(out, pa.Table):
                     raise where.wrap(
-                        TypeError(f"reduce_batch must return a pyarrow.Table, got {type(out).__name__}"),
+                        TypeError(
+                            f"reduce_batch must return a pyarrow.Table, got {type(out).__name__}"
+                        ),
                         "reduce_batch",
                     )
                 writer.add_table(out)
         else:
+
             def count_rows(ts: Iterable[pa.Table]) -> Iterator[pa.Table]:
                 nonlocal records_in
                 for t in ts:

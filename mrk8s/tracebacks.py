@@ -11,7 +11,8 @@ import traceback
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 FRAMEWORK_DIRS = tuple(
-    os.path.join(os.path.dirname(_HERE), name) + os.sep for name in ("mrk8s", "scheduler", "shuffle")
+    os.path.join(os.path.dirname(_HERE), name) + os.sep
+    for name in ("mrk8s", "scheduler", "shuffle")
 )
 
 
@@ -21,14 +22,10 @@ def is_framework_file(filename: str) -> bool:
 
 def user_traceback(exc: BaseException) -> str:
     """The traceback from the first frame outside mrk8s on (framework frames dropped)."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    for i, frame in enumerate(frames):
-        if not is_framework_file(frame.filename):
-            frames = frames[i:]
-            break
-    else:
-        frames = frames[-1:]
-    frames = traceback.StackSummary.from_list([f for f in frames if not f.filename.startswith("<frozen")])
-    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    frames = list(traceback.extract_tb(exc.__traceback__))
+    first_user = next((i for i, f in enumerate(frames) if not is_framework_file(f.filename)), None)
+    frames = frames[first_user:] if first_user is not None else frames[-1:]
+    shown = [f for f in frames if not f.filename.startswith("<frozen")]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(shown)]
     lines += traceback.format_exception_only(exc)
     return "".join(lines)

@@ -59,8 +59,10 @@ def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
         result = run_task(payload, index, args.attempt)
     except Exception as exc:
         error = TaskError.from_exception(exc)
-        print(f"mrk8s worker: task {index} of step {args.step} {args.stage} failed: "
-              f"{error.message}", file=sys.stderr)
+        print(
+            f"mrk8s worker: task {index} of step {args.step} {args.stage} failed: {error.message}",
+            file=sys.stderr,
+        )
         return EXIT_USER_ERROR if error.user_error else EXIT_RETRY
     print(json.dumps({"index": index, "records_out": result.get("records_out", 0)}))
     return EXIT_OK

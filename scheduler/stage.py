@@ -72,7 +72,10 @@ class TaskError:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TaskError:
         return cls(
-            str(data["kind"]), str(data["message"]), bool(data["retryable"]), bool(data["user_error"])
+            str(data["kind"]),
+            str(data["message"]),
+            bool(data["retryable"]),
+            bool(data["user_error"]),
         )
 
 
@@ -132,7 +135,9 @@ def resolve(entrypoint: str) -> TaskFn:
     return fn
 
 
-def run_task(entrypoint: str, payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, Any]:
+def run_task(
+    entrypoint: str, payload: Mapping[str, Any], index: int, attempt: int
+) -> dict[str, Any]:
     """Run one task in this process: the body every backend's worker shares."""
     return resolve(entrypoint)(payload, index, attempt)
 

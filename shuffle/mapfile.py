@@ -92,6 +92,9 @@ class MapOutputWriter:
         if spill_dir is not None:
             os.makedirs(spill_dir, exist_ok=True)
         fd, self._spill_path = tempfile.mkstemp(prefix="mrk8s-spill-", dir=spill_dir)
+        # mkstemp makes the file private; a published map output must be readable by a
+        # shuffle server running as another user, like any file the job writes.
+        os.chmod(self._spill_path, 0o644)
         self._file: IO[bytes] | None = os.fdopen(fd, "wb")
         self._options = pa.ipc.IpcWriteOptions(compression=compression)
         self._batch_rows = batch_rows

@@ -19,17 +19,18 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from shuffle import codec, merge, partition, sort
 from shuffle.mapfile import MapOutputWriter
 
 logger = logging.getLogger(__name__)
 
+
 class Partitioner(Protocol):
     """Splits a table into partitions, each sorted by key."""
 
-    num_partitions: int
+    @property
+    def num_partitions(self) -> int: ...
 
     def split(self, table: pa.Table) -> dict[int, pa.Table]: ...
 

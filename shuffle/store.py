@@ -101,7 +101,7 @@ class FsspecStore:
     def open_read(self, path: str) -> IO[bytes]:
         with _translate(self.url(path), "open"):
             if self.is_local:
-                return open(self._path(path), "rb")  # noqa: SIM115 - caller closes
+                return open(self._path(path), "rb")
             f: IO[bytes] = self.fs.open(self._path(path), "rb")
             return f
 

@@ -46,7 +46,9 @@ class CLIResult:
 def cli(shuffle_dir: Path) -> Callable[..., CLIResult]:
     """Run ``mrk8s ARGS`` in a subprocess, as a user would, with the test's shuffle dir."""
 
-    def run(*args: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 240) -> CLIResult:
+    def run(
+        *args: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 240
+    ) -> CLIResult:
         env = dict(os.environ)
         env["MRK8S_SHUFFLE_DIR"] = str(shuffle_dir)
         proc = subprocess.run(

@@ -9,6 +9,7 @@ the worker. Errors are caught per task and sent back as
 from __future__ import annotations
 
 import json
+import os
 import sys
 from multiprocessing.connection import Connection
 
@@ -16,8 +17,13 @@ from scheduler.stage import TaskError, run_task
 
 
 def main(argv: list[str]) -> int:
-    recv = Connection(int(argv[0]), writable=False)
-    send = Connection(int(argv[1]), readable=False)
+    fd_in, fd_out = int(argv[0]), int(argv[1])
+    # Keep the pipes out of any process a task starts, so that the driver sees
+    # this worker's death at once even if a grandchild lives on.
+    os.set_inheritable(fd_in, False)
+    os.set_inheritable(fd_out, False)
+    recv = Connection(fd_in, writable=False)
+    send = Connection(fd_out, readable=False)
     while True:
         try:
             raw = recv.recv_bytes()
@@ -31,7 +37,7 @@ def main(argv: list[str]) -> int:
                 message["entrypoint"], message["payload"], message["index"], message["attempt"]
             )
             reply = {"ok": True, "result": result}
-        except BaseException as exc:  # noqa: BLE001 - every failure is reported, none kills us
+        except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             reply = {"ok": False, "error": TaskError.from_exception(exc).to_json()}

@@ -139,7 +139,7 @@ class LocalExecutor:
         results: dict[int, dict[str, Any]] = {}
         for w in [w for w in self._workers if w.proc.poll() is not None]:
             self._replace(w)  # died while idle (killed between stages, out of memory)
-        while len(self._workers) < min(self.num_workers, max(1, len(queue))):
+        while len(self._workers) < min(self.num_workers, len(queue)):
             self._spawn()
         try:
             while queue or any(w.task for w in self._workers):

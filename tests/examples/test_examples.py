@@ -23,7 +23,9 @@ pytestmark = pytest.mark.timeout(300)
 WORD = re.compile(r"[\w']+")
 
 
-def run(tmp_path: Path, example: str, inputs: list[Path], **options: object) -> mrk8s.driver.JobResult:
+def run(
+    tmp_path: Path, example: str, inputs: list[Path], **options: object
+) -> mrk8s.driver.JobResult:
     options.setdefault("shuffle_dir", str(tmp_path / "shuffle"))
     options.setdefault("workers", 2)
     return mrk8s.run(
@@ -77,7 +79,9 @@ def test_inverted_index(tmp_path: Path) -> None:
 def test_reduce_side_join(tmp_path: Path) -> None:
     rng = random.Random(5)
     users = [(i, f"user{i}", rng.choice(["GB", "US", "NL"])) for i in range(1, 300)]
-    orders = [(f"o{j:05d}", rng.randint(1, 320), f"{rng.randint(1, 9999) / 100}") for j in range(3000)]
+    orders = [
+        (f"o{j:05d}", rng.randint(1, 320), f"{rng.randint(1, 9999) / 100}") for j in range(3000)
+    ]
     u, o = tmp_path / "users.csv", tmp_path / "orders.csv"
     with u.open("w", newline="") as f:
         csv.writer(f).writerows([("user_id", "name", "country"), *users])
@@ -86,7 +90,12 @@ def test_reduce_side_join(tmp_path: Path) -> None:
     result = run(tmp_path, "join.py", [u, o], reducers=3)
     by_id = {str(i): (name, country) for i, name, country in users}
     expected = {
-        oid: {"user_id": str(uid), "name": by_id[str(uid)][0], "country": by_id[str(uid)][1], "amount": amt}
+        oid: {
+            "user_id": str(uid),
+            "name": by_id[str(uid)][0],
+            "country": by_id[str(uid)][1],
+            "amount": amt,
+        }
         for oid, uid, amt in orders
         if str(uid) in by_id
     }
@@ -108,8 +117,16 @@ def test_top_words_two_steps(tmp_path: Path, corpus: Path) -> None:
 def test_top_words_from_the_command_line(tmp_path: Path) -> None:
     sample = EXAMPLES / "data" / "sample.txt"
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "top_words.py"), str(sample), "--top", "3", "-q",
-         "--shuffle-dir", str(tmp_path)],
+        [
+            sys.executable,
+            str(EXAMPLES / "top_words.py"),
+            str(sample),
+            "--top",
+            "3",
+            "-q",
+            "--shuffle-dir",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -117,7 +134,9 @@ def test_top_words_from_the_command_line(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     counts = collections.Counter(WORD.findall(sample.read_text().lower()))
     expected = sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))[:3]
-    assert [tuple(json.loads(x) for x in line.split("\t")) for line in proc.stdout.splitlines()] == expected
+    assert [
+        tuple(json.loads(x) for x in line.split("\t")) for line in proc.stdout.splitlines()
+    ] == expected
 
 
 def test_terasort_range_partitioned_global_sort(tmp_path: Path) -> None:
@@ -128,7 +147,9 @@ def test_terasort_range_partitioned_global_sort(tmp_path: Path) -> None:
         sys.path.remove(str(EXAMPLES))
     src = tmp_path / "tera-in"
     terasort_data.generate(60_000, str(src), files=3, seed=9)
-    run(tmp_path, "terasort.py", [src], reducers=4, output_format="parquet", max_split_bytes=1 << 20)
+    run(
+        tmp_path, "terasort.py", [src], reducers=4, output_format="parquet", max_split_bytes=1 << 20
+    )
     out = tmp_path / "out"
     verdict = terasort_data.validate(str(src), str(out))
     assert verdict["ok"], verdict

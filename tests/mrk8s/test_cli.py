@@ -46,7 +46,7 @@ def script(tmp_path: Path, source: str, name: str = "job.py") -> str:
 
 def no_framework_traceback(stderr: str) -> None:
     for package in ("mrk8s/", "scheduler/", "shuffle/"):
-        assert f'{package}' not in "\n".join(
+        assert f"{package}" not in "\n".join(
             line for line in stderr.splitlines() if line.strip().startswith("File ")
         ), stderr
 
@@ -89,7 +89,9 @@ def test_reads_stdin_when_no_input_is_given(cli: Run, tmp_path: Path) -> None:
     assert sorted(parse_text_output(res.stdout)) == [("x", 1), ("y", 2)]
 
 
-def test_job_options_after_inputs_or_after_double_dash(cli: Run, tmp_path: Path, text_input: Path) -> None:
+def test_job_options_after_inputs_or_after_double_dash(
+    cli: Run, tmp_path: Path, text_input: Path
+) -> None:
     job = script(
         tmp_path,
         """
@@ -118,7 +120,9 @@ def test_job_options_after_inputs_or_after_double_dash(cli: Run, tmp_path: Path,
     assert "--min-count" in helped.stdout
 
 
-def test_output_dir_gets_parts_summary_and_success(cli: Run, tmp_path: Path, text_input: Path) -> None:
+def test_output_dir_gets_parts_summary_and_success(
+    cli: Run, tmp_path: Path, text_input: Path
+) -> None:
     out = tmp_path / "out"
     res = cli("run", script(tmp_path, WORDCOUNT), str(text_input), "-o", str(out), "-r", "3")
     assert res.returncode == 0, res.stderr
@@ -147,7 +151,9 @@ def test_script_without_job_class(cli: Run, tmp_path: Path, text_input: Path) ->
     assert "Traceback" not in res.stderr
 
 
-def test_script_with_two_job_classes_needs_job_class(cli: Run, tmp_path: Path, text_input: Path) -> None:
+def test_script_with_two_job_classes_needs_job_class(
+    cli: Run, tmp_path: Path, text_input: Path
+) -> None:
     two = WORDCOUNT.replace("if __name__", "class Other(WordCount):\n    pass\n\nif __name__")
     job = script(tmp_path, two)
     res = cli("run", job, str(text_input))
@@ -161,7 +167,9 @@ def test_script_with_two_job_classes_needs_job_class(cli: Run, tmp_path: Path, t
     assert "no MapReduce subclass named 'Nope'" in wrong.stderr
 
 
-def test_mapper_exception_shows_user_traceback_and_split(cli: Run, tmp_path: Path, text_input: Path) -> None:
+def test_mapper_exception_shows_user_traceback_and_split(
+    cli: Run, tmp_path: Path, text_input: Path
+) -> None:
     job = script(
         tmp_path,
         """

@@ -43,7 +43,9 @@ def write_script(tmp_path: Path, source: str, name: str = "job.py") -> str:
     return str(path)
 
 
-def run(tmp_path: Path, script: str, inputs: list[str], **options: object) -> mrk8s.driver.JobResult:
+def run(
+    tmp_path: Path, script: str, inputs: list[str], **options: object
+) -> mrk8s.driver.JobResult:
     options.setdefault("shuffle_dir", str(tmp_path / "shuffle"))
     options.setdefault("workers", 2)
     return mrk8s.run(script, inputs, output=str(tmp_path / "out"), **options)
@@ -116,7 +118,14 @@ def test_one_hot_key_goes_to_one_reducer(tmp_path: Path) -> None:
     src = tmp_path / "skew.txt"
     src.write_text("hot\n" * 50_000 + "cold\n")
     script = write_script(tmp_path, WORDCOUNT.replace("    def combiner", "    def _no_combiner"))
-    run(tmp_path, script, [str(src)], reducers=4, memory_per_worker=1 << 20, max_split_bytes=32 << 10)
+    run(
+        tmp_path,
+        script,
+        [str(src)],
+        reducers=4,
+        memory_per_worker=1 << 20,
+        max_split_bytes=32 << 10,
+    )
     got = [rec for part in read_parts(tmp_path / "out") for rec in part]
     assert sorted(got) == [("cold", 1), ("hot", 50_000)]
 
@@ -284,7 +293,11 @@ def test_output_formats_jsonl_and_parquet(tmp_path: Path) -> None:
 
     run(tmp_path, script, [str(src)], output_format="parquet", overwrite=True)
     tables = [pq.read_table(p) for p in part_files(tmp_path / "out")]
-    got = {k: v for t in tables for k, v in zip(t["key"].to_pylist(), t["value"].to_pylist())}
+    got = {
+        k: v
+        for t in tables
+        for k, v in zip(t["key"].to_pylist(), t["value"].to_pylist(), strict=True)
+    }
     assert got == dict(expected)
 
 
