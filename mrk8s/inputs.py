@@ -440,7 +440,7 @@ def read_lines(
     split: Split,
     storage_options: Mapping[str, Any] | None = None,
     *,
-    chunk_bytes: int = 8 * 2**20,
+    chunk_bytes: int = 2**20,
 ) -> Iterator[str]:
     """The lines of a ``text`` or ``jsonl`` split, without ``"\\n"`` or one trailing ``"\\r"``.
 

@@ -45,9 +45,10 @@ logger = logging.getLogger(__name__)
 RECORD_CHUNK = 32_768
 
 #: Share of --memory-per-worker a map task's sort buffer may fill before it
-#: spills. Sorting needs about as much again (the sorted copy), and Python
-#: objects, Arrow's allocator and the interpreter take the rest.
-SORT_BUFFER_SHARE = 0.25
+#: spills. A spill needs about three times the buffer at its peak (the sorted
+#: copy, the serialized streams, numpy's sort indices); measured with
+#: bench/wordcount_memory.py.
+SORT_BUFFER_SHARE = 0.15
 
 #: Share of the budget a reducer's inputs may take for the one-shot sort path.
 REDUCE_IN_MEMORY_SHARE = 0.25
@@ -65,8 +66,35 @@ def node_name(environ: Mapping[str, str] = os.environ) -> str:
     return environ.get("MRK8S_NODE") or socket.gethostname()
 
 
+_PROCESS_READY = False
+
+
+def _prepare_process() -> None:
+    """Once per worker process: use the C library's allocator for Arrow buffers.
+
+    Arrow's default (mimalloc) keeps freed pages mapped for reuse, which in a
+    long-lived worker shows as RSS well above what is in use; the system
+    allocator hands large blocks back at once, so --memory-per-worker holds.
+    """
+    global _PROCESS_READY
+    if not _PROCESS_READY:
+        pa.set_memory_pool(pa.system_memory_pool())
+        _PROCESS_READY = True
+
+
+def reset_peak_rss() -> None:
+    """Restart this process's peak-RSS counter (Linux), so each task measures its own."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def peak_rss() -> int:
-    """Peak resident memory of this process in bytes."""
+    """Peak resident memory in bytes since the last reset (Linux: VmHWM), else the
+    process's lifetime peak."""
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
@@ -561,7 +589,8 @@ def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> di
     located = [(m, refs) for m, refs in located if refs]
     bytes_in = sum(r.length for _, refs in located for r in refs)
     budget = plan.memory_per_worker
-    per_run_limit = max(1 << 16, int(budget * REDUCE_IN_MEMORY_SHARE) // max(1, len(located)))
+    share = int(budget * REDUCE_IN_MEMORY_SHARE)
+    n_streams = sum(len(refs) for _, refs in located)
     runs = [
         run
         for m, refs in located
@@ -569,7 +598,12 @@ def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> di
             ctx.store,
             m.data_path,
             refs,
-            whole_read_limit=min(mapfile.WHOLE_READ_LIMIT, per_run_limit),
+            # Small segments in one read each, all of them within the share...
+            whole_read_limit=min(mapfile.WHOLE_READ_LIMIT, share // max(1, len(located))),
+            # ...and every streamed run's buffer too, however many runs there are.
+            buffer_bytes=min(
+                mapfile.STREAM_BUFFER, max(16 << 10, share // (4 * max(1, n_streams)))
+            ),
         )
     ]
     if bytes_in * 4 <= budget * REDUCE_IN_MEMORY_SHARE or step.reduce_batch is not None:
@@ -643,12 +677,14 @@ def run_task(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, 
     ``payload``: ``job_dir`` (URL), ``storage_options``, ``step``, ``stage``.
     A task that already committed returns its record without running again.
     """
+    _prepare_process()
     ctx = load_context(str(payload["job_dir"]), payload.get("storage_options") or {})
     step = int(payload["step"])
     stage = str(payload["stage"])
     done = commit.read(ctx.store, step, stage, index)
     if done is not None:
         return done.to_json()
+    reset_peak_rss()
     if stage == "map":
         return run_map(ctx, step, index, attempt)
     if stage == "reduce":

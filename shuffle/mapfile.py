@@ -41,6 +41,9 @@ DEFAULT_BATCH_ROWS = 16_384
 #: streamed, so a reducer's memory does not grow with a partition's size.
 WHOLE_READ_LIMIT = 16 * 2**20
 
+#: Read buffer of one streamed run, unless the reader asks for less.
+STREAM_BUFFER = 1 << 20
+
 #: Copy buffer used when regrouping spilled runs by partition.
 _COPY_CHUNK = 4 * 2**20
 
@@ -194,6 +197,7 @@ def read_segment(
     *,
     verify: bool = True,
     whole_read_limit: int = WHOLE_READ_LIMIT,
+    buffer_bytes: int = STREAM_BUFFER,
 ) -> list[Iterator[pa.RecordBatch]]:
     """The sorted runs of one partition in one map output, as batch iterators.
 
@@ -201,7 +205,8 @@ def read_segment(
     a larger one is streamed from an open file, a batch at a time. With
     ``verify``, each stream's CRC32 is checked and a mismatch raises
     :class:`CorruptSegmentError` (before any of a small segment's rows are used;
-    for a streamed segment, when its end is reached).
+    for a streamed segment, when its end is reached). ``buffer_bytes`` is the
+    read buffer of each streamed run: a reducer merging many runs passes less.
     """
     if not refs:
         return []
@@ -226,7 +231,7 @@ def read_segment(
                 )
             runs.append(_batches_from(pa.py_buffer(piece), store.url(path), ref))
         return runs
-    return [_stream_batches(store, path, ref, verify) for ref in refs]
+    return [_stream_batches(store, path, ref, verify, buffer_bytes) for ref in refs]
 
 
 def _batches_from(source: Any, url: str, ref: StreamRef) -> Iterator[pa.RecordBatch]:
@@ -289,12 +294,14 @@ class _RangeReader(io.RawIOBase):
 
 
 def _stream_batches(
-    store: FsspecStore, path: str, ref: StreamRef, verify: bool
+    store: FsspecStore, path: str, ref: StreamRef, verify: bool, buffer_bytes: int
 ) -> Iterator[pa.RecordBatch]:
     url = store.url(path)
     with store.open_read(path) as f:
         view = _RangeReader(f, ref.offset, ref.length)
-        yield from _batches_from(io.BufferedReader(view, buffer_size=1 << 20), url, ref)
+        yield from _batches_from(
+            io.BufferedReader(view, buffer_size=max(4096, buffer_bytes)), url, ref
+        )
         view.drain()
         if verify and view.crc != ref.crc32:
             raise CorruptSegmentError(
