@@ -1,8 +1,8 @@
 """Peak memory of mrk8s workers against --memory-per-worker, on a real word count.
 
-    python -m bench.wordcount_memory [--size 200MiB] [--budgets 64MiB,256MiB,1GiB]
+    python -m bench.wordcount_memory [--sizes 50MiB,200MiB] [--budgets 64MiB,256MiB,1GiB]
 
-Generates a Zipf corpus (bench/corpus.py) once, then for each budget runs
+Generates Zipf corpora (bench/corpus.py) once, then for each size and budget runs
 ``mrk8s run`` (local backend, 2 workers) on it twice: ``examples/wordcount.py``
 (with its combiner) and ``bench/jobs/wordcount_no_combiner.py`` with ONE
 reducer, whose partition (every word occurrence) is many times the budget.
@@ -15,6 +15,7 @@ bench/results/wordcount_memory.jsonl.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -57,35 +58,39 @@ def run_job(script: str, source: str, budget: str, reducers: int, workdir: str) 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", default="200MiB")
+    p.add_argument("--sizes", default="50MiB,200MiB")
     p.add_argument("--budgets", default="64MiB,256MiB,1GiB")
-    p.add_argument(
-        "--corpus", default=os.path.join(tempfile.gettempdir(), "mrk8s-corpus-200MiB.txt")
-    )
     args = p.parse_args(argv)
-    size = parse_size(args.size)
-    if not os.path.exists(args.corpus) or os.path.getsize(args.corpus) < size * 0.99:
-        corpus.generate(args.corpus, size)
+    corpora = []
+    for size_text in args.sizes.split(","):
+        path = os.path.join(tempfile.gettempdir(), f"mrk8s-corpus-{size_text}.txt")
+        size = parse_size(size_text)
+        if not os.path.exists(path) or os.path.getsize(path) < size * 0.99:
+            corpus.generate(path, size)
+        corpora.append(path)
     results = []
     with tempfile.TemporaryDirectory(prefix="mrk8s-bench-") as work:
         sample = os.path.join(REPO, "examples", "data", "sample.txt")
         base = run_job(os.path.join(REPO, "examples", "wordcount.py"), sample, "64MiB", 2, work)
         overhead = max(base["map_peak_rss"], base["reduce_peak_rss"])
         print(json.dumps({"fixed_overhead_rss": overhead}), flush=True)
-        for budget in args.budgets.split(","):
-            for script, reducers in (
+        for source, budget, (script, reducers) in itertools.product(
+            corpora,
+            args.budgets.split(","),
+            (
                 (os.path.join(REPO, "examples", "wordcount.py"), 2),
                 (os.path.join(HERE, "jobs", "wordcount_no_combiner.py"), 1),
-            ):
-                row = run_job(script, args.corpus, budget, reducers, work)
-                row["input_bytes"] = os.path.getsize(args.corpus)
-                row["fixed_overhead_rss"] = overhead
-                worst = max(row["map_peak_rss"], row["reduce_peak_rss"])
-                row["peak_minus_overhead_over_budget"] = round(
-                    (worst - overhead) / row["budget_bytes"], 3
-                )
-                print(json.dumps(row), flush=True)
-                results.append(row)
+            ),
+        ):
+            row = run_job(script, source, budget, reducers, work)
+            row["input_bytes"] = os.path.getsize(source)
+            row["fixed_overhead_rss"] = overhead
+            worst = max(row["map_peak_rss"], row["reduce_peak_rss"])
+            row["peak_minus_overhead_over_budget"] = round(
+                (worst - overhead) / row["budget_bytes"], 3
+            )
+            print(json.dumps(row), flush=True)
+            results.append(row)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "wordcount_memory.jsonl"), "w") as f:
         for row in results:

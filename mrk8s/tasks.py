@@ -48,14 +48,18 @@ RECORD_CHUNK = 32_768
 #: spills. A spill needs about three times the buffer at its peak (the sorted
 #: copy, the serialized streams, numpy's sort indices); measured with
 #: bench/wordcount_memory.py.
-SORT_BUFFER_SHARE = 0.15
+SORT_BUFFER_SHARE = 0.125
 
 #: Share of the budget a reducer's inputs may take for the one-shot sort path.
 REDUCE_IN_MEMORY_SHARE = 0.25
 
 #: Rough Python memory of one pair held for in-mapper combining (a list slot,
 #: a share of the dict entry and key); sizes the dict within the sort buffer.
-COMBINE_BYTES_PER_RECORD = 64
+COMBINE_BYTES_PER_RECORD = 128
+
+#: Rough memory of one row in a reducer's merge pass: its Arrow bytes, the
+#: sorted copy, sort indices and the decoded Python value handed to the reducer.
+REDUCE_BYTES_PER_ROW = 128
 
 PLAN_FILE = "plan.json"
 CODE_DIR = "code"
@@ -606,11 +610,18 @@ def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> di
             ),
         )
     ]
-    if bytes_in * 4 <= budget * REDUCE_IN_MEMORY_SHARE or step.reduce_batch is not None:
+    # Each merge pass holds about this many rows, decoded for the reducer too.
+    pass_rows = max(1024, share // REDUCE_BYTES_PER_ROW)
+    rows_in = sum(r.rows for _, refs in located for r in refs)
+    tables: Iterable[pa.Table]
+    if step.reduce_batch is not None or rows_in <= pass_rows:
+        # The partition fits (or reduce_batch wants it whole): one sort, no merge.
         whole = merge.concat_sorted(runs)
-        tables: Iterable[pa.Table] = [whole] if whole is not None else []
+        tables = [] if whole is None else [whole]
+        if step.reduce_batch is None and whole is not None:
+            tables = (whole.slice(i, pass_rows) for i in range(0, whole.num_rows, pass_rows))
     else:
-        tables = merge.merge_sorted_runs(runs)
+        tables = merge.merge_sorted_runs(runs, max_rows_per_run=max(64, pass_rows // len(runs)))
 
     store, path = _part_target(ctx, step_index, index)
     writer = PartWriter(store, path, _part_format(ctx, step_index))

@@ -135,8 +135,21 @@ def _key_at(table: pa.Table, i: int, enc: str) -> object:
     return value
 
 
-def merge_sorted_runs(runs: Sequence[Iterator[pa.RecordBatch]]) -> Iterator[pa.Table]:
+def _sliced(run: Iterator[pa.RecordBatch], max_rows: int) -> Iterator[pa.RecordBatch]:
+    """The run's batches cut into zero-copy slices of at most ``max_rows`` rows."""
+    for batch in run:
+        for start in range(0, batch.num_rows, max_rows):
+            yield batch.slice(start, max_rows)
+
+
+def merge_sorted_runs(
+    runs: Sequence[Iterator[pa.RecordBatch]], *, max_rows_per_run: int | None = None
+) -> Iterator[pa.Table]:
     """Merge sorted runs into a stream of sorted tables.
+
+    ``max_rows_per_run`` caps the rows a pass takes from one run, so a merge
+    of many runs emits tables of at most ``len(runs) * max_rows_per_run`` rows
+    (a reducer sets it from its memory budget).
 
     Each pass takes, from every run, the rows whose key is <= the smallest
     "last key" among the runs' current batches; those rows can all be emitted
@@ -147,6 +160,8 @@ def merge_sorted_runs(runs: Sequence[Iterator[pa.RecordBatch]]) -> Iterator[pa.T
     one whose batch ends at the bound: its next batch may hold more of them,
     which must come out before any later run's, so equal keys keep run order.
     """
+    if max_rows_per_run is not None:
+        runs = [_sliced(r, max(1, max_rows_per_run)) for r in runs]
     heads = [h for h in (_Head(r) for r in runs) if h.table is not None]
     while heads:
         if len(heads) == 1:

@@ -340,3 +340,86 @@ def test_map_only_step(tmp_path: Path) -> None:
     src.write_text("\n".join(lines) + "\n")
     result = run(tmp_path, script, [str(src)], max_split_bytes=2 << 10)
     assert sorted(result.records()) == sorted((line, len(line)) for line in lines)
+
+
+HOOKS = """
+from mrk8s import MapReduce
+
+class Hooks(MapReduce):
+    def mapper_init(self):
+        self.lines = 0
+
+    def mapper(self, _, line):
+        self.lines += 1
+        for w in line.split():
+            yield w, 1
+
+    def mapper_final(self):
+        # One record per map task: how many lines it saw.
+        yield "__lines__", self.lines
+
+    def reducer_init(self):
+        self.keys = 0
+
+    def reducer(self, key, values):
+        self.keys += 1
+        yield key, sum(values)
+
+    def reducer_final(self):
+        yield f"__keys_in_reducer__", self.keys
+"""
+
+
+def test_init_and_final_hooks_run_once_per_task(tmp_path: Path) -> None:
+    text = make_words(3_000, vocab=50, seed=8)
+    src = tmp_path / "w.txt"
+    src.write_text(text)
+    script = write_script(tmp_path, HOOKS)
+    result = run(tmp_path, script, [str(src)], reducers=3, max_split_bytes=2 << 10)
+    got = collections.defaultdict(list)
+    for k, v in result.records():
+        got[k].append(v)
+    counts = collections.Counter(text.split())
+    assert {k: v[0] for k, v in got.items() if not k.startswith("__")} == dict(counts)
+    assert got["__lines__"] == [text.count("\n")]  # the per-task counts, summed by the reducer
+    per_reducer = got["__keys_in_reducer__"]
+    assert len(per_reducer) == 3
+    assert sum(per_reducer) == len(counts) + 1  # every word, and "__lines__"
+
+
+def test_defaults_give_two_map_tasks_and_two_reducers(tmp_path: Path) -> None:
+    src = tmp_path / "small.txt"
+    src.write_text("a b\nc d\ne f\n")
+    script = write_script(tmp_path, WORDCOUNT)
+    result = mrk8s.run(script, [str(src)], shuffle_dir=str(tmp_path / "s"), workers=1)
+    assert result.summary["stages"]["step0-map"]["tasks"] >= 2
+    assert result.summary["reducers"] == [2]
+    assert sorted(result.records()) == [(w, 1) for w in "abcdef"]
+
+
+def test_compressed_directory_and_glob_inputs(tmp_path: Path) -> None:
+    import bz2
+    import gzip
+
+    data = tmp_path / "data"
+    (data / "nested").mkdir(parents=True)
+    texts = {
+        "one.txt.gz": make_words(2_000, vocab=40, seed=1),
+        "nested/two.txt.bz2": make_words(2_000, vocab=40, seed=2),
+        "three.txt": make_words(2_000, vocab=40, seed=3),
+    }
+    (data / "one.txt.gz").write_bytes(gzip.compress(texts["one.txt.gz"].encode()))
+    (data / "nested" / "two.txt.bz2").write_bytes(
+        bz2.compress(texts["nested/two.txt.bz2"].encode())
+    )
+    (data / "three.txt").write_text(texts["three.txt"])
+    (data / "_SUCCESS").write_text("not input")
+    script = write_script(tmp_path, WORDCOUNT)
+
+    whole = run(tmp_path, script, [str(data)])
+    expected = collections.Counter(" ".join(texts.values()).split())
+    assert dict(whole.records()) == dict(expected)
+
+    globbed = run(tmp_path, script, [str(data / "*.txt*")], overwrite=True)
+    expected = collections.Counter((texts["one.txt.gz"] + texts["three.txt"]).split())
+    assert dict(globbed.records()) == dict(expected)
