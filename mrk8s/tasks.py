@@ -252,18 +252,20 @@ class RecordBuffer:
             try:
                 key, value = record
             except (TypeError, ValueError):
-                raise self.where.wrap(
-                    TypeError(
-                        f"{self.what} yielded {record!r}, not a (key, value) pair: "
-                        "write `yield key, value`"
-                    ),
-                    self.what,
-                ) from None
+                raise self.not_a_pair(record) from None
             keys.append(key)
             values.append(value)
             if len(keys) >= RECORD_CHUNK:
                 self.flush()
                 keys, values = self.keys, self.values
+
+    def not_a_pair(self, record: object) -> MRError:
+        return self.where.wrap(
+            TypeError(
+                f"{self.what} yielded {record!r}, not a (key, value) pair: write `yield key, value`"
+            ),
+            self.what,
+        )
 
     def flush(self) -> None:
         if not self.keys:
@@ -319,13 +321,7 @@ class CombiningBuffer(RecordBuffer):
             try:
                 key, value = record
             except (TypeError, ValueError):
-                raise self.where.wrap(
-                    TypeError(
-                        f"mapper yielded {record!r}, not a (key, value) pair: "
-                        "write `yield key, value`"
-                    ),
-                    "mapper",
-                ) from None
+                raise self.not_a_pair(record) from None
             if type(key) is str:
                 dk = key
             else:

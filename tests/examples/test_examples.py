@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -31,6 +32,17 @@ def run(
     return mrk8s.run(
         str(EXAMPLES / example), [str(p) for p in inputs], output=str(tmp_path / "out"), **options
     )
+
+
+@pytest.fixture
+def terasort_data() -> Any:
+    """examples/terasort_data.py, imported as the example's users run it."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import terasort_data as module
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return module
 
 
 @pytest.fixture
@@ -139,12 +151,7 @@ def test_top_words_from_the_command_line(tmp_path: Path) -> None:
     ] == expected
 
 
-def test_terasort_range_partitioned_global_sort(tmp_path: Path) -> None:
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import terasort_data
-    finally:
-        sys.path.remove(str(EXAMPLES))
+def test_terasort_range_partitioned_global_sort(tmp_path: Path, terasort_data: Any) -> None:
     src = tmp_path / "tera-in"
     terasort_data.generate(60_000, str(src), files=3, seed=9)
     run(
@@ -163,12 +170,7 @@ def test_terasort_range_partitioned_global_sort(tmp_path: Path) -> None:
     assert min(sizes) > 60_000 / 4 / 2, f"range partitions badly unbalanced: {sizes}"
 
 
-def test_terasort_validator_catches_unsorted_output(tmp_path: Path) -> None:
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import terasort_data
-    finally:
-        sys.path.remove(str(EXAMPLES))
+def test_terasort_validator_catches_unsorted_output(tmp_path: Path, terasort_data: Any) -> None:
     src = tmp_path / "in"
     terasort_data.generate(1000, str(src), files=1, seed=1)
     bad = tmp_path / "bad"
