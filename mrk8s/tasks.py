@@ -86,6 +86,20 @@ def _prepare_process() -> None:
         _PROCESS_READY = True
 
 
+def _release_memory() -> None:
+    """Between tasks: hand freed heap pages back to the OS (Linux glibc).
+
+    A long-lived worker otherwise keeps the high-water mark of its largest
+    task as resident memory, which the next task's peak would include.
+    """
+    pa.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def reset_peak_rss() -> None:
     """Restart this process's peak-RSS counter (Linux), so each task measures its own."""
     with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
@@ -691,9 +705,12 @@ def run_task(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, 
     done = commit.read(ctx.store, step, stage, index)
     if done is not None:
         return done.to_json()
+    runner = {"map": run_map, "reduce": run_reduce}.get(stage)
+    if runner is None:
+        raise ValueError(f"unknown stage {stage!r}: expected 'map' or 'reduce'")
+    _release_memory()
     reset_peak_rss()
-    if stage == "map":
-        return run_map(ctx, step, index, attempt)
-    if stage == "reduce":
-        return run_reduce(ctx, step, index, attempt)
-    raise ValueError(f"unknown stage {stage!r}: expected 'map' or 'reduce'")
+    try:
+        return runner(ctx, step, index, attempt)
+    finally:
+        _release_memory()
