@@ -107,6 +107,8 @@ class FsspecStore:
 
     def read_range(self, path: str, offset: int, length: int) -> bytes:
         """Read ``length`` bytes at ``offset`` in one request."""
+        if length <= 0:
+            return b""  # some filesystems read a whole file for an empty range
         with _translate(self.url(path), "read"):
             if self.is_local:
                 with open(self._path(path), "rb") as f:
@@ -121,9 +123,20 @@ class FsspecStore:
             )
         return bytes(data)
 
+    def _fresh(self) -> None:
+        """Forget cached listings: other processes (workers) write here all the time."""
+        if not self.is_local:
+            self.fs.invalidate_cache()
+
     def read_bytes(self, path: str) -> bytes:
         with _translate(self.url(path), "read"):
-            return bytes(self.fs.cat_file(self._path(path)))
+            try:
+                return bytes(self.fs.cat_file(self._path(path)))
+            except FileNotFoundError:
+                if self.is_local:
+                    raise
+                self._fresh()  # a stale cached listing may hide a file written since
+                return bytes(self.fs.cat_file(self._path(path)))
 
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write a whole file atomically."""
@@ -193,6 +206,7 @@ class FsspecStore:
                 os.unlink(local_path)
 
     def exists(self, path: str) -> bool:
+        self._fresh()
         with _translate(self.url(path), "stat"):
             return bool(self.fs.exists(self._path(path)))
 
@@ -202,6 +216,7 @@ class FsspecStore:
 
     def list(self, path: str) -> list[str]:
         """Names (not paths) of the entries directly under ``path``; [] if absent."""
+        self._fresh()
         full = self._path(path)
         with _translate(self.url(path), "list"):
             try:

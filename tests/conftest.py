@@ -16,6 +16,8 @@ import pytest
 
 from tests.util import make_words
 
+pytest_plugins = ["tests.s3"]
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
