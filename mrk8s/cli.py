@@ -110,7 +110,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
     from mrk8s.driver import Driver
     from mrk8s.settings import RunSettings, parse_size
 
-    argv = list(argv)
+    argv = _runner_names(list(argv))
     if not argv or argv[0] in ("-h", "--help"):
         _run_parser(lambda p: None).print_help()
         return 0
@@ -119,12 +119,13 @@ def _cmd_run(argv: Sequence[str]) -> int:
         [a for a in argv if a not in ("-h", "--help")]
     )
     job_class = loader.load_job_class(known.script, known.job_class)
+    argv = job_class.adapt_cli_args(argv)
     job_defaults: dict[str, Any] = {}
 
     def add_job_options(p: argparse.ArgumentParser) -> None:
         group = p.add_argument_group(f"options of {job_class.__name__}")
         before = {a.dest for a in p._actions}
-        job_class().configure_args(group)  # type: ignore[arg-type]
+        job_class().add_job_options(group)  # type: ignore[arg-type]
         for action in p._actions:
             if action.dest not in before:
                 job_defaults[action.dest] = action.default
@@ -171,6 +172,33 @@ def _cmd_run(argv: Sequence[str]) -> int:
     if args.output and not args.quiet:
         report.message(f"output written to {args.output} ({result.summary['seconds']} s)")
     return 0
+
+
+def _runner_names(argv: list[str]) -> list[str]:
+    """``-r inline``/``-r local`` (mrjob's runner flag) mean ``--backend local``.
+
+    ``-r`` followed by a number stays --reducers; other mrjob runner names are
+    refused with a message. Only arguments before ``--`` are read.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        if arg in ("-r", "--runner") and i + 1 < len(argv) and not argv[i + 1].isdigit():
+            name, i = argv[i + 1], i + 2
+        elif arg.startswith("--runner="):
+            name, i = arg.split("=", 1)[1], i + 1
+        else:
+            out.append(arg)
+            i += 1
+            continue
+        from mrk8s.mrjob.options import check_runner_name
+
+        out += ["--backend", check_runner_name(name)]
+    return out
 
 
 def _validate(settings: Any) -> None:

@@ -29,7 +29,7 @@ from mrk8s.job import MapReduce, Step
 from mrk8s.plan import JobId, JobPlan, Split, StepPlan
 from mrk8s.progress import Progress
 from mrk8s.settings import RunSettings
-from mrk8s.tasks import CODE_DIR, PLAN_FILE
+from mrk8s.tasks import CODE_DIR, FILES_DIR, PLAN_FILE
 from scheduler import backends, placement
 from scheduler.stage import Executor, StageSpec, TaskEvent, pending
 from shuffle import commit, partition
@@ -97,7 +97,7 @@ def _step_plans(
         plans.append(
             StepPlan(
                 index=i,
-                has_mapper=step.mapper is not None,
+                has_mapper=step.mapper is not None or step.mapper_raw is not None,
                 has_map_batch=step.map_batch is not None,
                 has_combiner=step.combiner is not None,
                 has_reducer=step.reducer is not None,
@@ -150,7 +150,7 @@ class Driver:
     def plan(self, job_class: type[MapReduce], job_id: str, input_urls: list[str]) -> JobPlan:
         s = self.settings
         job = job_class(_namespace(s.job_args))
-        steps = job.steps()
+        steps = job.engine_steps()
         if not steps:
             raise JobDefinitionError(f"{job_class.__name__}.steps() returned no steps: add one")
         for i, step in enumerate(steps):
@@ -158,14 +158,32 @@ class Driver:
                 raise JobDefinitionError(
                     f"{job_class.__name__}.steps()[{i}] is {type(step).__name__}, not a Step"
                 )
-        job_dir = join(s.shuffle_dir, job_id)
+        for i, step in enumerate(steps[1:], 1):
+            if step.mapper_raw is not None:
+                raise JobDefinitionError(
+                    f"{job_class.__name__}.steps()[{i}] has a mapper_raw: only the first step "
+                    "reads input files; use a mapper in later steps"
+                )
+        job_files = _check_job_files(job_class, job.job_files())
+        shuffle_dir = s.shuffle_dir
+        if job_files and "://" not in shuffle_dir:
+            # Tasks of a job with files run in their own working directory.
+            shuffle_dir = os.path.abspath(shuffle_dir)
+        job_dir = join(shuffle_dir, job_id)
         files = inputs.list_inputs(input_urls, s.storage_options)
-        splits = inputs.plan_splits(
-            files,
-            target_splits=max(2, 2 * s.num_workers()),
-            max_split_bytes=s.max_split_bytes,
-            storage_options=s.storage_options,
-        )
+        if steps[0].mapper_raw is not None:
+            # mapper_raw reads a whole file (as stored) per map task.
+            splits = [
+                Split(f.url, f.format, compression=f.compression, size=max(f.size, 0))
+                for f in files
+            ]
+        else:
+            splits = inputs.plan_splits(
+                files,
+                target_splits=max(2, 2 * s.num_workers()),
+                max_split_bytes=s.max_split_bytes,
+                storage_options=s.storage_options,
+            )
         step_plans = tuple(
             replace(p, partitioner=_partitioner_name(job_class) if p.num_reducers else "")
             for p in _step_plans(s, steps, splits, job_dir)
@@ -181,13 +199,16 @@ class Driver:
             job_args=dict(s.job_args),
             steps=step_plans,
             output_url=s.output or "",
-            staging_url=_staging_url(s, job_dir, job_id),
+            staging_url=_staging_url(s if not job_files else _absolute_output(s), job_dir, job_id),
             output_format=s.output_format,
             memory_per_worker=s.memory_per_worker,
             storage_options=dict(s.storage_options),
+            files=tuple(name for _, name in job_files),
         )
 
-    def ship(self, plan: JobPlan, store: FsspecStore) -> bool:
+    def ship(
+        self, plan: JobPlan, store: FsspecStore, files: list[tuple[str, str]] | None = None
+    ) -> bool:
         """Write plan and script to the job dir; True if a matching plan was there (resume)."""
         if store.exists(PLAN_FILE):
             try:
@@ -206,6 +227,8 @@ class Driver:
             return True
         with open(plan.script_origin, "rb") as f:
             store.write_bytes(f"{CODE_DIR}/{plan.script_name}", f.read())
+        for path, name in files or ():
+            _ship_path(store, path, f"{FILES_DIR}/{name}")
         store.write_bytes(PLAN_FILE, plan.dumps().encode())
         return False
 
@@ -271,7 +294,7 @@ class Driver:
 
         step_plan = plan.steps[step]
         keys = sample_keys(
-            job.steps()[step], step_plan.splits, plan.storage_options, RANGE_SAMPLE_KEYS
+            job.engine_steps()[step], step_plan.splits, plan.storage_options, RANGE_SAMPLE_KEYS
         )
         bounds = partition.boundaries_from_sample(keys, step_plan.num_reducers)
         sink = pa.BufferOutputStream()
@@ -297,10 +320,14 @@ class Driver:
         job_id = s.job_id or new_job_id(s.script)
         if s.output is not None:
             outputs.check_output(s.output, s.storage_options, overwrite=s.overwrite)
-        job_store = FsspecStore(join(s.shuffle_dir, job_id), s.storage_options)
-        input_urls = list(s.inputs) or [self._spool_stdin(job_store)]
+        input_urls = list(s.inputs)
+        if not input_urls:
+            spool = FsspecStore(join(s.shuffle_dir, job_id), s.storage_options)
+            input_urls = [self._spool_stdin(spool)]
         plan = self.plan(job_class, job_id, input_urls)
-        resumed = self.ship(plan, job_store)
+        job_store = FsspecStore(plan.job_dir, s.storage_options)
+        files = job_class(_namespace(s.job_args)).job_files() if plan.files else []
+        resumed = self.ship(plan, job_store, files)
         if resumed:
             self.progress.message(f"resuming job {job_id} from {job_store.root_url}")
         self.timings["plan"] = time.perf_counter() - t0
@@ -411,6 +438,47 @@ class Driver:
         with store.open_write("stdin.txt") as f:
             shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
         return store.url("stdin.txt")
+
+
+def _check_job_files(
+    job_class: type[MapReduce], files: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Each shipped path exists, and each name is a plain, unique file name."""
+    seen: set[str] = set()
+    for path, name in files:
+        if not os.path.exists(path):
+            raise JobDefinitionError(
+                f"{job_class.__name__} ships {path!r}, which does not exist: fix the path "
+                "(relative paths are relative to the current directory, or to the script's "
+                "directory for class-level FILES/DIRS)"
+            )
+        if not name or "/" in name or name in (".", "..") or name in seen:
+            raise JobDefinitionError(
+                f"{job_class.__name__} ships {path!r} as {name!r}: a shipped name must be a "
+                "plain file name, unique within the job"
+            )
+        seen.add(name)
+    return files
+
+
+def _ship_path(store: FsspecStore, path: str, target: str) -> None:
+    """Copy a local file, or a directory tree, into the job directory."""
+    if os.path.isdir(path):
+        for root, _, names in os.walk(path):
+            rel = os.path.relpath(root, path)
+            for name in names:
+                inner = name if rel == "." else f"{rel}/{name}"
+                _ship_path(store, os.path.join(root, name), f"{target}/{inner}")
+        return
+    with open(path, "rb") as f:
+        store.write_bytes(target, f.read())
+
+
+def _absolute_output(settings: RunSettings) -> RunSettings:
+    """Settings whose local output path is absolute (tasks may change directory)."""
+    if settings.output is None or "://" in settings.output:
+        return settings
+    return replace(settings, output=os.path.abspath(settings.output))
 
 
 def _is_user_error(exc: BaseException) -> bool:

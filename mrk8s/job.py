@@ -27,6 +27,7 @@ Record = tuple[Any, Any]
 STEP_FUNCTIONS = (
     "mapper_init",
     "mapper",
+    "mapper_raw",
     "mapper_final",
     "map_batch",
     "combiner_init",
@@ -46,12 +47,16 @@ class Step:
     Record functions follow mrjob: ``mapper(key, value)``, ``combiner(key,
     values)`` and ``reducer(key, values)`` are generators of ``(key, value)``;
     ``*_init``/``*_final`` take no arguments and may yield records too (the
-    ``_final`` ones). Columnar functions take and return ``pyarrow.Table``;
+    ``_final`` ones). ``mapper_raw(path, url)`` replaces ``mapper`` in a
+    job's first step: each input file is one whole map task, and the function
+    gets a local path to the file's bytes (as stored: not decompressed) and
+    the URL it was listed as. Columnar functions take and return ``pyarrow.Table``;
     a table a map function returns has a ``key`` column. ``reducers``
     overrides the job's number of reducers for this step.
     """
 
     mapper: Callable[..., Iterable[Record] | None] | None = None
+    mapper_raw: Callable[[str, str], Iterable[Record] | None] | None = None
     mapper_init: Callable[[], Iterable[Record] | None] | None = None
     mapper_final: Callable[[], Iterable[Record] | None] | None = None
     map_batch: Callable[[pa.Table], pa.Table] | None = None
@@ -71,6 +76,12 @@ class Step:
             raise JobDefinitionError(
                 "a step has both mapper and map_batch: keep one of them (a step maps either "
                 "record by record or a table at a time)"
+            )
+        map_sides = [n for n in ("mapper", "mapper_raw", "map_batch") if getattr(self, n)]
+        if len(map_sides) > 1 and "mapper_raw" in map_sides:
+            raise JobDefinitionError(
+                f"a step has both {map_sides[0]} and {map_sides[1]}: keep one of them "
+                "(mapper_raw reads a whole input file itself)"
             )
         if self.reducer is not None and self.reduce_batch is not None:
             raise JobDefinitionError("a step has both reducer and reduce_batch: keep one of them")
@@ -100,13 +111,16 @@ class MapReduce:
       Define ``partition(self, key, num_reducers) -> int`` for your own.
 
     Instance attributes: ``options`` holds the values of the options declared
-    in :meth:`configure_args` (an ``argparse.Namespace``).
+    in :meth:`configure_args` (an ``argparse.Namespace``); ``input_url`` is,
+    in a map task of the first step, the URL of the input file it reads (else
+    None).
     """
 
     PARTITIONER: ClassVar[str] = "hash"
 
     def __init__(self, options: argparse.Namespace | None = None) -> None:
         self.options = options if options is not None else argparse.Namespace()
+        self.input_url: str | None = None
         self._counters: collections.defaultdict[str, collections.Counter[str]] = (
             collections.defaultdict(collections.Counter)
         )
@@ -125,6 +139,38 @@ class MapReduce:
         """The job's steps; by default one step made of the functions defined."""
         found = {name: getattr(self, name) for name in STEP_FUNCTIONS if hasattr(self, name)}
         return [Step(**found)]
+
+    # -- hooks for adapters (mrk8s.mrjob); a MapReduce job need not touch them ---
+
+    def engine_steps(self) -> list[Step]:
+        """The steps the engine runs: :meth:`steps`. The driver and every task call
+        this, never ``steps()`` directly, so that an adapter whose users write
+        their own kind of ``steps()`` can translate them here."""
+        return self.steps()
+
+    def add_job_options(self, parser: argparse.ArgumentParser) -> None:
+        """Declare the job's options on the command line's parser: :meth:`configure_args`."""
+        self.configure_args(parser)
+
+    @classmethod
+    def adapt_cli_args(cls, argv: list[str]) -> list[str]:
+        """Rewrite ``mrk8s run``'s arguments before they are parsed (default: as they are)."""
+        return argv
+
+    def text_line_writer(self) -> Callable[[Any, Any], bytes | str] | None:
+        """A function formatting one output record as one text line (no newline),
+        used for the last step's ``text`` output instead of ``json TAB json``;
+        None (the default) keeps the default format. Called once per task."""
+        return None
+
+    def job_files(self) -> list[tuple[str, str]]:
+        """Local files or directories to ship with the job: ``(path, name)`` pairs.
+
+        Every task then runs in a working directory holding each of them
+        under ``name`` (a directory with its whole tree). Called by the driver
+        only. Default: none.
+        """
+        return []
 
     # -- what a user calls ----------------------------------------------------
 

@@ -6,6 +6,10 @@ The script's directory goes first on ``sys.path`` so modules beside it import
 as they do when the script runs alone. The script is imported under its own
 module name (never ``__main__``), so its ``if __name__ == "__main__"`` block
 does not run again.
+
+A script that imports ``mrjob`` (an unedited mrjob job) gets ``mrjob.*``
+resolved to :mod:`mrk8s.mrjob` in this process first
+(:mod:`mrk8s.mrjob.aliases`), announced by one line on stderr unless quiet.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ def _module_name(path: str) -> str:
     return name
 
 
-def load_module(path: str) -> ModuleType:
+def load_module(path: str, *, quiet: bool = False) -> ModuleType:
     """Import the script at ``path`` (once per process)."""
     if not os.path.isfile(path):
         raise JobDefinitionError(
@@ -53,6 +57,7 @@ def load_module(path: str) -> ModuleType:
     directory = os.path.dirname(path)
     if directory not in sys.path:
         sys.path.insert(0, directory)
+    _alias_mrjob(path, quiet=quiet)
     name = _module_name(path)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -68,6 +73,25 @@ def load_module(path: str) -> ModuleType:
             user_traceback=user_traceback(exc),
         ) from exc
     return module
+
+
+def _alias_mrjob(path: str, *, quiet: bool) -> None:
+    """If the script imports mrjob, resolve ``mrjob.*`` to mrk8s.mrjob in this process."""
+    from mrk8s.mrjob import aliases
+
+    with open(path, encoding="utf-8", errors="replace") as f:
+        if not aliases.imports_mrjob(f.read()):
+            return
+    if aliases.is_installed():
+        return
+    aliases.install(path)
+    if not quiet:
+        print(
+            f"mrk8s: {os.path.basename(path)} imports mrjob: running it with mrk8s's mrjob "
+            "compatibility (mrjob.* resolves to mrk8s.mrjob.*)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def find_job_class(module: ModuleType, job_class: str | None = None) -> type[MapReduce]:
@@ -104,5 +128,7 @@ def find_job_class(module: ModuleType, job_class: str | None = None) -> type[Map
     return defined[0]
 
 
-def load_job_class(path: str, job_class: str | None = None) -> type[MapReduce]:
-    return find_job_class(load_module(path), job_class)
+def load_job_class(
+    path: str, job_class: str | None = None, *, quiet: bool = False
+) -> type[MapReduce]:
+    return find_job_class(load_module(path, quiet=quiet), job_class)

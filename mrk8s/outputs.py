@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
 
 import pyarrow as pa
@@ -75,12 +75,21 @@ class PartWriter:
     ``fmt`` is ``text`` (``json(key) TAB json(value)`` lines), ``jsonl``
     (``{"key": .., "value": ..}`` lines), ``parquet``, or ``shuffle`` (Arrow
     IPC with the codec's key/value columns, read by the next step's mappers).
+    ``line_writer``, for ``text`` only, formats each record as its line
+    instead (:meth:`mrk8s.MapReduce.text_line_writer`).
     """
 
-    def __init__(self, store: FsspecStore, path: str, fmt: str) -> None:
+    def __init__(
+        self,
+        store: FsspecStore,
+        path: str,
+        fmt: str,
+        line_writer: Callable[[Any, Any], bytes | str] | None = None,
+    ) -> None:
         self.store = store
         self.path = path
         self.fmt = fmt
+        self.line_writer = line_writer if fmt == "text" else None
         self.records = 0
         self._ctx = store.open_write(path)
         self._file: IO[bytes] = self._ctx.__enter__()
@@ -93,7 +102,11 @@ class PartWriter:
         if not keys:
             return
         self.records += len(keys)
-        if self.fmt == "text":
+        if self.line_writer is not None:
+            write = self.line_writer
+            lines = [write(k, v) for k, v in zip(keys, values, strict=True)]
+            self._file.write(b"".join(_as_line(x) for x in lines))
+        elif self.fmt == "text":
             try:
                 text = "".join(
                     f"{_dumps(k)}\t{_dumps(v)}\n" for k, v in zip(keys, values, strict=True)
@@ -163,6 +176,10 @@ class PartWriter:
         """Drop the temporary file: nothing appears at the part's path."""
         with contextlib.suppress(RuntimeError):
             self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def _as_line(line: bytes | str) -> bytes:
+    return (line.encode() if isinstance(line, str) else bytes(line)) + b"\n"
 
 
 def _records_to_plain_table(keys: list[Any], values: list[Any]) -> pa.Table:

@@ -100,6 +100,9 @@ class JobPlan:
     output_format: str  # text | jsonl | parquet
     memory_per_worker: int  # bytes
     storage_options: dict[str, Any] = field(default_factory=dict)
+    #: names of the files/directories shipped under job_dir/files/ (see
+    #: MapReduce.job_files); every task runs in a working directory holding them.
+    files: tuple[str, ...] = ()
     version: int = PLAN_VERSION
 
     def step_dir(self, step: int) -> str:
@@ -119,6 +122,7 @@ class JobPlan:
                 "planned by another mrk8s release; rerun it with --restart"
             )
         data["steps"] = tuple(StepPlan.from_json(s) for s in data["steps"])
+        data["files"] = tuple(data.get("files", ()))
         data["job_id"] = JobId(data["job_id"])
         return cls(**data)
 

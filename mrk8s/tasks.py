@@ -63,6 +63,7 @@ REDUCE_BYTES_PER_ROW = 128
 
 PLAN_FILE = "plan.json"
 CODE_DIR = "code"
+FILES_DIR = "files"
 
 
 def node_name(environ: Mapping[str, str] = os.environ) -> str:
@@ -132,7 +133,7 @@ class JobContext:
         return self.job_class(argparse.Namespace(**self.plan.job_args))
 
     def step(self, job: MapReduce, step: int) -> Step:
-        return job.steps()[step]
+        return job.engine_steps()[step]
 
 
 _CONTEXTS: dict[str, JobContext] = {}
@@ -150,7 +151,7 @@ def load_context(job_dir: str, storage_options: Mapping[str, Any] | None = None)
         script = _fetch_script(store, plan)
     elif os.path.dirname(script) not in sys.path:
         sys.path.insert(0, os.path.dirname(script))
-    job_class = loader.load_job_class(script, plan.job_class)
+    job_class = loader.load_job_class(script, plan.job_class, quiet=True)
     ctx = JobContext(plan, store, job_class)
     _CONTEXTS[job_dir] = ctx
     return ctx
@@ -444,6 +445,7 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
     split = step_plan.splits[index]
     where = Where(step_index, len(plan.steps), "map", index, split.describe())
     job = ctx.new_job()
+    job.input_url = None if split.format == "shuffle" else split.url
     step = _call(where, "steps()", ctx.step, job, step_index)
     started = time.perf_counter()
     if not step_plan.has_reduce:
@@ -458,7 +460,11 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
             budget_bytes=int(plan.memory_per_worker * SORT_BUFFER_SHARE),
             # With a record mapper the combiner already ran in the mapper's dict
             # (CombiningBuffer); running it again over the sorted run rarely pays.
-            combine=_combine_fn(job, step, where) if step.mapper is None else None,
+            combine=(
+                _combine_fn(job, step, where)
+                if step.mapper is None and step.mapper_raw is None
+                else None
+            ),
         )
         records_in = _feed_map(ctx, job, step, split, where, sorter.add)
         sorter.finish()
@@ -515,10 +521,16 @@ def _feed_map(
             sink(out)
         return count
     buf = RecordBuffer(as_tables(sink), where, "mapper")
-    if step.mapper is not None and step.combiner is not None:
+    if (step.mapper is not None or step.mapper_raw is not None) and step.combiner is not None:
         limit = int(ctx.plan.memory_per_worker * SORT_BUFFER_SHARE) // COMBINE_BYTES_PER_RECORD
         buf = CombiningBuffer(buf, step.combiner, where, limit)
     _emit(buf, where, "mapper_init", step.mapper_init)
+    if step.mapper_raw is not None:
+        with _local_file(split, opts) as path, guarded(where, "mapper_raw"):
+            buf.extend(as_records(step.mapper_raw(path, split.url), what="mapper_raw"))
+        _emit(buf, where, "mapper_final", step.mapper_final)
+        buf.flush()
+        return 1
     count = 0
     mapper = step.mapper
     records = _input_records(split, opts, where.step)
@@ -536,6 +548,60 @@ def _feed_map(
     return count
 
 
+@contextlib.contextmanager
+def _local_file(split: Split, storage_options: Mapping[str, Any]) -> Iterator[str]:
+    """A local path holding the split's whole file, as stored (for ``mapper_raw``)."""
+    local = FsspecStore(split.url, storage_options).local_path("")
+    if local is not None:
+        yield local
+        return
+    import shutil
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="mrk8s-raw-")
+    try:
+        path = os.path.join(directory, split.url.rstrip("/").rsplit("/", 1)[-1] or "input")
+        store = FsspecStore(split.url, storage_options)
+        with store.open_read("") as src, open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        yield path
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _working_dir(ctx: JobContext) -> Iterator[None]:
+    """Run a task in a fresh working directory holding the job's shipped files.
+
+    Jobs open shipped files by their bare names (as mrjob tasks do), so each
+    task gets its own directory: links to the job directory's copies when it
+    is on this disk, downloaded copies otherwise. Without files, nothing
+    changes.
+    """
+    if not ctx.plan.files:
+        yield
+        return
+    import shutil
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="mrk8s-task-")
+    previous = os.getcwd()
+    try:
+        for name in ctx.plan.files:
+            source = f"{FILES_DIR}/{name}"
+            local = ctx.store.local_path(source)
+            target = os.path.join(directory, name)
+            if local is not None:
+                os.symlink(local, target)
+            else:
+                ctx.store.fs.get(ctx.store.url(source), target, recursive=True)
+        os.chdir(directory)
+        yield
+    finally:
+        os.chdir(previous)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _run_map_only(
     ctx: JobContext,
     job: MapReduce,
@@ -549,7 +615,7 @@ def _run_map_only(
 ) -> dict[str, Any]:
     """A step without a reducer: the map output is the step's output."""
     store, path = _part_target(ctx, step_plan.index, index)
-    writer = PartWriter(store, path, _part_format(ctx, step_plan.index))
+    writer = _part_writer(ctx, job, step_plan.index, store, path)
     try:
         records_in = _feed_map(ctx, job, step, split, where, writer.add_table)
         size = writer.close()
@@ -588,6 +654,14 @@ def _part_target(ctx: JobContext, step_index: int, index: int) -> tuple[FsspecSt
     if fmt == "shuffle":
         return ctx.store, f"s{step_index}/out/{part_name(index, fmt)}"
     return FsspecStore(ctx.plan.staging_url, ctx.plan.storage_options), part_name(index, fmt)
+
+
+def _part_writer(
+    ctx: JobContext, job: MapReduce, step_index: int, store: FsspecStore, path: str
+) -> PartWriter:
+    fmt = _part_format(ctx, step_index)
+    line_writer = job.text_line_writer() if fmt == "text" else None
+    return PartWriter(store, path, fmt, line_writer)
 
 
 def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[str, Any]:
@@ -634,7 +708,7 @@ def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> di
         tables = merge.merge_sorted_runs(runs, max_rows_per_run=max(64, pass_rows // len(runs)))
 
     store, path = _part_target(ctx, step_index, index)
-    writer = PartWriter(store, path, _part_format(ctx, step_index))
+    writer = _part_writer(ctx, job, step_index, store, path)
     records_in = 0
     try:
         if step.reduce_batch is not None:
@@ -711,6 +785,7 @@ def run_task(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, 
     _release_memory()
     reset_peak_rss()
     try:
-        return runner(ctx, step, index, attempt)
+        with _working_dir(ctx):
+            return runner(ctx, step, index, attempt)
     finally:
         _release_memory()

@@ -1,0 +1,481 @@
+"""mrjob's :class:`MRJob`, as an adapter onto :class:`mrk8s.MapReduce`.
+
+A user's ``MRJob`` subclass is an ordinary mrk8s job: the driver plans it and
+workers run it like any other. What makes it behave as under mrjob is
+:meth:`MRJob.engine_steps`, which wraps each :class:`~mrk8s.mrjob.step.MRStep`
+function in an :class:`mrk8s.Step` function that applies the protocols at
+the edges:
+
+- first step, map side: each input line goes through ``INPUT_PROTOCOL.read``;
+- between mappers/combiners and reducers, and between steps: each record is
+  written with ``INTERNAL_PROTOCOL`` and travels through the shuffle as that
+  line (bytes), keyed by the part before its first tab, so keys group and
+  sort by their serialized form, and reducers get exactly what
+  ``INTERNAL_PROTOCOL.read`` gives (tuples become lists under JSON), as under
+  mrjob's runners;
+- ``SORT_VALUES``: one key's lines are sorted (by their bytes) in memory before
+  the reducer sees them, which is how mrjob's runners order values;
+- last step: records go to the output as ``OUTPUT_PROTOCOL.write`` lines
+  (:meth:`MRJob.text_line_writer`).
+
+Options: ``configure_args()`` with :meth:`MRJob.add_passthru_arg` and
+:meth:`MRJob.add_file_arg`; ``FILES``/``DIRS`` and file options are shipped
+with the job and seen by tasks in their working directory
+(:meth:`MRJob.job_files`). ``MyJob(args=[...]).make_runner()`` runs the job
+on mrk8s (see :mod:`mrk8s.mrjob.runner`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, ClassVar
+
+from mrk8s.errors import JobDefinitionError
+from mrk8s.job import MapReduce, Record, Step, as_records
+from mrk8s.mrjob import compat, options
+from mrk8s.mrjob.protocol import JSONProtocol, RawValueProtocol, TextValueProtocol
+from mrk8s.mrjob.step import COMMANDS, FUNCTIONS, MRStep, command_error
+
+__all__ = ["MRJob"]
+
+Encoder = Callable[[Any, Any], Record]
+
+
+def _line_bytes(line: bytes | str) -> bytes:
+    return line.encode() if isinstance(line, str) else line
+
+
+def _internal_encoder(write: Callable[[Any, Any], bytes | str]) -> Encoder:
+    """(key, value) -> (serialized key, serialized line), as a record for the shuffle."""
+
+    def encode(key: Any, value: Any) -> Record:
+        line = _line_bytes(write(key, value))
+        return line.partition(b"\t")[0], line
+
+    return encode
+
+
+def _encoded(records: Iterable[Any] | None, encode: Encoder | None, what: str) -> Iterator[Record]:
+    if encode is None:
+        yield from as_records(records, what=what)
+        return
+    for record in as_records(records, what=what):
+        try:
+            key, value = record
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{what} yielded {record!r}, not a (key, value) pair: write `yield key, value`"
+            ) from None
+        yield encode(key, value)
+
+
+class MRJob(MapReduce):
+    """Base class of an mrjob job; see the module docstring for what it honours.
+
+    Class attributes (mrjob's): ``INPUT_PROTOCOL`` (default
+    :class:`~mrk8s.mrjob.protocol.RawValueProtocol`), ``INTERNAL_PROTOCOL``
+    and ``OUTPUT_PROTOCOL`` (default
+    :class:`~mrk8s.mrjob.protocol.JSONProtocol`), ``SORT_VALUES``, ``FILES``,
+    ``DIRS`` (paths relative to the script's directory; ``path#name``
+    renames). Hadoop-only attributes (``JOBCONF``, ``PARTITIONER`` naming a
+    Java class, ``HADOOP_INPUT_FORMAT``, ``HADOOP_OUTPUT_FORMAT``,
+    ``LIBJARS``, ``ARCHIVES``) are refused with a message.
+
+    ``MRJob(args=[...])`` parses mrjob-style arguments (inputs, ``-r``, the
+    job's own options); ``MRJob()`` takes every option's default. The engine
+    builds jobs from an ``argparse.Namespace`` of the job's options.
+    """
+
+    INPUT_PROTOCOL: ClassVar[Any] = RawValueProtocol
+    INTERNAL_PROTOCOL: ClassVar[Any] = JSONProtocol
+    OUTPUT_PROTOCOL: ClassVar[Any] = JSONProtocol
+    SORT_VALUES: ClassVar[bool] = False
+    FILES: ClassVar[Sequence[str]] = ()
+    DIRS: ClassVar[Sequence[str]] = ()
+    ARCHIVES: ClassVar[Sequence[str]] = ()
+    JOBCONF: ClassVar[dict[str, Any]] = {}
+    HADOOP_INPUT_FORMAT: ClassVar[str | None] = None
+    HADOOP_OUTPUT_FORMAT: ClassVar[str | None] = None
+    LIBJARS: ClassVar[Sequence[str]] = ()
+    # mrjob's PARTITIONER names a Hadoop Java class; mrk8s's a partitioning.
+    PARTITIONER: ClassVar[str] = "hash"
+
+    def __init__(self, args: Sequence[str] | argparse.Namespace | None = None) -> None:
+        self.arg_parser = argparse.ArgumentParser(
+            prog=type(self).__name__, description=type(self).__doc__, add_help=True
+        )
+        self._file_dests: set[str] = set()
+        self._file_paths: dict[str, str] = {}  # dest -> path given to the driver
+        self._stdin: bytes | None = None
+        options.add_runner_args(self.arg_parser)
+        before = {a.dest for a in self.arg_parser._actions}
+        self._declare(self.arg_parser)
+        self._job_dests = [a.dest for a in self.arg_parser._actions if a.dest not in before]
+        if isinstance(args, argparse.Namespace):
+            parsed = self._defaults()
+            vars(parsed).update(vars(args))
+            self._in_engine = True
+        elif args is None:
+            parsed = self._defaults()
+            self._in_engine = False
+        else:
+            options.check_args(list(args))
+            parsed = self.arg_parser.parse_args(list(args))
+            options.check_runner_args(parsed)
+            self._in_engine = False
+        if self._in_engine:
+            # A task sees a shipped file by its name in its working directory.
+            for dest in self._file_dests:
+                value = getattr(parsed, dest, None)
+                if value:
+                    self._file_paths[dest] = value
+                    setattr(parsed, dest, _shipped_name(value))
+        else:
+            for dest in self._file_dests:
+                value = getattr(parsed, dest, None)
+                if value:
+                    self._file_paths[dest] = os.path.abspath(value.split("#", 1)[0])
+        super().__init__(parsed)
+
+    # -- options ------------------------------------------------------------------
+
+    def configure_args(self, parser: Any = None) -> None:
+        """Declare the job's options with :meth:`add_passthru_arg` / :meth:`add_file_arg`.
+
+        Override it (calling ``super().configure_args()`` first, as in mrjob).
+        """
+
+    def add_passthru_arg(self, *args: Any, **kwargs: Any) -> None:
+        """An option the job reads as ``self.options.<dest>`` in every task."""
+        self.arg_parser.add_argument(*args, **kwargs)
+
+    def add_file_arg(self, *args: Any, **kwargs: Any) -> None:
+        """An option naming a local file that is shipped with the job.
+
+        The driver reads the path; in tasks the option's value is the file's
+        name, and the file is in the task's working directory.
+        """
+        if kwargs.get("type", str) is not str:
+            raise JobDefinitionError(f"add_file_arg{args}: a file option's type must be str")
+        action = self.arg_parser.add_argument(*args, **kwargs)
+        self._file_dests.add(action.dest)
+
+    def pass_arg_through(self, opt_str: str) -> None:
+        """mrjob passes a runner option to tasks; under mrk8s every option reaches them."""
+
+    def add_job_options(self, parser: argparse.ArgumentParser) -> None:
+        """For ``mrk8s run``: declare this job's own options (not mrjob's runner ones)."""
+        self._declare(parser)
+
+    def _declare(self, parser: argparse.ArgumentParser) -> None:
+        saved = self.arg_parser
+        self.arg_parser = parser
+        try:
+            self.configure_args()
+        finally:
+            self.arg_parser = saved
+
+    def _defaults(self) -> argparse.Namespace:
+        ns = argparse.Namespace()
+        for action in self.arg_parser._actions:
+            if action.dest != argparse.SUPPRESS and action.dest != "help":
+                setattr(ns, action.dest, action.default)
+        return ns
+
+    @classmethod
+    def adapt_cli_args(cls, argv: list[str]) -> list[str]:
+        """``mrk8s run``/``python job.py``: mrjob's runner options in mrk8s's terms."""
+        return options.translate_cli_args(argv)
+
+    # -- what a job calls -----------------------------------------------------------
+
+    def set_status(self, msg: str) -> None:
+        """mrjob's task status: one line on the worker's stderr."""
+        print(f"mrk8s: {type(self).__name__} status: {msg}", file=sys.stderr, flush=True)
+
+    # -- protocols (mrjob lets a job override these methods) ------------------------
+
+    def input_protocol(self) -> Any:
+        return self.INPUT_PROTOCOL()
+
+    def internal_protocol(self) -> Any:
+        return self.INTERNAL_PROTOCOL()
+
+    def output_protocol(self) -> Any:
+        return self.OUTPUT_PROTOCOL()
+
+    def parse_output(self, chunks: Iterable[bytes]) -> Iterator[tuple[Any, Any]]:
+        """``(key, value)`` of each output line, read with ``OUTPUT_PROTOCOL``."""
+        read = self.output_protocol().read
+        pending = b""
+        for chunk in chunks:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield read(line.rstrip(b"\r"))
+        if pending:
+            yield read(pending.rstrip(b"\r"))
+
+    # -- steps ------------------------------------------------------------------------
+
+    def steps(self) -> list[MRStep]:  # type: ignore[override]
+        """The job's MRSteps; by default one made of the methods the class defines."""
+        if callable(getattr(self, "spark", None)):
+            raise JobDefinitionError(
+                f"{type(self).__name__} defines spark(): mrk8s does not run Spark; express the "
+                "work as MRSteps, or as mrk8s map_batch/reduce_batch over Arrow tables"
+            )
+        for name in COMMANDS:
+            if callable(getattr(self, name, None)):
+                raise command_error(name)
+        found = {n: getattr(self, n) for n in FUNCTIONS if callable(getattr(self, n, None))}
+        if not found:
+            raise JobDefinitionError(
+                f"{type(self).__name__} defines no mapper, combiner or reducer: define some, "
+                "or steps() returning MRSteps"
+            )
+        return [MRStep(**found)]
+
+    def engine_steps(self) -> list[Step]:
+        """The MRSteps as :class:`mrk8s.Step` s whose functions apply the protocols."""
+        self._check_class()
+        mr_steps = self.steps()
+        if not mr_steps:
+            raise JobDefinitionError(f"{type(self).__name__}.steps() returned no steps: add one")
+        for i, mr_step in enumerate(mr_steps):
+            if not isinstance(mr_step, MRStep):
+                raise JobDefinitionError(
+                    f"{type(self).__name__}.steps()[{i}] is {type(mr_step).__name__}: mrk8s "
+                    "runs MRSteps only"
+                )
+        n = len(mr_steps)
+        return [self._engine_step(s, first=i == 0, last=i == n - 1) for i, s in enumerate(mr_steps)]
+
+    def _check_class(self) -> None:
+        name = type(self).__name__
+        hadoop = {
+            "JOBCONF": self.JOBCONF,
+            "HADOOP_INPUT_FORMAT": self.HADOOP_INPUT_FORMAT,
+            "HADOOP_OUTPUT_FORMAT": self.HADOOP_OUTPUT_FORMAT,
+            "LIBJARS": self.LIBJARS,
+        }
+        for attr, value in hadoop.items():
+            if value:
+                raise JobDefinitionError(
+                    f"{name}.{attr} is Hadoop configuration, which mrk8s does not read: remove "
+                    "it (mrk8s runs the job itself: choose reducers with --reducers, inputs are "
+                    "read as text, JSON lines, CSV or Parquet by their file names)"
+                )
+        if self.PARTITIONER not in ("hash", "range"):
+            raise JobDefinitionError(
+                f"{name}.PARTITIONER = {self.PARTITIONER!r} names a Hadoop partitioner, which "
+                "mrk8s cannot load: remove it, or define partition(self, key, num_reducers) "
+                "(key is the serialized key, bytes)"
+            )
+        if self.ARCHIVES:
+            raise JobDefinitionError(
+                f"{name}.ARCHIVES: mrk8s does not unpack archives into the working directory: "
+                "unpack them and list the directories in DIRS"
+            )
+
+    def _engine_step(self, s: MRStep, *, first: bool, last: bool) -> Step:
+        internal = self.internal_protocol()
+        write_internal = _internal_encoder(internal.write)
+        read_internal = internal.read
+        has_reduce = s.has_reducer()
+        # What the map side yields: shuffle records, or (last map-only step) the records
+        # themselves, which the output protocol writes.
+        map_out: Encoder | None = None if (last and not has_reduce) else write_internal
+        reduce_out: Encoder | None = None if last else write_internal
+
+        mapper = self._map_function(s, first, map_out, read_internal)
+        mapper_raw = s["mapper_raw"]
+        step = Step(
+            mapper=None if mapper_raw else mapper,
+            mapper_raw=self._wrap_raw(mapper_raw, map_out) if mapper_raw else None,
+            mapper_init=self._wrap_hook(s["mapper_init"], map_out, "mapper_init", first=first),
+            mapper_final=self._wrap_hook(s["mapper_final"], map_out, "mapper_final"),
+            combiner=self._wrap_grouped(s["combiner"], read_internal, write_internal, "combiner"),
+            combiner_init=self._wrap_hook(s["combiner_init"], write_internal, "combiner_init"),
+            combiner_final=self._wrap_hook(s["combiner_final"], write_internal, "combiner_final"),
+            reducer=self._wrap_grouped(
+                s["reducer"] or (_identity_reducer if has_reduce else None),
+                read_internal,
+                reduce_out,
+                "reducer",
+                sort_values=bool(self.SORT_VALUES),
+            ),
+            reducer_init=self._wrap_hook(s["reducer_init"], reduce_out, "reducer_init"),
+            reducer_final=self._wrap_hook(s["reducer_final"], reduce_out, "reducer_final"),
+        )
+        return step
+
+    def _map_function(
+        self,
+        s: MRStep,
+        first: bool,
+        encode: Encoder | None,
+        read_internal: Callable[[bytes], tuple[Any, Any]],
+    ) -> Callable[..., Iterable[Record]] | None:
+        user = s["mapper"]
+        if not first and user is None and encode is not None:
+            return None  # the engine's identity: shuffle records pass through unchanged
+        if first:
+            protocol = self.input_protocol()
+            if type(protocol) is TextValueProtocol:
+                # The engine already gives text lines; skip a re-encode per line.
+                def decode(_: Any, line: Any) -> tuple[Any, Any]:
+                    return None, line
+            else:
+                read = protocol.read
+
+                def decode(_: Any, line: Any) -> tuple[Any, Any]:
+                    key, value = read(line.encode() if isinstance(line, str) else line)
+                    return key, value
+        else:
+
+            def decode(_: Any, line: Any) -> tuple[Any, Any]:
+                return read_internal(line)
+
+        if user is None:
+
+            def mapper(key: Any, line: Any) -> Iterator[Record]:
+                yield from _encoded([decode(key, line)], encode, "mapper")
+
+        elif encode is None:
+
+            def mapper(key: Any, line: Any) -> Iterator[Record]:
+                yield from as_records(user(*decode(key, line)), what="mapper")
+
+        else:
+
+            def mapper(key: Any, line: Any) -> Iterator[Record]:
+                for k, v in as_records(user(*decode(key, line)), what="mapper"):
+                    yield encode(k, v)
+
+        return mapper
+
+    def _wrap_raw(self, user: Callable[..., Any], encode: Encoder | None) -> Callable[..., Any]:
+        def mapper_raw(path: str, url: str) -> Iterator[Record]:
+            yield from _encoded(user(path, url), encode, "mapper_raw")
+
+        return mapper_raw
+
+    def _wrap_hook(
+        self,
+        user: Callable[..., Any] | None,
+        encode: Encoder | None,
+        what: str,
+        first: bool = False,
+    ) -> Callable[[], Iterator[Record]] | None:
+        if first:
+            # Every first-step map task says which file it reads, as Hadoop does.
+            def init() -> Iterator[Record]:
+                compat.set_input_file(self.input_url)
+                if user is not None:
+                    yield from _encoded(user(), encode, what)
+
+            return init
+        if user is None:
+            return None
+
+        def hook() -> Iterator[Record]:
+            yield from _encoded(user(), encode, what)
+
+        return hook
+
+    def _wrap_grouped(
+        self,
+        user: Callable[..., Any] | None,
+        read: Callable[[bytes], tuple[Any, Any]],
+        encode: Encoder | None,
+        what: str,
+        sort_values: bool = False,
+    ) -> Callable[[Any, Iterator[Any]], Iterator[Record]] | None:
+        if user is None:
+            return None
+
+        def grouped(_: Any, lines: Iterator[Any]) -> Iterator[Record]:
+            if sort_values:
+                # mrjob's runners sort a key's lines by their bytes; in memory here.
+                lines = iter(sorted(lines))
+            first_line = next(lines)
+            key, value = read(first_line)
+
+            def values() -> Iterator[Any]:
+                yield value
+                for line in lines:
+                    yield read(line)[1]
+
+            yield from _encoded(user(key, values()), encode, what)
+
+        return grouped
+
+    def text_line_writer(self) -> Callable[[Any, Any], bytes]:
+        """The last step's lines are ``OUTPUT_PROTOCOL.write(key, value)``."""
+        write = self.output_protocol().write
+        return lambda key, value: _line_bytes(write(key, value))
+
+    # -- files --------------------------------------------------------------------------
+
+    def job_files(self) -> list[tuple[str, str]]:
+        """FILES, DIRS (relative to the script's directory) and file options' files."""
+        here = _script_dir(type(self))
+        shipped: list[tuple[str, str]] = []
+        for entry in [*self.FILES, *self.DIRS]:
+            path, _, name = str(entry).partition("#")
+            path = os.path.join(here, os.path.expanduser(path))
+            shipped.append((path, name or os.path.basename(path.rstrip("/"))))
+        for dest in sorted(self._file_dests):
+            value = getattr(self.options, dest, None)
+            original = self._file_paths.get(dest)
+            if not value:
+                continue
+            path, _, name = (original or value).partition("#")
+            shipped.append((os.path.abspath(path), name or os.path.basename(path)))
+        return shipped
+
+    # -- running ------------------------------------------------------------------------
+
+    def sandbox(self, stdin: Any = None, stdout: Any = None, stderr: Any = None) -> MRJob:
+        """mrjob's test helper: ``stdin`` (a binary file object) becomes the input."""
+        if stdin is not None:
+            self._stdin = stdin.read()
+        return self
+
+    def make_runner(self) -> Any:
+        """A runner for this job, built from its arguments (``-r inline|local``, inputs, ...)."""
+        from mrk8s.mrjob.runner import MRJobRunner
+
+        return MRJobRunner(self)
+
+    def job_args(self) -> dict[str, Any]:
+        """The values of the job's own options, as the engine ships them to tasks."""
+        out = {dest: getattr(self.options, dest, None) for dest in self._job_dests}
+        for dest, path in self._file_paths.items():
+            out[dest] = path
+        return out
+
+    @classmethod
+    def run(cls, argv: Sequence[str] | None = None) -> None:
+        """``python job.py INPUT ...``: runs the job as ``mrk8s run job.py INPUT ...``."""
+        super().run(argv)
+
+
+def _identity_reducer(key: Any, values: Iterable[Any]) -> Iterator[Record]:
+    for value in values:
+        yield key, value
+
+
+def _shipped_name(value: str) -> str:
+    path, _, name = value.partition("#")
+    return name or os.path.basename(path)
+
+
+def _script_dir(cls: type) -> str:
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None)
+    return os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
