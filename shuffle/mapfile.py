@@ -41,6 +41,10 @@ DEFAULT_BATCH_ROWS = 16_384
 #: streamed, so a reducer's memory does not grow with a partition's size.
 WHOLE_READ_LIMIT = 16 * 2**20
 
+#: Segment fetches a reducer keeps in flight at once (object stores answer each
+#: range GET in tens of milliseconds; a few concurrent ones hide that latency).
+MAX_IN_FLIGHT = 8
+
 #: Read buffer of one streamed run, unless the reader asks for less.
 STREAM_BUFFER = 1 << 20
 
@@ -232,6 +236,45 @@ def read_segment(
             runs.append(_batches_from(pa.py_buffer(piece), store.url(path), ref))
         return runs
     return [_stream_batches(store, path, ref, verify, buffer_bytes) for ref in refs]
+
+
+def read_segments(
+    store: FsspecStore,
+    segments: Sequence[tuple[str, Sequence[StreamRef]]],
+    *,
+    verify: bool = True,
+    whole_read_limit: int = WHOLE_READ_LIMIT,
+    buffer_bytes: int = STREAM_BUFFER,
+    max_in_flight: int = MAX_IN_FLIGHT,
+) -> list[Iterator[pa.RecordBatch]]:
+    """:func:`read_segment` over many map outputs, fetching up to ``max_in_flight`` at once.
+
+    A reducer needs one segment from every map output; on an object store each
+    fetch is a round trip, so they go out concurrently (bounded, to keep the
+    memory of whole reads and the store's connection pool in check). Runs come
+    back in the order of ``segments``; the first error raised by any fetch is
+    raised here.
+    """
+
+    def fetch(segment: tuple[str, Sequence[StreamRef]]) -> list[Iterator[pa.RecordBatch]]:
+        path, refs = segment
+        return read_segment(
+            store,
+            path,
+            refs,
+            verify=verify,
+            whole_read_limit=whole_read_limit,
+            buffer_bytes=buffer_bytes,
+        )
+
+    if len(segments) <= 1 or max_in_flight <= 1:
+        fetched = [fetch(seg) for seg in segments]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(max_in_flight, len(segments))) as pool:
+            fetched = list(pool.map(fetch, segments))
+    return [run for runs in fetched for run in runs]
 
 
 def _batches_from(source: Any, url: str, ref: StreamRef) -> Iterator[pa.RecordBatch]:
