@@ -51,3 +51,31 @@ def test_wordcount_with_input_shuffle_and_output_on_s3(s3_bucket: S3Bucket, tmp_
     # Shuffle data is removed after success; no staging prefix is left behind.
     assert not fs.exists(f"{s3_bucket.url}/shuffle/{result.job_id}")
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(s3_bucket.url)) == ["in", "out"]
+
+
+def test_transient_s3_faults_are_retried(s3_bucket: S3Bucket, tmp_path: Path) -> None:
+    """Every 4th request to S3 fails (503, 500 or a dropped connection): same answer."""
+    import s3fs
+
+    from tests.faultproxy import fault_proxy
+
+    direct = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_bucket.endpoint})
+    text = make_words(20_000, vocab=300, seed=22)
+    direct.pipe(f"{s3_bucket.url}/in/words.txt", text.encode())
+    with fault_proxy(s3_bucket.endpoint, every=4) as (proxy, counter):
+        options = {"client_kwargs": {"endpoint_url": proxy}}
+        result = mrk8s.run(
+            str(EXAMPLES / "wordcount.py"),
+            [f"{s3_bucket.url}/in/words.txt"],
+            output=f"{s3_bucket.url}/out",
+            shuffle_dir=f"{s3_bucket.url}/shuffle",
+            storage_options=options,
+            workers=2,
+            reducers=2,
+            max_split_bytes=32 << 10,
+        )
+    assert sum(counter.faults.values()) >= 8, counter.faults
+    assert set(counter.faults) == {"503", "500", "drop"}
+    assert dict(result.records({"client_kwargs": {"endpoint_url": s3_bucket.endpoint}})) == dict(
+        collections.Counter(text.lower().split())
+    )
