@@ -16,7 +16,29 @@ from multiprocessing.connection import Connection
 from scheduler.stage import TaskError, run_task
 
 
+def _die_with_parent() -> None:
+    """Be killed when the driver dies, even in the middle of a task.
+
+    A worker of a killed driver would otherwise finish its task and commit it
+    while a resumed driver runs the same task again. Linux only (prctl); other
+    systems fall back to noticing the closed pipe between tasks.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the driver died before prctl took effect
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
+    _die_with_parent()
     fd_in, fd_out = int(argv[0]), int(argv[1])
     # Keep the pipes out of any process a task starts, so that the driver sees
     # this worker's death at once even if a grandchild lives on.
