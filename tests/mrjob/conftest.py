@@ -31,7 +31,9 @@ JOBS = Path(__file__).resolve().parent / "jobs"
 def mrjob_examples() -> Path:
     """The examples directory of the installed mrjob package."""
     spec = importlib.util.find_spec("mrjob")
-    assert spec is not None and spec.origin, "the tests need mrjob installed (pip install '.[test]')"
+    assert spec is not None and spec.origin, (
+        "the tests need mrjob installed (pip install '.[test]')"
+    )
     return Path(spec.origin).parent / "examples"
 
 
