@@ -141,6 +141,8 @@ class Driver:
         self.settings = settings
         self.progress = progress or Progress()
         self.timings: dict[str, float] = {}
+        #: Per stage ("s0-map"): tasks run and skipped (resumed), attempts started and failed.
+        self.stage_stats: dict[str, dict[str, int]] = {}
 
     # -- load, plan, ship ---------------------------------------------------------
 
@@ -246,6 +248,8 @@ class Driver:
     ) -> None:
         name = f"step {step + 1}/{len(plan.steps)} {stage}"
         done = commit.committed_indexes(store, step, stage)
+        if done and _writes_final_output(plan, step, stage):
+            done = self._drop_commits_without_parts(plan, store, step, stage, done)
         todo = pending(num_tasks, done)
         self.progress.stage_started(
             name, total_tasks=num_tasks, done_tasks=num_tasks - len(todo), total_bytes=total_bytes
@@ -275,13 +279,47 @@ class Driver:
         )
         started = time.perf_counter()
 
+        stats = self.stage_stats.setdefault(
+            f"s{step}-{stage}",
+            {"tasks_run": 0, "tasks_skipped": 0, "attempts": 0, "failed_attempts": 0},
+        )
+        stats["tasks_run"] += len(todo)
+        stats["tasks_skipped"] += num_tasks - len(todo)
+
         def on_event(event: TaskEvent) -> None:
+            if event.kind == "started":
+                stats["attempts"] += 1
+            elif event.kind == "failed":
+                stats["failed_attempts"] += 1
+                commit.write_failure(
+                    store, step, stage, event.index, event.attempt,
+                    event.error.to_json() if event.error else {},
+                )  # fmt: skip
             self.progress.task_event(event)
 
         if todo:
             executor.run_stage(spec, indexes=todo, on_event=on_event)
         self.timings[f"s{step}-{stage}"] = time.perf_counter() - started
         self.progress.stage_finished(name)
+
+    def _drop_commits_without_parts(
+        self, plan: JobPlan, store: FsspecStore, step: int, stage: str, done: set[int]
+    ) -> set[int]:
+        """Committed final-output tasks whose part is still staged; the others run again.
+
+        A part leaves the staging directory when the job's output is committed;
+        rerunning a finished job (kept shuffle, --overwrite) must then produce
+        the parts again rather than commit an empty output.
+        """
+        staging = FsspecStore(plan.staging_url, plan.storage_options)
+        present = set(staging.list(""))
+        kept = set()
+        for index in sorted(done):
+            if outputs.part_name(index, plan.output_format) in present:
+                kept.add(index)
+            else:
+                store.remove(commit.record_path(step, stage, index))
+        return kept
 
     def sample_boundaries(
         self, plan: JobPlan, store: FsspecStore, step: int, job: MapReduce
@@ -371,7 +409,7 @@ class Driver:
         if s.output is None:
             outputs.cat_parts(staging, part_names, stdout)
         else:
-            outputs.commit_output(staging, s.output, s.storage_options, summary)
+            outputs.commit_output(staging, part_names, s.output, s.storage_options, summary)
         if not s.keep_shuffle:
             job_store.remove("", recursive=True)
         _print_counters(summary, self.progress)
@@ -399,6 +437,8 @@ class Driver:
                     "bytes_in": sum(r.bytes_in for r in records),
                     "bytes_out": sum(r.bytes_out for r in records),
                     "spills": sum(r.spills for r in records),
+                    **self.stage_stats.get(f"s{sp.index}-{stage}", {}),
+                    "recomputed_map_tasks": sum(r.recomputed for r in records),
                     "attempts_max": max((r.attempt for r in records), default=0),
                     "task_seconds_sum": round(sum(r.seconds for r in records), 3),
                     "task_seconds_max": round(max((r.seconds for r in records), default=0.0), 3),
@@ -479,6 +519,12 @@ def _absolute_output(settings: RunSettings) -> RunSettings:
     if settings.output is None or "://" in settings.output:
         return settings
     return replace(settings, output=os.path.abspath(settings.output))
+
+
+def _writes_final_output(plan: JobPlan, step: int, stage: str) -> bool:
+    """Whether this stage's tasks write the job's output parts (the last step's last stage)."""
+    last = plan.steps[-1]
+    return step == last.index and stage == ("reduce" if last.num_reducers else "map")
 
 
 def _is_user_error(exc: BaseException) -> bool:

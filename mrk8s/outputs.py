@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any
 
 import pyarrow as pa
@@ -217,9 +217,25 @@ def check_output(url: str, storage_options: Mapping[str, Any], *, overwrite: boo
 
 
 def commit_output(
-    staging: FsspecStore, url: str, storage_options: Mapping[str, Any], summary: Mapping[str, Any]
+    staging: FsspecStore,
+    parts: Sequence[str],
+    url: str,
+    storage_options: Mapping[str, Any],
+    summary: Mapping[str, Any],
 ) -> None:
-    """Move the staged parts to ``url``, then write summary.json and ``_SUCCESS`` last."""
+    """Move the staged ``parts`` to ``url``, then write summary.json and ``_SUCCESS`` last.
+
+    Every part must be staged: a missing one means a reducer's commit outlived
+    its output, and committing would lose data, so nothing at ``url`` changes.
+    """
+    present = set(staging.list(""))
+    missing = [p for p in parts if p not in present]
+    if missing:
+        raise OutputError(
+            f"{len(missing)} output part(s) are missing from {staging.root_url} (e.g. "
+            f"{missing[0]}): the output at {url} was left unchanged; rerun the job to "
+            "produce them again"
+        )
     staging.write_bytes("summary.json", json.dumps(summary, indent=2, sort_keys=True).encode())
     out = output_store(url, storage_options)
     if out.is_local and staging.is_local:
@@ -237,7 +253,7 @@ def commit_output(
     else:
         if out.list(""):
             out.remove("", recursive=True)
-        for name in staging.list(""):
+        for name in [*parts, "summary.json"]:
             with staging.open_read(name) as f:
                 out.write_bytes(name, f.read())
         staging.remove("", recursive=True)

@@ -33,7 +33,7 @@ from mrk8s.outputs import PartWriter, part_name, read_stream_file, table_records
 from mrk8s.plan import JobPlan, Split, StepPlan
 from mrk8s.tracebacks import is_framework_file, user_traceback
 from shuffle import codec, commit, mapfile, merge
-from shuffle.errors import KeyEncodingError, MRError
+from shuffle.errors import CorruptSegmentError, KeyEncodingError, MRError
 from shuffle.sorter import FunctionPartitioner, HashPartitioner, MapSorter, RangePartitioner
 from shuffle.store import FsspecStore
 
@@ -60,6 +60,10 @@ COMBINE_BYTES_PER_RECORD = 128
 #: Rough memory of one row in a reducer's merge pass: its Arrow bytes, the
 #: sorted copy, sort indices and the decoded Python value handed to the reducer.
 REDUCE_BYTES_PER_ROW = 128
+
+#: Damaged map outputs one reduce attempt may recompute before it gives up
+#: (each is a full re-run of a map task).
+MAX_RECOMPUTED_MAPS = 3
 
 PLAN_FILE = "plan.json"
 CODE_DIR = "code"
@@ -665,6 +669,41 @@ def _part_writer(
 
 
 def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[str, Any]:
+    """Run a reducer; re-run any map task whose output turns out damaged, then retry.
+
+    The map task's lineage (its split, the job's code) is in the plan, so the
+    reducer recomputes it itself: a new attempt writes a new map output and
+    replaces the commit record, and this reducer starts over from the records.
+    """
+    recomputed = 0
+    while True:
+        try:
+            return _reduce_once(ctx, step_index, index, attempt, recomputed)
+        except CorruptSegmentError as exc:
+            if not exc.data_path or recomputed >= MAX_RECOMPUTED_MAPS:
+                raise
+            maps = commit.read_stage(
+                ctx.store, step_index, "map", len(ctx.plan.steps[step_index].splits)
+            )
+            damaged = next((m for m in maps if m.data_path == exc.data_path), None)
+            if damaged is None:
+                # Another reducer already replaced it: just read the new one.
+                recomputed += 1
+                continue
+            logger.warning(
+                "%s; re-running map task %d of step %d before reducing partition %d",
+                exc,
+                int(damaged.index),
+                step_index + 1,
+                index,
+            )
+            run_map(ctx, step_index, int(damaged.index), damaged.attempt + 1)
+            recomputed += 1
+
+
+def _reduce_once(
+    ctx: JobContext, step_index: int, index: int, attempt: int, recomputed: int
+) -> dict[str, Any]:
     plan = ctx.plan
     step_plan = plan.steps[step_index]
     where = Where(step_index, len(plan.steps), "reduce", index, str(index))
@@ -679,21 +718,14 @@ def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> di
     budget = plan.memory_per_worker
     share = int(budget * REDUCE_IN_MEMORY_SHARE)
     n_streams = sum(len(refs) for _, refs in located)
-    runs = [
-        run
-        for m, refs in located
-        for run in mapfile.read_segment(
-            ctx.store,
-            m.data_path,
-            refs,
-            # Small segments in one read each, all of them within the share...
-            whole_read_limit=min(mapfile.WHOLE_READ_LIMIT, share // max(1, len(located))),
-            # ...and every streamed run's buffer too, however many runs there are.
-            buffer_bytes=min(
-                mapfile.STREAM_BUFFER, max(16 << 10, share // (4 * max(1, n_streams)))
-            ),
-        )
-    ]
+    runs = mapfile.read_segments(
+        ctx.store,
+        [(m.data_path, refs) for m, refs in located],
+        # Small segments in one read each, all of them within the share...
+        whole_read_limit=min(mapfile.WHOLE_READ_LIMIT, share // max(1, len(located))),
+        # ...and every streamed run's buffer too, however many runs there are.
+        buffer_bytes=min(mapfile.STREAM_BUFFER, max(16 << 10, share // (4 * max(1, n_streams)))),
+    )
     # Each merge pass holds about this many rows, decoded for the reducer too.
     pass_rows = max(1024, share // REDUCE_BYTES_PER_ROW)
     rows_in = sum(r.rows for _, refs in located for r in refs)
@@ -758,6 +790,7 @@ def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> di
         seconds=time.perf_counter() - started,
         peak_rss=peak_rss(),
         counters=job.take_counters(),
+        recomputed=recomputed,
     )
     commit.write(ctx.store, record)
     return record.to_json()

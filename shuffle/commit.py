@@ -45,6 +45,7 @@ class Record:
     seconds: float = 0.0
     peak_rss: int = 0
     spills: int = 0
+    recomputed: int = 0  # damaged map outputs this reducer had re-run
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     index_json: dict[str, list[list[int]]] = field(default_factory=dict)
 
@@ -87,6 +88,37 @@ def read(job_store: FsspecStore, step: int, stage: str, index: int) -> Record | 
     except FileNotFoundError:
         return None
     return Record.from_json(json.loads(data))
+
+
+FAILURES_DIR = f"{COMMITS_DIR}/failures"
+
+
+def write_failure(
+    job_store: FsspecStore, step: int, stage: str, index: int, attempt: int, error: dict[str, Any]
+) -> None:
+    """Record that an attempt failed (for ``mrk8s status``); never read to decide anything."""
+    path = f"{FAILURES_DIR}/s{step}-{stage}-{index:05d}-a{attempt}.json"
+    job_store.write_bytes(path, json.dumps(error, sort_keys=True).encode())
+
+
+def failures(job_store: FsspecStore) -> list[dict[str, Any]]:
+    """Every recorded failed attempt: step, stage, index, attempt and the error."""
+    out = []
+    for name in job_store.list(FAILURES_DIR):
+        if not name.endswith(".json"):
+            continue
+        step_s, stage, index_s, attempt_s = name[: -len(".json")].split("-")
+        error = json.loads(job_store.read_bytes(f"{FAILURES_DIR}/{name}"))
+        out.append(
+            {
+                "step": int(step_s[1:]),
+                "stage": stage,
+                "index": int(index_s),
+                "attempt": int(attempt_s[1:]),
+                "error": error,
+            }
+        )
+    return out
 
 
 def committed_indexes(job_store: FsspecStore, step: int, stage: str) -> set[int]:

@@ -55,7 +55,13 @@ class ShuffleError(MRError):
 
 
 class CorruptSegmentError(ShuffleError):
-    """A map output segment is truncated or damaged; its map task must run again."""
+    """A map output segment is truncated or damaged; its map task must run again.
+
+    ``data_path`` names the damaged map output (relative to the job directory)
+    when the reader knows it, so that the caller can re-run the task that wrote it.
+    """
+
+    data_path: str = ""
 
 
 class StoreError(ShuffleError):

@@ -212,6 +212,21 @@ def read_segment(
     for a streamed segment, when its end is reached). ``buffer_bytes`` is the
     read buffer of each streamed run: a reducer merging many runs passes less.
     """
+    try:
+        return _read_segment(store, path, refs, verify, whole_read_limit, buffer_bytes)
+    except CorruptSegmentError as exc:
+        exc.data_path = path
+        raise
+
+
+def _read_segment(
+    store: FsspecStore,
+    path: str,
+    refs: Sequence[StreamRef],
+    verify: bool,
+    whole_read_limit: int,
+    buffer_bytes: int,
+) -> list[Iterator[pa.RecordBatch]]:
     if not refs:
         return []
     start = refs[0].offset
@@ -337,6 +352,16 @@ class _RangeReader(io.RawIOBase):
 
 
 def _stream_batches(
+    store: FsspecStore, path: str, ref: StreamRef, verify: bool, buffer_bytes: int
+) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from _stream_checked(store, path, ref, verify, buffer_bytes)
+    except CorruptSegmentError as exc:
+        exc.data_path = path
+        raise
+
+
+def _stream_checked(
     store: FsspecStore, path: str, ref: StreamRef, verify: bool, buffer_bytes: int
 ) -> Iterator[pa.RecordBatch]:
     url = store.url(path)
