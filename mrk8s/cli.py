@@ -80,6 +80,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--keep-shuffle", action="store_true", help="keep the job's shuffle data after success"
     )
     p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start the job over even if its --job-id exists with another script or input",
+    )
+    p.add_argument(
         "--storage-options",
         metavar="JSON",
         default="{}",
@@ -163,6 +168,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
         max_attempts=args.max_attempts,
         retry_user_errors=args.retry_user_errors,
         keep_shuffle=args.keep_shuffle,
+        restart=args.restart,
         storage_options=storage_options,
     )
     _validate(settings)
@@ -215,6 +221,55 @@ def _validate(settings: Any) -> None:
         )
 
 
+def _job_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    from mrk8s.settings import default_shuffle_dir
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("job_id", metavar="JOB_ID", help="the job's --job-id")
+    p.add_argument(
+        "--shuffle-dir",
+        metavar="URL",
+        default=default_shuffle_dir(),
+        help="the shuffle directory the job ran with (default: %(default)s)",
+    )
+    p.add_argument("--storage-options", metavar="JSON", default="{}")
+    return p
+
+
+def _cmd_status(argv: Sequence[str]) -> int:
+    from mrk8s import jobs
+
+    args = _job_parser("mrk8s status", "Show a job's progress from its commit records.").parse_args(
+        argv
+    )
+    store, plan = jobs.open_job(args.job_id, args.shuffle_dir, _storage_options(args))
+    print(jobs.render(plan, jobs.status(store, plan)))
+    return 0
+
+
+def _cmd_clean(argv: Sequence[str]) -> int:
+    from mrk8s import jobs
+
+    args = _job_parser("mrk8s clean", "Remove a job's shuffle data.").parse_args(argv)
+    store, plan = jobs.open_job(args.job_id, args.shuffle_dir, _storage_options(args))
+    jobs.clean(store, plan)
+    print(f"removed job {args.job_id} from {args.shuffle_dir}")
+    return 0
+
+
+def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        options = json.loads(args.storage_options)
+        if not isinstance(options, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        raise UsageError(
+            f"--storage-options {args.storage_options!r} is not a JSON object ({exc}): write "
+            "e.g. '{\"anon\": true}'"
+        ) from exc
+    return options
+
+
 def _cmd_worker(argv: Sequence[str]) -> int:
     from mrk8s import worker
 
@@ -231,13 +286,20 @@ def _setup_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mrk8s`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run": _cmd_run, "worker": _cmd_worker}
+    commands = {
+        "run": _cmd_run,
+        "status": _cmd_status,
+        "clean": _cmd_clean,
+        "worker": _cmd_worker,
+    }
     if not argv or argv[0] in ("-h", "--help"):
         print(
             f"mrk8s {__version__}: MapReduce with an Arrow shuffle\n\n"
             "usage: mrk8s COMMAND [ARGS]\n\n"
             "commands:\n"
             "  run SCRIPT [INPUT ...]   run a job (mrk8s run --help)\n"
+            "  status JOB_ID            a job's progress, attempts and failures\n"
+            "  clean JOB_ID             remove a job's shuffle data\n"
             "  worker --job URL ...     run one task of a job (what a pod runs)\n"
         )
         return 0

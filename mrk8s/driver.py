@@ -206,6 +206,7 @@ class Driver:
             memory_per_worker=s.memory_per_worker,
             storage_options=dict(s.storage_options),
             files=tuple(name for _, name in job_files),
+            input_fingerprint=inputs.fingerprint(files, s.storage_options),
         )
 
     def ship(
@@ -222,9 +223,9 @@ class Driver:
                 ) from exc
             if _plan_key(old) != _plan_key(plan):
                 raise UsageError(
-                    f"job {plan.job_id} already exists in {store.root_url} with a different "
-                    "plan (script, inputs or options changed): choose another --job-id, or "
-                    f"remove {store.root_url} to start it over"
+                    f"job {plan.job_id} already exists in {store.root_url} and its "
+                    f"{_plan_difference(old, plan)} changed since it started: pass --restart "
+                    "to start it over, or choose another --job-id"
                 )
             return True
         with open(plan.script_origin, "rb") as f:
@@ -365,6 +366,9 @@ class Driver:
         plan = self.plan(job_class, job_id, input_urls)
         job_store = FsspecStore(plan.job_dir, s.storage_options)
         files = job_class(_namespace(s.job_args)).job_files() if plan.files else []
+        if s.restart:
+            job_store.remove("", recursive=True)
+            FsspecStore(plan.staging_url, s.storage_options).remove("", recursive=True)
         resumed = self.ship(plan, job_store, files)
         if resumed:
             self.progress.message(f"resuming job {job_id} from {job_store.root_url}")
@@ -519,6 +523,17 @@ def _absolute_output(settings: RunSettings) -> RunSettings:
     if settings.output is None or "://" in settings.output:
         return settings
     return replace(settings, output=os.path.abspath(settings.output))
+
+
+def _plan_difference(old: JobPlan, new: JobPlan) -> str:
+    """Which part of a job's plan a rerun changed, in words."""
+    if old.script_sha256 != new.script_sha256:
+        return "script"
+    if old.input_fingerprint != new.input_fingerprint or [p.splits for p in old.steps] != [
+        p.splits for p in new.steps
+    ]:
+        return "input"
+    return "options"
 
 
 def _writes_final_output(plan: JobPlan, step: int, stage: str) -> bool:

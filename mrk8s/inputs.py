@@ -251,6 +251,28 @@ def _input_file(fs: Any, path: str, info: Mapping[str, Any]) -> InputFile:
 # -------------------------------------------------------------------- planning
 
 
+def fingerprint(
+    files: Sequence[InputFile], storage_options: Mapping[str, Any] | None = None
+) -> str:
+    """A cheap content fingerprint of the inputs: sha256 over URL, size and fsspec ukey.
+
+    ``ukey`` is the filesystem's own change token (modification time and size
+    locally, the ETag on S3), so no input is read to compute it.
+    """
+    import hashlib
+    import json
+
+    parts = []
+    for f in files:
+        fs, path = _url_to_fs(f.url, storage_options)
+        try:
+            ukey = str(fs.ukey(path))
+        except (OSError, NotImplementedError, KeyError):
+            ukey = ""
+        parts.append([f.url, f.size, ukey])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
 def plan_splits(
     files: Sequence[InputFile],
     *,

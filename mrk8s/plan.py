@@ -103,6 +103,9 @@ class JobPlan:
     #: names of the files/directories shipped under job_dir/files/ (see
     #: MapReduce.job_files); every task runs in a working directory holding them.
     files: tuple[str, ...] = ()
+    #: sha256 over every input file's URL, size and fsspec ukey (mtime or ETag): a
+    #: job resumed with --job-id refuses inputs that changed since it started.
+    input_fingerprint: str = ""
     version: int = PLAN_VERSION
 
     def step_dir(self, step: int) -> str:
