@@ -24,7 +24,13 @@ from typing import IO, Any
 import pyarrow as pa
 
 from mrk8s import inputs, loader, outputs
-from mrk8s.errors import JobDefinitionError, JobFailedError, UsageError, UserError
+from mrk8s.errors import (
+    JobDefinitionError,
+    JobFailedError,
+    KeyEncodingError,
+    UsageError,
+    UserCodeError,
+)
 from mrk8s.job import MapReduce, Step
 from mrk8s.plan import JobId, JobPlan, Split, StepPlan
 from mrk8s.progress import Progress
@@ -370,6 +376,9 @@ class Driver:
             job_store.remove("", recursive=True)
             FsspecStore(plan.staging_url, s.storage_options).remove("", recursive=True)
         resumed = self.ship(plan, job_store, files)
+        if s.output is not None:
+            # Fail now, not after the map stage, if the output cannot be written.
+            FsspecStore(plan.staging_url, s.storage_options).makedirs("")
         if resumed:
             self.progress.message(f"resuming job {job_id} from {job_store.root_url}")
         self.timings["plan"] = time.perf_counter() - t0
@@ -392,9 +401,10 @@ class Driver:
                             executor, plan, job_store, sp.index, "reduce", sp.num_reducers, 0
                         )
         except BaseException as exc:
-            if _is_user_error(exc):
-                # Deterministic: rerunning cannot help until the job or its input changes,
-                # and a changed job cannot resume this one, so its data is of no use.
+            if _is_job_error(exc):
+                # The job itself is wrong: rerunning cannot help until it changes, and a
+                # changed job cannot resume this one, so its data is of no use. (A full
+                # disk or an unwritable output keeps it: fix that and resume.)
                 if not s.keep_shuffle:
                     job_store.remove("", recursive=True)
                     FsspecStore(plan.staging_url, s.storage_options).remove("", recursive=True)
@@ -542,10 +552,14 @@ def _writes_final_output(plan: JobPlan, step: int, stage: str) -> bool:
     return step == last.index and stage == ("reduce" if last.num_reducers else "map")
 
 
-def _is_user_error(exc: BaseException) -> bool:
+#: Errors that mean the job's code or definition is wrong (not its environment).
+_JOB_ERRORS = ("UserCodeError", "KeyEncodingError", "JobDefinitionError")
+
+
+def _is_job_error(exc: BaseException) -> bool:
     if isinstance(exc, JobFailedError):
-        return exc.user_error
-    return isinstance(exc, UserError)
+        return exc.user_error and exc.kind in _JOB_ERRORS
+    return isinstance(exc, UserCodeError | KeyEncodingError | JobDefinitionError)
 
 
 def _namespace(args: Mapping[str, Any]) -> Any:

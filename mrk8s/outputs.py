@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from mrk8s.errors import OutputError
 from shuffle import codec
-from shuffle.store import FsspecStore
+from shuffle.store import FsspecStore, translate_errors
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,10 @@ class PartWriter:
     # -- records ---------------------------------------------------------------
 
     def add_records(self, keys: list[Any], values: list[Any]) -> None:
+        with translate_errors(self.store.url(self.path), "write"):
+            self._add_records(keys, values)
+
+    def _add_records(self, keys: list[Any], values: list[Any]) -> None:
         if not keys:
             return
         self.records += len(keys)
@@ -128,11 +132,15 @@ class PartWriter:
             self._write_arrow(codec.records_to_table(keys, values))
 
     def add_table(self, table: pa.Table) -> None:
+        with translate_errors(self.store.url(self.path), "write"):
+            self._add_table(table)
+
+    def _add_table(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
         if self.fmt in ("text", "jsonl"):
             keys, values = table_records(table)
-            self.add_records(keys, values)
+            self._add_records(keys, values)
             return
         self.records += table.num_rows
         self._write_arrow(table)
@@ -166,6 +174,10 @@ class PartWriter:
 
     def close(self) -> int:
         """Publish the file; returns its size in bytes."""
+        with translate_errors(self.store.url(self.path), "write"):
+            return self._close()
+
+    def _close(self) -> int:
         if self._arrow is not None:
             self._arrow.close()
         size = self._file.tell()

@@ -28,7 +28,7 @@ from typing import IO, Any
 import pyarrow as pa
 
 from shuffle.errors import CorruptSegmentError
-from shuffle.store import FsspecStore, ShortReadError
+from shuffle.store import FsspecStore, ShortReadError, translate_errors
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,10 @@ class MapOutputWriter:
 
     def add_run(self, partitions: Mapping[int, pa.Table]) -> None:
         """Append one sorted run: partition -> its rows, already sorted by key."""
+        with translate_errors(self._spill_path, "write a map task's spill file"):
+            self._add_run(partitions)
+
+    def _add_run(self, partitions: Mapping[int, pa.Table]) -> None:
         assert self._file is not None, "add_run after finish"
         refs: dict[int, StreamRef] = {}
         for p in sorted(partitions):
@@ -140,7 +144,8 @@ class MapOutputWriter:
                 store.put_file(self._spill_path, path)
                 return index
             grouped_path = self._spill_path + ".grouped"
-            index = _regroup(self._spill_path, grouped_path, self._runs)
+            with translate_errors(grouped_path, "write a map output"):
+                index = _regroup(self._spill_path, grouped_path, self._runs)
             os.unlink(self._spill_path)
             store.put_file(grouped_path, path)
             return index

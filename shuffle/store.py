@@ -99,7 +99,7 @@ class FsspecStore:
         return self._path(path) if self.is_local else None
 
     def open_read(self, path: str) -> IO[bytes]:
-        with _translate(self.url(path), "open"):
+        with translate_errors(self.url(path), "open"):
             if self.is_local:
                 return open(self._path(path), "rb")
             f: IO[bytes] = self.fs.open(self._path(path), "rb")
@@ -109,7 +109,7 @@ class FsspecStore:
         """Read ``length`` bytes at ``offset`` in one request."""
         if length <= 0:
             return b""  # some filesystems read a whole file for an empty range
-        with _translate(self.url(path), "read"):
+        with translate_errors(self.url(path), "read"):
             if self.is_local:
                 with open(self._path(path), "rb") as f:
                     f.seek(offset)
@@ -129,7 +129,7 @@ class FsspecStore:
             self.fs.invalidate_cache()
 
     def read_bytes(self, path: str) -> bytes:
-        with _translate(self.url(path), "read"):
+        with translate_errors(self.url(path), "read"):
             try:
                 return bytes(self.fs.cat_file(self._path(path)))
             except FileNotFoundError:
@@ -147,7 +147,7 @@ class FsspecStore:
     def open_write(self, path: str) -> Iterator[IO[bytes]]:
         """Open ``path`` for writing; it appears only if the block exits cleanly."""
         full = self._path(path)
-        with _translate(self.url(path), "write"):
+        with translate_errors(self.url(path), "write"):
             if self.is_local:
                 os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
                 tmp = f"{full}.tmp-{uuid.uuid4().hex[:12]}"
@@ -182,7 +182,7 @@ class FsspecStore:
     def put_file(self, local_path: str, path: str) -> None:
         """Move (local store) or upload (remote store) a finished local file into place."""
         full = self._path(path)
-        with _translate(self.url(path), "write"):
+        with translate_errors(self.url(path), "write"):
             if self.is_local:
                 os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
                 try:
@@ -207,18 +207,18 @@ class FsspecStore:
 
     def exists(self, path: str) -> bool:
         self._fresh()
-        with _translate(self.url(path), "stat"):
+        with translate_errors(self.url(path), "stat"):
             return bool(self.fs.exists(self._path(path)))
 
     def size(self, path: str) -> int:
-        with _translate(self.url(path), "stat"):
+        with translate_errors(self.url(path), "stat"):
             return int(self.fs.size(self._path(path)))
 
     def list(self, path: str) -> list[str]:
         """Names (not paths) of the entries directly under ``path``; [] if absent."""
         self._fresh()
         full = self._path(path)
-        with _translate(self.url(path), "list"):
+        with translate_errors(self.url(path), "list"):
             try:
                 entries = self.fs.ls(full, detail=False)
             except FileNotFoundError:
@@ -226,17 +226,17 @@ class FsspecStore:
         return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
     def makedirs(self, path: str) -> None:
-        with _translate(self.url(path), "mkdir"):
+        with translate_errors(self.url(path), "mkdir"):
             self.fs.makedirs(self._path(path), exist_ok=True)
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
         full = self._path(path)
-        with contextlib.suppress(FileNotFoundError), _translate(self.url(path), "remove"):
+        with contextlib.suppress(FileNotFoundError), translate_errors(self.url(path), "remove"):
             self.fs.rm(full, recursive=recursive)
 
     def rename(self, src: str, dst: str) -> None:
         """Rename within the store (atomic on local disk; copy+delete on object stores)."""
-        with _translate(self.url(src), "rename"):
+        with translate_errors(self.url(src), "rename"):
             if self.is_local:
                 os.replace(self._path(src), self._path(dst))
             else:
@@ -244,23 +244,28 @@ class FsspecStore:
 
 
 @contextlib.contextmanager
-def _translate(url: str, action: str) -> Iterator[None]:
+def translate_errors(url: str, action: str) -> Iterator[None]:
     """Turn low-level I/O failures into mrk8s errors that say what to do."""
     try:
         yield
     except FileNotFoundError:
         raise
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
+        if exc.errno == errno.ENOSPC or "No space left on device" in str(exc):
             raise OutOfSpaceError(
                 f"no space left on the device while trying to {action} {url}: free disk space "
                 "or point --shuffle-dir/--output at a larger volume, then rerun the same "
                 "command to resume"
             ) from exc
-        if isinstance(exc, PermissionError):
+        if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM):
             raise UserErrorPermission(
                 f"permission denied while trying to {action} {url}: choose a location you can "
-                "write to, or fix its permissions"
+                "write to, or fix its permissions, then rerun the same command to resume"
+            ) from exc
+        if exc.errno == errno.EROFS:
+            raise UserErrorPermission(
+                f"{url} is on a read-only file system (while trying to {action} it): choose a "
+                "writable --output/--shuffle-dir, then rerun the same command to resume"
             ) from exc
         raise StoreError(f"could not {action} {url}: {exc}") from exc
 

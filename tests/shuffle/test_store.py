@@ -252,7 +252,10 @@ def test_permission_denied_names_the_location_and_the_fix() -> None:
         root.chmod(0o755)
         shutil.rmtree(root)
 
-    fix = "choose a location you can write to, or fix its permissions"
+    fix = (
+        "choose a location you can write to, or fix its permissions, then rerun the same "
+        "command to resume"
+    )
     assert results == {
         "write": [
             UserErrorPermission.__name__,
