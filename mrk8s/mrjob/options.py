@@ -51,6 +51,7 @@ _CLOUD_OPTIONS = frozenset(
         "--hadoop-streaming-jar",
         "--hadoop-bin",
         "--libjar",
+        "--libjars",
         "--spark-submit-bin",
         "--jobconf",
         "--archives",
