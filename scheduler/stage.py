@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NewType, Protocol
 
+from scheduler import speculation
 from shuffle.errors import MRError
 
 TaskIndex = NewType("TaskIndex", int)
@@ -30,8 +31,31 @@ class StageSpec:
     """What to run: ``num_tasks`` calls of ``entrypoint`` with ``payload``.
 
     ``command`` is the same work as a container command (``--index`` is
-    appended, or taken from ``$JOB_COMPLETION_INDEX``). ``max_attempts``
-    bounds attempts per task for retryable failures.
+    appended, or taken from ``$JOB_COMPLETION_INDEX``).
+
+    Retries: a task is retried after a retryable failure (and after a user
+    error if ``retry_user_errors``) until ``max_attempts`` of its attempts
+    have failed.
+
+    Speculative execution (off unless ``speculative``): when a worker is idle
+    and no task is waiting, a task whose attempt has run at least
+    ``speculative_factor`` times the median duration of the tasks already
+    finished in this run, and at least ``speculative_min_seconds``, once
+    ``speculative_min_finished`` tasks have finished, gets ONE extra attempt
+    (a new attempt number) on that worker. The first attempt to succeed is the
+    task's result; the other is cancelled. A failed attempt counts towards
+    ``max_attempts`` as any other, but while the task's other attempt is still
+    running it neither fails the stage nor starts a retry. A task is
+    speculated on at most once per ``run_stage``, and never without an idle
+    worker (so never on a pool of one).
+
+    ``cleanup_entrypoint`` (``module:function``, optional) removes what a
+    cancelled attempt wrote: it is called as ``function(payload, index,
+    attempt)`` in a fresh worker (the same kind of process and environment as
+    the tasks), after the cancelled attempt's process is gone, and before
+    ``run_stage`` returns. Its failure is logged, never fatal. Beware that the
+    cancelled attempt may have committed in the instant before it was
+    stopped: the cleanup must not remove files that a commit record names.
     """
 
     name: str
@@ -39,8 +63,31 @@ class StageSpec:
     entrypoint: str
     payload: Mapping[str, Any]
     command: tuple[str, ...] = ()
+    #: Attempts of a task that may fail (retryably) before the stage fails.
     max_attempts: int = 3
+    #: Retry a task after a user error too (by default a user error fails at once).
     retry_user_errors: bool = False
+    #: Run one extra attempt of a straggling task on an idle worker.
+    speculative: bool = False
+    #: A straggler has run this many times the median duration of finished tasks.
+    speculative_factor: float = 2.0
+    #: ... and at least this many seconds (a second attempt re-reads its input).
+    speculative_min_seconds: float = 5.0
+    #: ... and this many tasks of the run have finished (all but one in smaller runs).
+    speculative_min_finished: int = 2
+    #: ``module:function(payload, index, attempt)`` removing a cancelled attempt's files.
+    cleanup_entrypoint: str = ""
+
+    def __post_init__(self) -> None:
+        self.speculation_policy()  # reject bad knobs when the spec is built, not mid-stage
+
+    def speculation_policy(self) -> speculation.Policy:
+        """The ``speculative_*`` knobs as a :class:`scheduler.speculation.Policy`."""
+        return speculation.Policy(
+            factor=self.speculative_factor,
+            min_seconds=self.speculative_min_seconds,
+            min_finished=self.speculative_min_finished,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +128,20 @@ class TaskError:
 
 @dataclass(frozen=True, slots=True)
 class TaskEvent:
-    """A progress event: a task attempt started, finished or failed."""
+    """A progress event about one attempt of a task.
+
+    Every attempt that a backend starts emits ``started`` and then exactly one
+    of ``finished`` (its result is the task's), ``failed`` (``error`` says
+    why) or ``cancelled`` (another attempt of the task won; its worker was
+    stopped). A speculative attempt emits ``speculated`` just before its
+    ``started``, so each task has at most one ``finished``. When a stage
+    fails, its still-running attempts are stopped without an event.
+    """
 
     stage: str
     index: int
     attempt: int
-    kind: str  # "started" | "finished" | "failed" | "skipped"
+    kind: str  # "started" | "speculated" | "finished" | "failed" | "cancelled" | "skipped"
     result: Mapping[str, Any] = field(default_factory=dict)
     error: TaskError | None = None
     worker: str = ""

@@ -10,9 +10,11 @@ the first attempt) is made deterministic with a marker file in
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -112,3 +114,60 @@ def environment(payload: Mapping[str, Any], index: int, attempt: int) -> dict[st
         "module_file": __file__,
         "cwd": os.getcwd(),
     }
+
+
+# -- stragglers (speculative execution) ---------------------------------------------------
+
+
+def straggler(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, Any]:
+    """Task ``payload["slow"]`` straggles; the others sleep ``payload.get("seconds", 0)``.
+
+    Each attempt of the slow task writes its PID to the marker
+    ``slow-{index}-{attempt}``. Attempt 1 sleeps ``payload["first_seconds"]`` and
+    then does ``payload.get("first", "ok")``;
+    every later attempt sleeps ``payload.get("later_seconds", 0)`` and does
+    ``payload.get("later", "ok")``. What an attempt does is ``"ok"`` (succeed),
+    ``"user_error"`` (raise :class:`BadRecordError`) or ``"sigkill"``/``"exit"``
+    (kill this worker). Keying on the attempt number, not on which run comes
+    first, keeps the roles fixed even when a loaded machine starts attempt 1 late.
+    """
+    if index != payload["slow"]:
+        time.sleep(payload.get("seconds", 0))
+        return _ran(payload, index, attempt)
+    (Path(payload["dir"]) / f"slow-{index}-{attempt}").write_text(str(os.getpid()))
+    if attempt == 1:
+        seconds, outcome = payload["first_seconds"], payload.get("first", "ok")
+    else:
+        seconds, outcome = payload.get("later_seconds", 0), payload.get("later", "ok")
+    time.sleep(seconds)
+    if outcome == "user_error":
+        _ran(payload, index, attempt)
+        raise BadRecordError(f"attempt {attempt} of task {index} found a bad record")
+    if outcome != "ok":
+        _die(outcome)
+    return _ran(payload, index, attempt)
+
+
+def remove_attempt(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, Any]:
+    """A cleanup entry point: record in ``cleaned-{index}-{attempt}`` that it ran, and how.
+
+    It notes whether the process that ran the cancelled attempt (named by the
+    marker ``slow-{index}-{attempt}`` of :func:`straggler`) was still alive when
+    the cleanup started.
+    """
+    marker = Path(payload["dir"]) / f"slow-{index}-{attempt}"
+    loser_alive = False
+    if marker.exists():
+        try:
+            os.kill(int(marker.read_text()), 0)
+            loser_alive = True
+        except ProcessLookupError:
+            pass
+    report = {"pid": os.getpid(), "loser_alive": loser_alive}
+    (Path(payload["dir"]) / f"cleaned-{index}-{attempt}").write_text(json.dumps(report))
+    return report
+
+
+def fail_to_remove_attempt(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, Any]:
+    """A cleanup entry point that fails."""
+    raise PermissionError(f"cannot remove the files of attempt {attempt} of task {index}")

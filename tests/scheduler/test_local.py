@@ -12,74 +12,19 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
 from scheduler.backends.local import LocalExecutor
 from scheduler.errors import JobFailedError
-from scheduler.stage import StageSpec, TaskEvent
-from tests.scheduler import tasks_for_tests as tasks
+from scheduler.stage import TaskEvent
+from tests.scheduler.util import of_kind, runs, spec, worker_processes
 
 pytestmark = pytest.mark.timeout(60)
 
 REPO = Path(__file__).resolve().parents[2]
-WORKER_MODULE = "scheduler.backends._local_worker"
-
-
-def worker_processes() -> list[psutil.Process]:
-    """Children of this process that are local workers, or dead and never reaped."""
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if child.status() == psutil.STATUS_ZOMBIE or WORKER_MODULE in child.cmdline():
-                found.append(child)
-        except psutil.NoSuchProcess:
-            continue
-    return found
-
-
-@pytest.fixture
-def make_executor() -> Iterator[Callable[..., LocalExecutor]]:
-    """Build LocalExecutors; close them all after the test and check nothing is left."""
-    made: list[LocalExecutor] = []
-
-    def make(num_workers: int = 2, **kwargs: Any) -> LocalExecutor:
-        executor = LocalExecutor(num_workers, **kwargs)
-        made.append(executor)
-        return executor
-
-    yield make
-    for executor in made:
-        executor.close()
-    assert worker_processes() == []
-
-
-def spec(tmp_path: Path, task: str, num_tasks: int = 1, **kwargs: Any) -> StageSpec:
-    payload = {"dir": str(tmp_path), **kwargs.pop("payload", {})}
-    return StageSpec(
-        name=kwargs.pop("name", f"stage-{task}"),
-        num_tasks=num_tasks,
-        entrypoint=tasks.entry(task),
-        payload=payload,
-        **kwargs,
-    )
-
-
-def runs(tmp_path: Path) -> dict[int, list[int]]:
-    """Attempts that ran, per task index, from the tasks' own log files."""
-    out = {}
-    for path in tmp_path.glob("ran-*"):
-        lines = path.read_text().splitlines()
-        out[int(path.name.removeprefix("ran-"))] = [int(line.split()[0]) for line in lines]
-    return out
-
-
-def of_kind(events: list[TaskEvent], kind: str) -> list[tuple[int, int]]:
-    return [(e.index, e.attempt) for e in events if e.kind == kind]
 
 
 # -- running tasks ---------------------------------------------------------------------
