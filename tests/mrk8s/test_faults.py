@@ -200,6 +200,7 @@ def test_killed_driver_resumes_without_rerunning_committed_tasks(
         sys.executable, "-m", "mrk8s.cli", "run", str(script), str(src),
         "-o", str(tmp_path / "out"), "--job-id", "resumable", "--workers", "2",
         "--reducers", "3", "--split-size", "16KiB", "--shuffle-dir", str(tmp_path / "shuffle"),
+        "--keep-shuffle",
     ]  # fmt: skip
     job_dir = tmp_path / "shuffle" / "resumable"
     log = tmp_path / "first-run.log"
@@ -231,6 +232,9 @@ def test_killed_driver_resumes_without_rerunning_committed_tasks(
     maps = summary["stages"]["step0-map"]
     assert maps["tasks_skipped"] >= len(before)
     assert maps["tasks_run"] + maps["tasks_skipped"] == n_maps
+    # No task that had committed ran again: its commit record was not rewritten.
+    after = commit_files(job_dir)
+    assert {name: after[name] for name in before} == before
 
 
 def test_resumed_job_leaves_committed_records_untouched(
