@@ -248,6 +248,9 @@ def commit_output(
             f"{missing[0]}): the output at {url} was left unchanged; rerun the job to "
             "produce them again"
         )
+    for name in present - set(parts) - {"summary.json"}:
+        # Leftovers of killed attempts (temporary names): never part of the output.
+        staging.remove(name, recursive=True)
     staging.write_bytes("summary.json", json.dumps(summary, indent=2, sort_keys=True).encode())
     out = output_store(url, storage_options)
     if out.is_local and staging.is_local:

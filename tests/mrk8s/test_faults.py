@@ -125,6 +125,14 @@ def test_worker_killed_mid_stage_is_retried(
         killer.join()
     assert (fault_dir / f"killed-{stage}").exists(), "the test never killed a worker"
     assert output(tmp_path) == dict(collections.Counter(text.split()))
+    # The killed attempt's half-written file did not reach the output.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "_SUCCESS",
+        "part-00000",
+        "part-00001",
+        "part-00002",
+        "summary.json",
+    ]
     stats = result.summary["stages"][f"step0-{stage}"]
     assert stats["failed_attempts"] == 1
     assert stats["attempts_max"] == 2
