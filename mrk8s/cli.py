@@ -80,6 +80,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--keep-shuffle", action="store_true", help="keep the job's shuffle data after success"
     )
     p.add_argument(
+        "--speculative",
+        action="store_true",
+        help="give a task running far longer than the rest of its stage a second attempt",
+    )
+    p.add_argument(
         "--restart",
         action="store_true",
         help="start the job over even if its --job-id exists with another script or input",
@@ -169,6 +174,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
         retry_user_errors=args.retry_user_errors,
         keep_shuffle=args.keep_shuffle,
         restart=args.restart,
+        speculative=args.speculative,
         storage_options=storage_options,
     )
     _validate(settings)

@@ -44,6 +44,7 @@ from shuffle.store import FsspecStore, join
 logger = logging.getLogger(__name__)
 
 TASK_ENTRYPOINT = "mrk8s.tasks:run_task"
+CLEANUP_ENTRYPOINT = "mrk8s.tasks:cleanup_attempt"
 
 #: Keys sampled per step for range partitioning (TeraSort samples ~100k; a
 #: few thousand per reducer already gives partitions within a few percent).
@@ -283,6 +284,8 @@ class Driver:
             ),
             max_attempts=self.settings.max_attempts,
             retry_user_errors=self.settings.retry_user_errors,
+            speculative=self.settings.speculative,
+            cleanup_entrypoint=CLEANUP_ENTRYPOINT,
         )
         started = time.perf_counter()
 

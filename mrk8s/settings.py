@@ -82,6 +82,8 @@ class RunSettings:
     """Also retry tasks whose user code raised."""
     keep_shuffle: bool = False
     """Keep the job's shuffle directory after success."""
+    speculative: bool = False
+    """Give a straggling task (2x the median of its stage, 5 s at least) a second attempt."""
     restart: bool = False
     """Start over a job whose id exists with a different script, input or options."""
     storage_options: Mapping[str, Any] = field(default_factory=dict)

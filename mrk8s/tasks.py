@@ -796,7 +796,27 @@ def _reduce_once(
     return record.to_json()
 
 
-# -- entry point -------------------------------------------------------------------
+# -- entry points ------------------------------------------------------------------
+
+
+def cleanup_attempt(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, Any]:
+    """Remove what a cancelled attempt (the loser of a speculative pair) wrote.
+
+    Its map output goes, unless the commit record names it: a loser killed just
+    after committing leaves a valid, committed file that readers rely on.
+    A reducer's half-written part has a temporary name, dropped at output commit.
+    """
+    ctx = load_context(str(payload["job_dir"]), payload.get("storage_options") or {})
+    step = int(payload["step"])
+    removed: list[str] = []
+    if payload["stage"] == "map":
+        path = f"s{step}/map-{index:05d}-a{attempt}.arrow"
+        record = commit.read(ctx.store, step, "map", index)
+        if record is None or record.data_path != path:
+            ctx.store.remove(path)
+            removed.append(path)
+    return {"removed": removed}
+
 
 
 def run_task(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, Any]:

@@ -269,3 +269,43 @@ def test_resumed_job_leaves_committed_records_untouched(
     reducers = first.summary["stages"]["step0-reduce"]["tasks"]
     assert second.summary["stages"]["step0-reduce"]["tasks_run"] == reducers
     assert output(tmp_path) == dict(collections.Counter(text.split()))
+
+
+STRAGGLER = """
+import os, time
+from mrk8s import MapReduce
+
+MARK = os.environ["STRAGGLER_MARK"]
+
+class Straggler(MapReduce):
+    def mapper(self, _, line):
+        if line == "slow" and not os.path.exists(MARK):
+            open(MARK, "w").close()
+            time.sleep(60)  # only the first attempt of this task straggles
+        yield line, 1
+
+    def reducer(self, k, ones):
+        yield k, sum(ones)
+"""
+
+
+def test_speculative_attempt_beats_a_straggler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "straggler.py"
+    script.write_text(textwrap.dedent(STRAGGLER))
+    monkeypatch.setenv("STRAGGLER_MARK", str(tmp_path / "straggled"))
+    lines = [f"line{i:04d}" for i in range(400)]
+    lines[150] = "slow"
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    result = mrk8s.run(
+        str(script), [str(src)], output=str(tmp_path / "out"), workers=2, reducers=2,
+        shuffle_dir=str(tmp_path / "shuffle"), max_split_bytes=256, speculative=True,
+    )  # fmt: skip
+    assert time.monotonic() - started < 45, "the straggler was waited for"
+    assert (tmp_path / "straggled").exists()
+    assert dict(result.records()) == dict(collections.Counter(lines))
+    maps = result.summary["stages"]["step0-map"]
+    assert maps["attempts"] == maps["tasks"] + 1  # exactly one speculative attempt
