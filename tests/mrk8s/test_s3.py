@@ -79,3 +79,23 @@ def test_transient_s3_faults_are_retried(s3_bucket: S3Bucket, tmp_path: Path) ->
     assert dict(result.records({"client_kwargs": {"endpoint_url": s3_bucket.endpoint}})) == dict(
         collections.Counter(text.lower().split())
     )
+
+
+def test_standard_aws_environment_is_enough(
+    s3_bucket: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS_ENDPOINT_URL and the credential variables, no --storage-options at all."""
+    import s3fs
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_bucket.endpoint)
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    fs.pipe(f"{s3_bucket.url}/in.txt", b"a b\nb c\n")
+    result = mrk8s.run(
+        str(EXAMPLES / "wordcount.py"),
+        [f"{s3_bucket.url}/in.txt"],
+        output=f"{s3_bucket.url}/out",
+        shuffle_dir=f"{s3_bucket.url}/shuffle",
+        workers=1,
+    )
+    assert sorted(result.records()) == [("a", 1), ("b", 2), ("c", 1)]
