@@ -146,15 +146,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
         cut = argv.index("--")
         argv = argv[:cut] + argv[cut + 1 :]
     args = parser.parse_intermixed_args(argv)
-    try:
-        storage_options = json.loads(args.storage_options)
-        if not isinstance(storage_options, dict):
-            raise ValueError("not a JSON object")
-    except ValueError as exc:
-        raise UsageError(
-            f"--storage-options {args.storage_options!r} is not a JSON object ({exc}): write "
-            "e.g. '{\"anon\": true}'"
-        ) from exc
+    storage_options = _storage_options(args)
     settings = RunSettings(
         script=args.script,
         inputs=tuple(args.inputs),

@@ -14,35 +14,34 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import resource
-import socket
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from mrk8s import inputs, loader
-from mrk8s.errors import UserCodeError
+from mrk8s import inputs, loader, process
 from mrk8s.groups import Grouper
-from mrk8s.job import MapReduce, Record, Step, as_records
+from mrk8s.job import MapReduce, Step, as_records
 from mrk8s.outputs import PartWriter, part_name, read_stream_file, table_records
 from mrk8s.plan import JobPlan, Split, StepPlan
-from mrk8s.tracebacks import is_framework_file, user_traceback
+from mrk8s.records import (
+    COMBINE_BYTES_PER_RECORD,
+    CombiningBuffer,
+    RecordBuffer,
+    as_tables,
+    emit,
+)
+from mrk8s.usercode import Where, call, guarded
 from shuffle import codec, commit, mapfile, merge
-from shuffle.errors import CorruptSegmentError, KeyEncodingError, MRError
+from shuffle.errors import CorruptSegmentError
 from shuffle.sorter import FunctionPartitioner, HashPartitioner, MapSorter, RangePartitioner
 from shuffle.store import FsspecStore
 
 logger = logging.getLogger(__name__)
 
-#: Records gathered from a record function before they become one Arrow table:
-#: large enough to amortise the conversion, small enough that the Python objects
-#: held meanwhile stay a few MB.
-RECORD_CHUNK = 32_768
 
 #: Share of --memory-per-worker a map task's sort buffer may fill before it
 #: spills. A spill needs about three times the buffer at its peak (the sorted
@@ -53,9 +52,6 @@ SORT_BUFFER_SHARE = 0.125
 #: Share of the budget a reducer's inputs may take for the one-shot sort path.
 REDUCE_IN_MEMORY_SHARE = 0.25
 
-#: Rough Python memory of one pair held for in-mapper combining (a list slot,
-#: a share of the dict entry and key); sizes the dict within the sort buffer.
-COMBINE_BYTES_PER_RECORD = 128
 
 #: Rough memory of one row in a reducer's merge pass: its Arrow bytes, the
 #: sorted copy, sort indices and the decoded Python value handed to the reducer.
@@ -68,58 +64,6 @@ MAX_RECOMPUTED_MAPS = 3
 PLAN_FILE = "plan.json"
 CODE_DIR = "code"
 FILES_DIR = "files"
-
-
-def node_name(environ: Mapping[str, str] = os.environ) -> str:
-    """Where this task's data lives: $MRK8S_NODE (set from the downward API) or the hostname."""
-    return environ.get("MRK8S_NODE") or socket.gethostname()
-
-
-_PROCESS_READY = False
-
-
-def _prepare_process() -> None:
-    """Once per worker process: use the C library's allocator for Arrow buffers.
-
-    Arrow's default (mimalloc) keeps freed pages mapped for reuse, which in a
-    long-lived worker shows as RSS well above what is in use; the system
-    allocator hands large blocks back at once, so --memory-per-worker holds.
-    """
-    global _PROCESS_READY
-    if not _PROCESS_READY:
-        pa.set_memory_pool(pa.system_memory_pool())
-        _PROCESS_READY = True
-
-
-def _release_memory() -> None:
-    """Between tasks: hand freed heap pages back to the OS (Linux glibc).
-
-    A long-lived worker otherwise keeps the high-water mark of its largest
-    task as resident memory, which the next task's peak would include.
-    """
-    pa.default_memory_pool().release_unused()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def reset_peak_rss() -> None:
-    """Restart this process's peak-RSS counter (Linux), so each task measures its own."""
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def peak_rss() -> int:
-    """Peak resident memory in bytes since the last reset (Linux: VmHWM), else the
-    process's lifetime peak."""
-    with contextlib.suppress(OSError), open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 # -- per-process job context ---------------------------------------------------
@@ -175,198 +119,6 @@ def _fetch_script(store: FsspecStore, plan: JobPlan) -> str:
     return path
 
 
-# -- user code -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Where:
-    """Where a task is, for error messages."""
-
-    step: int
-    num_steps: int
-    stage: str
-    index: int
-    detail: str
-
-    def wrap(self, exc: BaseException, what: str) -> MRError:
-        if isinstance(exc, MRError):
-            exc.context.update(self.context())
-            return exc
-        return UserCodeError(
-            f"{what} raised {type(exc).__name__}: {exc}",
-            user_traceback=user_traceback(exc),
-            **self.context(),
-        )
-
-    def context(self) -> dict[str, object]:
-        return {
-            "step": f"{self.step + 1} of {self.num_steps}",
-            "stage": self.stage,
-            "task": self.index,
-            "input" if self.stage == "map" else "partition": self.detail,
-        }
-
-
-def _has_user_frame(exc: BaseException) -> bool:
-    """Whether the exception passed through code outside mrk8s and the Python install."""
-    installed = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
-    for frame in traceback.extract_tb(exc.__traceback__):
-        name = os.path.abspath(frame.filename)
-        if not is_framework_file(name) and not name.startswith(installed):
-            return True
-    return False
-
-
-@contextlib.contextmanager
-def guarded(where: Where, what: str) -> Iterator[None]:
-    """Attribute exceptions raised by user code in the block to the user's ``what``.
-
-    An exception whose traceback never leaves mrk8s (or the installed libraries
-    it calls) is our bug, and propagates unchanged as an internal error.
-    """
-    try:
-        yield
-    except MRError as exc:
-        raise where.wrap(exc, what) from None
-    except Exception as exc:
-        if not _has_user_frame(exc):
-            raise
-        raise where.wrap(exc, what) from exc
-
-
-def _call(where: Where, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-    with guarded(where, what):
-        return fn(*args)
-
-
-def _emit(buf: RecordBuffer, where: Where, what: str, fn: Callable[[], Any] | None) -> None:
-    """Run an ``*_init``/``*_final`` hook and gather what it yields, if anything."""
-    if fn is not None:
-        with guarded(where, what):
-            buf.extend(as_records(fn(), what=what))
-
-
-RecordSink = Callable[[list[Any], list[Any]], None]
-
-
-def as_tables(sink: Callable[[pa.Table], None]) -> RecordSink:
-    """A record sink that encodes each chunk as a key/value Arrow table."""
-    return lambda keys, values: sink(codec.records_to_table(keys, values))
-
-
-class RecordBuffer:
-    """Gathers ``(key, value)`` pairs and hands them on in chunks of RECORD_CHUNK."""
-
-    def __init__(self, sink: RecordSink, where: Where, what: str) -> None:
-        self.sink = sink
-        self.where = where
-        self.what = what
-        self.keys: list[Any] = []
-        self.values: list[Any] = []
-        self.count = 0
-
-    def extend(self, records: Iterable[Record]) -> None:
-        keys, values = self.keys, self.values
-        for record in records:
-            try:
-                key, value = record
-            except (TypeError, ValueError):
-                raise self.not_a_pair(record) from None
-            keys.append(key)
-            values.append(value)
-            if len(keys) >= RECORD_CHUNK:
-                self.flush()
-                keys, values = self.keys, self.values
-
-    def not_a_pair(self, record: object) -> MRError:
-        return self.where.wrap(
-            TypeError(
-                f"{self.what} yielded {record!r}, not a (key, value) pair: write `yield key, value`"
-            ),
-            self.what,
-        )
-
-    def flush(self) -> None:
-        if not self.keys:
-            return
-        keys, values = self.keys, self.values
-        self.keys, self.values = [], []
-        self.count += len(keys)
-        try:
-            self.sink(keys, values)
-        except KeyEncodingError as exc:
-            exc.message = f"{self.what} yielded a key or value the shuffle cannot carry: " + (
-                exc.message
-            )
-            raise self.where.wrap(exc, self.what) from None
-
-
-def _group_key(key: Any) -> Any:
-    """A dict key that is equal only for keys the shuffle treats as equal.
-
-    Python says ``1 == 1.0 == True``; the shuffle keeps them apart, so
-    non-str keys are tagged with their type (and encoded when they are not
-    plain ints or bytes, so that tuples holding 1 and 1.0 stay apart too).
-    """
-    kind = type(key)
-    if kind is int or kind is bytes:
-        return (kind, key)
-    return (kind, codec.encode_key(key))
-
-
-class CombiningBuffer(RecordBuffer):
-    """In-mapper combining: groups a mapper's pairs by key in a dict.
-
-    Every ``limit`` records (and at the end) the combiner runs once per key
-    over that key's values and its output goes on to ``inner``. This spares
-    the shuffle from encoding and sorting every raw pair; a combiner may run
-    any number of times, so the result is the same.
-    """
-
-    def __init__(
-        self, inner: RecordBuffer, combiner: Callable[..., Any], where: Where, limit: int
-    ) -> None:
-        super().__init__(inner.sink, where, "mapper")
-        self.inner = inner
-        self.combiner = combiner
-        self.limit = max(1, limit)
-        self._groups: dict[Any, list[Any]] = {}
-        self._originals: dict[Any, Any] = {}
-        self._pending = 0
-
-    def extend(self, records: Iterable[Record]) -> None:
-        groups = self._groups
-        for record in records:
-            try:
-                key, value = record
-            except (TypeError, ValueError):
-                raise self.not_a_pair(record) from None
-            if type(key) is str:
-                dk = key
-            else:
-                dk = _group_key(key)
-                self._originals.setdefault(dk, key)
-            values = groups.get(dk)
-            if values is None:
-                groups[dk] = [value]
-            else:
-                values.append(value)
-            self._pending += 1
-            if self._pending >= self.limit:
-                self.flush()
-                groups = self._groups
-
-    def flush(self) -> None:
-        groups, originals = self._groups, self._originals
-        self._groups, self._originals, self._pending = {}, {}, 0
-        with guarded(self.where, "combiner"):
-            for dk, values in groups.items():
-                key = dk if type(dk) is str else originals[dk]
-                self.inner.extend(as_records(self.combiner(key, iter(values)), what="combiner"))
-        self.count += self.inner.count
-        self.inner.flush()
-
-
 # -- map -----------------------------------------------------------------------
 
 
@@ -413,7 +165,7 @@ def _partitioner(
                 table.column(codec.KEY).combine_chunks(), codec.table_key_encoding(table.schema)
             )
             return np.fromiter(
-                (_call(where, "partition()", partition_fn, k, r) for k in keys),
+                (call(where, "partition()", partition_fn, k, r) for k in keys),
                 dtype=np.int32,
                 count=len(keys),
             )
@@ -430,11 +182,11 @@ def _combine_fn(job: MapReduce, step: Step, where: Where) -> Callable[[pa.Table]
     def combine(table: pa.Table) -> pa.Table:
         out: list[pa.Table] = []
         buf = RecordBuffer(as_tables(out.append), where, "combiner")
-        _emit(buf, where, "combiner_init", step.combiner_init)
+        emit(buf, where, "combiner_init", step.combiner_init)
         with guarded(where, "combiner"):
             for key, values in Grouper([table]):
                 buf.extend(as_records(combiner(key, values), what="combiner"))
-        _emit(buf, where, "combiner_final", step.combiner_final)
+        emit(buf, where, "combiner_final", step.combiner_final)
         buf.flush()
         if not out:
             return table.slice(0, 0)
@@ -450,7 +202,7 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
     where = Where(step_index, len(plan.steps), "map", index, split.describe())
     job = ctx.new_job()
     job.input_url = None if split.format == "shuffle" else split.url
-    step = _call(where, "steps()", ctx.step, job, step_index)
+    step = call(where, "steps()", ctx.step, job, step_index)
     started = time.perf_counter()
     if not step_plan.has_reduce:
         return _run_map_only(ctx, job, step, step_plan, split, where, index, attempt, started)
@@ -483,14 +235,14 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
         stage="map",
         index=commit.TaskIndex(index),
         attempt=attempt,
-        node=node_name(),
+        node=process.node_name(),
         data_path=data_path,
         records_in=records_in,
         records_out=writer.rows_written,
         bytes_in=split.size,
         bytes_out=writer.bytes_written,
         seconds=time.perf_counter() - started,
-        peak_rss=peak_rss(),
+        peak_rss=process.peak_rss(),
         spills=max(0, writer.num_runs - 1),
         counters=job.take_counters(),
     )
@@ -512,7 +264,7 @@ def _feed_map(
         count = 0
         for table in _input_tables(split, opts):
             count += table.num_rows
-            out = _call(where, "map_batch", step.map_batch, table)
+            out = call(where, "map_batch", step.map_batch, table)
             if not isinstance(out, pa.Table) or codec.KEY not in out.column_names:
                 raise where.wrap(
                     TypeError(
@@ -528,11 +280,11 @@ def _feed_map(
     if (step.mapper is not None or step.mapper_raw is not None) and step.combiner is not None:
         limit = int(ctx.plan.memory_per_worker * SORT_BUFFER_SHARE) // COMBINE_BYTES_PER_RECORD
         buf = CombiningBuffer(buf, step.combiner, where, limit)
-    _emit(buf, where, "mapper_init", step.mapper_init)
+    emit(buf, where, "mapper_init", step.mapper_init)
     if step.mapper_raw is not None:
         with _local_file(split, opts) as path, guarded(where, "mapper_raw"):
             buf.extend(as_records(step.mapper_raw(path, split.url), what="mapper_raw"))
-        _emit(buf, where, "mapper_final", step.mapper_final)
+        emit(buf, where, "mapper_final", step.mapper_final)
         buf.flush()
         return 1
     count = 0
@@ -547,7 +299,7 @@ def _feed_map(
             for key, value in records:
                 count += 1
                 buf.extend(as_records(mapper(key, value), what="mapper"))
-    _emit(buf, where, "mapper_final", step.mapper_final)
+    emit(buf, where, "mapper_final", step.mapper_final)
     buf.flush()
     return count
 
@@ -631,14 +383,14 @@ def _run_map_only(
         stage="map",
         index=commit.TaskIndex(index),
         attempt=attempt,
-        node=node_name(),
+        node=process.node_name(),
         data_path=store.url(path),
         records_in=records_in,
         records_out=writer.records,
         bytes_in=split.size,
         bytes_out=size,
         seconds=time.perf_counter() - started,
-        peak_rss=peak_rss(),
+        peak_rss=process.peak_rss(),
         counters=job.take_counters(),
     )
     commit.write(ctx.store, record)
@@ -708,7 +460,7 @@ def _reduce_once(
     step_plan = plan.steps[step_index]
     where = Where(step_index, len(plan.steps), "reduce", index, str(index))
     job = ctx.new_job()
-    step = _call(where, "steps()", ctx.step, job, step_index)
+    step = call(where, "steps()", ctx.step, job, step_index)
     started = time.perf_counter()
 
     maps = commit.read_stage(ctx.store, step_index, "map", len(step_plan.splits))
@@ -746,7 +498,7 @@ def _reduce_once(
         if step.reduce_batch is not None:
             for table in tables:
                 records_in += table.num_rows
-                out = _call(where, "reduce_batch", step.reduce_batch, table)
+                out = call(where, "reduce_batch", step.reduce_batch, table)
                 if not isinstance(out, pa.Table):
                     raise where.wrap(
                         TypeError(
@@ -764,13 +516,13 @@ def _reduce_once(
                     yield t
 
             buf = RecordBuffer(writer.add_records, where, "reducer")
-            _emit(buf, where, "reducer_init", step.reducer_init)
+            emit(buf, where, "reducer_init", step.reducer_init)
             reducer = step.reducer
             assert reducer is not None
             with guarded(where, "reducer"):
                 for key, values in Grouper(count_rows(tables)):
                     buf.extend(as_records(reducer(key, values), what="reducer"))
-            _emit(buf, where, "reducer_final", step.reducer_final)
+            emit(buf, where, "reducer_final", step.reducer_final)
             buf.flush()
         size = writer.close()
     except BaseException:
@@ -781,14 +533,14 @@ def _reduce_once(
         stage="reduce",
         index=commit.TaskIndex(index),
         attempt=attempt,
-        node=node_name(),
+        node=process.node_name(),
         data_path=store.url(path),
         records_in=records_in,
         records_out=writer.records,
         bytes_in=bytes_in,
         bytes_out=size,
         seconds=time.perf_counter() - started,
-        peak_rss=peak_rss(),
+        peak_rss=process.peak_rss(),
         counters=job.take_counters(),
         recomputed=recomputed,
     )
@@ -818,14 +570,13 @@ def cleanup_attempt(payload: Mapping[str, Any], index: int, attempt: int) -> dic
     return {"removed": removed}
 
 
-
 def run_task(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, Any]:
     """Run task ``index`` of the stage named in ``payload`` (see module docstring).
 
     ``payload``: ``job_dir`` (URL), ``storage_options``, ``step``, ``stage``.
     A task that already committed returns its record without running again.
     """
-    _prepare_process()
+    process.prepare()
     ctx = load_context(str(payload["job_dir"]), payload.get("storage_options") or {})
     step = int(payload["step"])
     stage = str(payload["stage"])
@@ -835,10 +586,10 @@ def run_task(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, 
     runner = {"map": run_map, "reduce": run_reduce}.get(stage)
     if runner is None:
         raise ValueError(f"unknown stage {stage!r}: expected 'map' or 'reduce'")
-    _release_memory()
-    reset_peak_rss()
+    process.release_memory()
+    process.reset_peak_rss()
     try:
         with _working_dir(ctx):
             return runner(ctx, step, index, attempt)
     finally:
-        _release_memory()
+        process.release_memory()
