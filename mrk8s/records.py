@@ -9,6 +9,7 @@ a dict (in-mapper combining) before they reach the shuffle.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -118,35 +119,39 @@ class CombiningBuffer(RecordBuffer):
         self.inner = inner
         self.combiner = combiner
         self.limit = max(1, limit)
-        self._groups: dict[Any, list[Any]] = {}
+        self._groups: defaultdict[Any, list[Any]] = defaultdict(list)
         self._originals: dict[Any, Any] = {}
         self._pending = 0
 
     def extend(self, records: Iterable[Record]) -> None:
+        # The hot loop of a record-API map task: one dict operation per pair, and
+        # the pending count kept in a local (attribute writes cost more).
         groups = self._groups
-        for record in records:
-            try:
-                key, value = record
-            except (TypeError, ValueError):
-                raise self.not_a_pair(record) from None
-            if type(key) is str:
-                dk = key
-            else:
-                dk = _group_key(key)
-                self._originals.setdefault(dk, key)
-            values = groups.get(dk)
-            if values is None:
-                groups[dk] = [value]
-            else:
-                values.append(value)
-            self._pending += 1
-            if self._pending >= self.limit:
-                self.flush()
-                groups = self._groups
+        pending = self._pending
+        limit = self.limit
+        try:
+            for record in records:
+                try:
+                    key, value = record
+                except (TypeError, ValueError):
+                    raise self.not_a_pair(record) from None
+                if type(key) is str:
+                    groups[key].append(value)
+                else:
+                    dk = _group_key(key)
+                    self._originals.setdefault(dk, key)
+                    groups[dk].append(value)
+                pending += 1
+                if pending >= limit:
+                    self._pending = pending
+                    self.flush()
+                    groups, pending = self._groups, 0
+        finally:
+            self._pending = pending
 
     def flush(self) -> None:
         groups, originals = self._groups, self._originals
-        self._groups, self._originals, self._pending = {}, {}, 0
+        self._groups, self._originals, self._pending = defaultdict(list), {}, 0
         with guarded(self.where, "combiner"):
             for dk, values in groups.items():
                 key = dk if type(dk) is str else originals[dk]
