@@ -94,3 +94,38 @@ class RunSettings:
 
     def num_reducers(self) -> int:
         return self.reducers if self.reducers else max(2, self.num_workers())
+
+
+#: Storage-option names that hold credentials (fsspec/s3fs/gcsfs/adlfs spellings).
+_SECRET_NAMES = frozenset(
+    {
+        "key",
+        "secret",
+        "token",
+        "password",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "session_token",
+        "account_key",
+        "sas_token",
+        "client_secret",
+        "credentials",
+    }
+)
+
+
+def redact(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` without credentials, for writing into a job's plan.
+
+    The plan lives in the shuffle store, where anyone who can read the job's
+    data could read it; workers get the credentials from their own
+    environment or from the options the driver hands them directly.
+    """
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        lowered = str(name).lower()
+        if lowered in _SECRET_NAMES or "secret" in lowered or "password" in lowered:
+            continue
+        out[name] = redact(value) if isinstance(value, Mapping) else value
+    return out

@@ -74,6 +74,9 @@ class JobContext:
     plan: JobPlan
     store: FsspecStore  # the job directory
     job_class: type[MapReduce]
+    #: The plan's storage options overlaid with the ones this worker was given:
+    #: credentials are never written into the plan (see mrk8s.settings.redact).
+    storage_options: dict[str, Any]
 
     def new_job(self) -> MapReduce:
         import argparse
@@ -100,7 +103,7 @@ def load_context(job_dir: str, storage_options: Mapping[str, Any] | None = None)
     elif os.path.dirname(script) not in sys.path:
         sys.path.insert(0, os.path.dirname(script))
     job_class = loader.load_job_class(script, plan.job_class, quiet=True)
-    ctx = JobContext(plan, store, job_class)
+    ctx = JobContext(plan, store, job_class, {**plan.storage_options, **(storage_options or {})})
     _CONTEXTS[job_dir] = ctx
     return ctx
 
@@ -259,7 +262,7 @@ def _feed_map(
     sink: Callable[[pa.Table], None],
 ) -> int:
     """Run the step's map side over the split; returns the number of input records."""
-    opts = ctx.plan.storage_options
+    opts = ctx.storage_options
     if step.map_batch is not None:
         count = 0
         for table in _input_tables(split, opts):
@@ -409,7 +412,7 @@ def _part_target(ctx: JobContext, step_index: int, index: int) -> tuple[FsspecSt
     fmt = _part_format(ctx, step_index)
     if fmt == "shuffle":
         return ctx.store, f"s{step_index}/out/{part_name(index, fmt)}"
-    return FsspecStore(ctx.plan.staging_url, ctx.plan.storage_options), part_name(index, fmt)
+    return FsspecStore(ctx.plan.staging_url, ctx.storage_options), part_name(index, fmt)
 
 
 def _part_writer(
