@@ -268,6 +268,23 @@ def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _cmd_bench(argv: Sequence[str]) -> int:
+    from mrk8s import bench, progress
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: mrk8s bench shuffle [OPTIONS]   (mrk8s bench shuffle --help)")
+        return 0
+    if argv[0] != "shuffle":
+        raise UsageError(f"mrk8s bench {argv[0]!r}: the only benchmark is 'shuffle'")
+    args = bench.shuffle_parser().parse_args(argv[1:])
+    settings = bench.settings_from_args(args, _storage_options(args))
+    _setup_logging(False)
+    report = progress.Progress() if args.quiet else progress.for_stream(sys.stderr)
+    results = bench.run_shuffle_bench(settings, report)
+    verified = all(r["verified"] and r.get("output", {}).get("verified", True) for r in results)
+    return 0 if verified else bench.EXIT_UNVERIFIED
+
+
 def _cmd_worker(argv: Sequence[str]) -> int:
     from mrk8s import worker
 
@@ -289,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": _cmd_status,
         "clean": _cmd_clean,
         "worker": _cmd_worker,
+        "bench": _cmd_bench,
     }
     if not argv or argv[0] in ("-h", "--help"):
         print(
@@ -299,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "  status JOB_ID            a job's progress, attempts and failures\n"
             "  clean JOB_ID             remove a job's shuffle data\n"
             "  worker --job URL ...     run one task of a job (what a pod runs)\n"
+            "  bench shuffle            shuffle throughput, verified (mrk8s bench shuffle -h)\n"
         )
         return 0
     if argv[0] == "--version":

@@ -388,7 +388,7 @@ class Driver:
 
         own_executor = executor is None
         if executor is None:
-            executor = _make_executor(s)
+            executor = make_executor(s)
         try:
             with _closing(executor, own_executor):
                 job = job_class(_namespace(s.job_args))
@@ -586,7 +586,8 @@ class _closing:
             self.executor.__exit__(*exc)
 
 
-def _make_executor(settings: RunSettings) -> Executor:
+def make_executor(settings: RunSettings) -> Executor:
+    """The backend ``settings`` name, with its worker count; not yet entered."""
     if settings.backend not in backends.REGISTRY:
         raise UsageError(
             f"--backend {settings.backend!r} is not known: choose one of "
