@@ -34,7 +34,7 @@ from mrk8s.errors import (
 from mrk8s.job import MapReduce, Step
 from mrk8s.plan import JobId, JobPlan, Split, StepPlan
 from mrk8s.progress import Progress
-from mrk8s.settings import RunSettings
+from mrk8s.settings import RunSettings, redact
 from mrk8s.tasks import CODE_DIR, FILES_DIR, PLAN_FILE
 from scheduler import backends, placement
 from scheduler.stage import Executor, StageSpec, TaskEvent, pending
@@ -211,7 +211,8 @@ class Driver:
             staging_url=_staging_url(s if not job_files else _absolute_output(s), job_dir, job_id),
             output_format=s.output_format,
             memory_per_worker=s.memory_per_worker,
-            storage_options=dict(s.storage_options),
+            # Credentials stay out of the plan, which lives in the shuffle store.
+            storage_options=redact(s.storage_options),
             files=tuple(name for _, name in job_files),
             input_fingerprint=inputs.fingerprint(files, s.storage_options),
         )
@@ -268,7 +269,7 @@ class Driver:
             entrypoint=TASK_ENTRYPOINT,
             payload={
                 "job_dir": plan.job_dir,
-                "storage_options": plan.storage_options,
+                "storage_options": dict(self.settings.storage_options),
                 "step": step,
                 "stage": stage,
             },
@@ -321,7 +322,7 @@ class Driver:
         rerunning a finished job (kept shuffle, --overwrite) must then produce
         the parts again rather than commit an empty output.
         """
-        staging = FsspecStore(plan.staging_url, plan.storage_options)
+        staging = FsspecStore(plan.staging_url, self.settings.storage_options)
         present = set(staging.list(""))
         kept = set()
         for index in sorted(done):
@@ -342,7 +343,10 @@ class Driver:
 
         step_plan = plan.steps[step]
         keys = sample_keys(
-            job.engine_steps()[step], step_plan.splits, plan.storage_options, RANGE_SAMPLE_KEYS
+            job.engine_steps()[step],
+            step_plan.splits,
+            self.settings.storage_options,
+            RANGE_SAMPLE_KEYS,
         )
         bounds = partition.boundaries_from_sample(keys, step_plan.num_reducers)
         sink = pa.BufferOutputStream()

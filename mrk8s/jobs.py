@@ -94,5 +94,6 @@ def render(plan: JobPlan, stages: list[StageStatus]) -> str:
 
 def clean(store: FsspecStore, plan: JobPlan) -> None:
     """Remove the job's shuffle data and any staged (uncommitted) output."""
-    FsspecStore(plan.staging_url, plan.storage_options).remove("", recursive=True)
+    options = {**plan.storage_options, **store.storage_options}
+    FsspecStore(plan.staging_url, options).remove("", recursive=True)
     store.remove("", recursive=True)

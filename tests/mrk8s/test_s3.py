@@ -99,3 +99,30 @@ def test_standard_aws_environment_is_enough(
         workers=1,
     )
     assert sorted(result.records()) == [("a", 1), ("b", 2), ("c", 1)]
+
+
+def test_credentials_never_reach_the_plan(s3_bucket: S3Bucket, tmp_path: Path) -> None:
+    """Keys given as storage options reach the workers but are not written to plan.json."""
+    import s3fs
+
+    options = {
+        "client_kwargs": {"endpoint_url": s3_bucket.endpoint},
+        "key": "testing",
+        "secret": "a-secret-that-must-not-be-stored",
+    }
+    fs = s3fs.S3FileSystem(**options)
+    fs.pipe(f"{s3_bucket.url}/in.txt", b"x y\ny\n")
+    result = mrk8s.run(
+        str(EXAMPLES / "wordcount.py"),
+        [f"{s3_bucket.url}/in.txt"],
+        output=f"{s3_bucket.url}/out",
+        shuffle_dir=f"{s3_bucket.url}/shuffle",
+        storage_options=options,
+        job_id="secretive",
+        keep_shuffle=True,
+        workers=1,
+    )
+    assert sorted(result.records(options)) == [("x", 1), ("y", 2)]
+    plan = fs.cat(f"{s3_bucket.url}/shuffle/secretive/plan.json").decode()
+    assert "a-secret-that-must-not-be-stored" not in plan
+    assert s3_bucket.endpoint in plan  # non-secret options are kept
