@@ -372,6 +372,8 @@ class Driver:
         job_id = s.job_id or new_job_id(s.script)
         if s.output is not None:
             outputs.check_output(s.output, s.storage_options, overwrite=s.overwrite)
+        if s.restart:  # before stdin is spooled into the job's directory
+            FsspecStore(join(s.shuffle_dir, job_id), s.storage_options).remove("", recursive=True)
         input_urls = list(s.inputs)
         if not input_urls:
             spool = FsspecStore(join(s.shuffle_dir, job_id), s.storage_options)
@@ -380,7 +382,6 @@ class Driver:
         job_store = FsspecStore(plan.job_dir, s.storage_options)
         files = job_class(_namespace(s.job_args)).job_files() if plan.files else []
         if s.restart:
-            job_store.remove("", recursive=True)
             FsspecStore(plan.staging_url, s.storage_options).remove("", recursive=True)
         resumed = self.ship(plan, job_store, files)
         if s.output is not None:
