@@ -191,6 +191,8 @@ class _StageRun:
         self.results: dict[int, dict[str, Any]] = {}
         self.last_attempt: dict[int, int] = dict.fromkeys(indexes, 1)
         self.failures: collections.Counter[int] = collections.Counter()
+        #: Workers (by name) each task has failed on: a retry goes elsewhere if it can.
+        self.failed_on: dict[int, set[str]] = {}
         self.speculated: set[int] = set()
         self.durations: list[float] = []
         self.policy = stage.speculation_policy() if stage.speculative else None
@@ -229,11 +231,30 @@ class _StageRun:
     def _idle(self) -> list[_Worker]:
         return [w for w in self.pool._workers if w.task is None]
 
+    def _pick(self, w: _Worker) -> int | None:
+        """Position in the queue of the task ``w`` should run next, if any.
+
+        A retry avoids the workers its task already failed on, as long as some
+        other worker could still run it.
+        """
+        for pos, (index, _) in enumerate(self.queue):
+            if w.name not in self.failed_on.get(index, ()):
+                return pos
+        first = self.queue[0][0]
+        elsewhere = [
+            x for x in self.pool._workers if x is not w and x.name not in self.failed_on[first]
+        ]
+        return None if elsewhere else 0
+
     def _dispatch(self) -> None:
         for w in self._idle():
             if not self.queue:
                 break
-            index, attempt = self.queue.popleft()
+            pos = self._pick(w)
+            if pos is None:
+                continue
+            index, attempt = self.queue[pos]
+            del self.queue[pos]
             self._start(w, index, attempt)
         if self.policy is None or self.queue:
             return
@@ -363,6 +384,7 @@ class _StageRun:
         index, stage = job.index, self.stage
         self.emit(TaskEvent(stage.name, index, job.attempt, "failed", error=error, worker=w.name))
         self.failures[index] += 1
+        self.failed_on.setdefault(index, set()).add(w.name)
         if self._running(index):
             # The task's other attempt may still succeed: neither fail nor retry yet.
             logger.warning(
@@ -385,6 +407,8 @@ class _StageRun:
             )
             self.last_attempt[index] += 1
             self.queue.append((index, self.last_attempt[index]))
+            if len(self.pool._workers) < self.pool.num_workers:
+                self.pool._spawn()  # so that the retry can run on another worker
             return
         raise JobFailedError.from_task_error(
             error, stage=stage.name, index=index, attempt=self.failures[index]

@@ -272,6 +272,18 @@ def test_an_unexpected_exception_is_an_internal_error_and_is_retried(tmp_path, m
     assert message.endswith("ZeroDivisionError: division by zero")
 
 
+def test_a_failed_task_is_retried_on_another_worker_where_possible(tmp_path, make_executor):
+    executor = make_executor(2)
+    stage = spec(tmp_path, "zero_division_on_first_attempt", 1, max_attempts=2)
+
+    results = executor.run_stage(stage, indexes=[0])
+
+    assert results[0]["attempt"] == 2
+    pids = [line.split()[1] for line in (tmp_path / "ran-0").read_text().splitlines()]
+    assert len(pids) == 2
+    assert pids[0] != pids[1], "the retry ran on the worker it had just failed on"
+
+
 def test_an_unexpected_exception_on_every_attempt_fails_with_its_traceback(tmp_path, make_executor):
     executor = make_executor(1)
     stage = spec(tmp_path, "raise_zero_division", 1, name="reduce", max_attempts=2)
