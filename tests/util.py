@@ -5,6 +5,22 @@ from __future__ import annotations
 import json
 import random
 
+#: A plain word count (no combiner) with a __main__ block, for tests that need a job file.
+WORDCOUNT = """
+from mrk8s import MapReduce
+
+class WordCount(MapReduce):
+    def mapper(self, _, line):
+        for word in line.split():
+            yield word, 1
+
+    def reducer(self, word, counts):
+        yield word, sum(counts)
+
+if __name__ == "__main__":
+    WordCount.run()
+"""
+
 
 def make_words(n_words: int, *, vocab: int = 5000, seed: int = 0, per_line: int = 12) -> str:
     """Zipf-ish text: a few words very common, many rare; deterministic."""

@@ -16,26 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CLIResult
-from tests.util import parse_text_output
+from tests.util import WORDCOUNT, parse_text_output
 
 pytestmark = pytest.mark.timeout(120)
 
 Run = Callable[..., CLIResult]
-
-WORDCOUNT = """
-from mrk8s import MapReduce
-
-class WordCount(MapReduce):
-    def mapper(self, _, line):
-        for word in line.split():
-            yield word, 1
-
-    def reducer(self, word, counts):
-        yield word, sum(counts)
-
-if __name__ == "__main__":
-    WordCount.run()
-"""
 
 
 def script(tmp_path: Path, source: str, name: str = "job.py") -> str:

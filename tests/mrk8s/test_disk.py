@@ -17,23 +17,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CLIResult
-from tests.util import parse_text_output
+from tests.util import WORDCOUNT, parse_text_output
 
 pytestmark = pytest.mark.timeout(120)
 
 Run = Callable[..., CLIResult]
-
-JOB = """
-from mrk8s import MapReduce
-
-class WordCount(MapReduce):
-    def mapper(self, _, line):
-        for w in line.split():
-            yield w, 1
-
-    def reducer(self, w, ones):
-        yield w, sum(ones)
-"""
 
 
 def _mount(path: Path, options: str) -> None:
@@ -61,7 +49,7 @@ def test_full_disk_fails_clearly_and_resumes_after_space_is_freed(
     cli: Run, tmp_path: Path, small_fs: Path
 ) -> None:
     script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(JOB))
+    script.write_text(textwrap.dedent(WORDCOUNT))
     src = tmp_path / "in.txt"
     words = [f"word{i:06d}" for i in range(40_000)]  # ~760 KB of output: more than the disk
     src.write_text("\n".join(words) + "\n")
@@ -93,7 +81,7 @@ def test_read_only_output_fails_before_any_work(cli: Run, tmp_path: Path) -> Non
     _mount(ro, "size=1m,ro")
     try:
         script = tmp_path / "job.py"
-        script.write_text(textwrap.dedent(JOB))
+        script.write_text(textwrap.dedent(WORDCOUNT))
         src = tmp_path / "in.txt"
         src.write_text("a b\n")
         res = cli("run", str(script), str(src), "-o", str(ro / "out"))

@@ -29,6 +29,7 @@ from shuffle.codec import (
     table_value_encoding,
 )
 from shuffle.errors import CorruptSegmentError, KeyEncodingError
+from tests.shuffle.columns import integer_extremes
 
 Single = collections.namedtuple("Single", "x")
 
@@ -571,12 +572,7 @@ def _typed_columns() -> list[pa.Array]:
         pa.array([[1, 2], None, []], pa.list_(pa.int64())),
         pa.array([{"x": 1, "y": "a"}, None]),
     ]
-    for arrow_type in [pa.int8(), pa.int16(), pa.int32(), pa.int64()]:
-        info = np.iinfo(arrow_type.to_pandas_dtype())
-        columns.append(pa.array([int(info.min), -1, None, 0, int(info.max)], arrow_type))
-    for arrow_type in [pa.uint8(), pa.uint16(), pa.uint32()]:
-        info = np.iinfo(arrow_type.to_pandas_dtype())
-        columns.append(pa.array([0, None, int(info.max)], arrow_type))
+    columns.extend(integer_extremes())
     return columns
 
 

@@ -25,6 +25,7 @@ from shuffle.partition import (
     range_cuts,
     range_partition,
 )
+from tests.shuffle.columns import integer_extremes
 
 
 def reference_hashes(column: pa.Array | pa.ChunkedArray) -> list[int]:
@@ -116,12 +117,7 @@ def _columns() -> list[pa.Array]:
         ),
         pa.array([[1, 2], None, []], pa.list_(pa.int64())),
     ]
-    for arrow_type in [pa.int8(), pa.int16(), pa.int32(), pa.int64()]:
-        info = np.iinfo(arrow_type.to_pandas_dtype())
-        columns.append(pa.array([int(info.min), -1, None, 0, int(info.max)], arrow_type))
-    for arrow_type in [pa.uint8(), pa.uint16(), pa.uint32()]:
-        info = np.iinfo(arrow_type.to_pandas_dtype())
-        columns.append(pa.array([0, None, int(info.max)], arrow_type))
+    columns.extend(integer_extremes())
     return columns
 
 
