@@ -8,7 +8,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check pytest clean
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: run test lint check pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +31,16 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest
 
 test: lint pytest
+
+# The peers bench/ compares with (Ray Data, Dask) and matplotlib for the charts.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# Shuffle and word-count comparisons (about 30 minutes); results in bench/results/.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.compare_shuffle
+	$(BIN)/python -m bench.compare_wordcount
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
