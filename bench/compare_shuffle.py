@@ -1,27 +1,37 @@
-"""mrk8s's shuffle against a hand-written pyarrow+numpy lower bound, same rows, same machine.
+"""mrk8s's shuffle against the tools a user would otherwise pick, same rows, same machine.
 
-    python -m bench.compare_shuffle [--sizes 1GiB,4GiB] [--repeat 3] [--workers 2]
+    make bench      # or: python -m bench.compare_shuffle [--sizes 1GiB,4GiB] [--repeat 3]
 
 Contestants, run interleaved ``--repeat`` times at each size (16 maps -> 16
 reducers, int64 key + 90-byte payload, rows from
 ``mrk8s.benchjobs.shuffle_job.generate_chunk`` so every contestant moves the
-same rows, and every reducer materialises and checksums its partition):
+same rows, generated inside its map tasks; every reducer materialises and
+checksums its partition in memory and writes no output):
 
-- ``mrk8s``: ``mrk8s bench shuffle`` (the real engine, local backend, local disk);
+- ``mrk8s``: ``mrk8s bench shuffle`` (the real engine, local backend, the
+  hash shuffle on local disk, as the peers shuffle: ``SORT_KEYS = False``);
+- ``mrk8s-sorted``: the same with ``--sorted``, every partition sorted by key
+  (the default of a job; no peer here sorts, so this is for scale);
+- ``mrk8s-s3``: the hash shuffle through an S3 protocol server on loopback
+  (moto in server mode, a subprocess this script starts). Moto is a test
+  server, not S3: this measures that the S3 path works at size and what it
+  costs here, not what S3 would do. Only up to ``--s3-max-size``;
 - ``pyarrow-lower-bound``: the least a Python+Arrow two-stage shuffle can do
   here: map processes hash the key with numpy, ``take`` rows into partition
   order, write one Arrow IPC file per partition; reduce processes read their
-  files back, concatenate and checksum. No sort, no commit records, no retries.
+  files back, concatenate and checksum. No sort, no commit records, no retries;
+- ``ray-data-hash``, ``ray-data-random``, ``dask-p2p``, ``dask-tasks``: the
+  peers (:mod:`bench.peers`; needs ``pip install 'mrk8s[bench]'``).
 
-Prints one JSON line per run, then medians and the mrk8s/lower-bound ratio
-per size, and writes ``bench/results/compare_shuffle.json`` and a bar chart
-``compare_shuffle.png`` (needs matplotlib). Ray Data and Dask contestants
-(issue 3) are not written yet: see NOTES in the issue.
+Prints one JSON line per run, then per size the medians and each
+contestant's ratio to mrk8s, and writes ``bench/results/compare_shuffle.json``
+and a bar chart ``compare_shuffle.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -30,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -103,28 +114,129 @@ def lower_bound(size: int, workers: int) -> dict[str, Any]:
             done = time.perf_counter()
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
-    got = sum(r for r, _ in results)
+    got = tuple(sum(c[i] for _, c in results) for i in range(3))
     return {
         "seconds": round(done - started, 3),
         "map_seconds": round(mapped - started, 3),
         "reduce_seconds": round(done - mapped, 3),
-        "rows": got,
-        "verified": got == rows,
+        "rows": got[0],
+        "verified": got == expected_checksum(size),
     }
 
 
-def mrk8s_run(size: int, workers: int) -> dict[str, Any]:
+@functools.cache
+def expected_checksum(size: int) -> tuple[int, int, int]:
+    """Rows and hash sums of every row a contestant must deliver (computed once, not timed)."""
+    from mrk8s.bench import ShuffleBenchSettings, expected_counters
+
+    settings = ShuffleBenchSettings(
+        size=size, maps=MAPS, reducers=REDUCERS, payload_bytes=PAYLOAD, seed=SEED
+    )
+    counters = expected_counters(settings)
+    return tuple(  # type: ignore[return-value]
+        sum(v for name, v in counters.items() if name.endswith(f" {what}"))
+        for what in ("rows", "sum_lo", "sum_hi")
+    )
+
+
+def _bench_shuffle(
+    size: int, workers: int, *extra: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     cmd = [
         sys.executable, "-m", "mrk8s.cli", "bench", "shuffle", "--size", str(size),
         "--maps", str(MAPS), "--reducers", str(REDUCERS), "--workers", str(workers),
-        "--repeat", "1", "--payload-bytes", str(PAYLOAD),
+        "--repeat", "1", "--payload-bytes", str(PAYLOAD), "--seed", str(SEED), "--quiet",
+        *extra,
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"mrk8s bench shuffle failed:\n{proc.stderr[-3000:]}")
     line = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {k: line[k] for k in ("seconds", "map_seconds", "reduce_seconds", "rows", "verified")}
+    keys = ("seconds", "map_seconds", "reduce_seconds", "rows", "verified", "peak_rss_max")
+    return {k: line[k] for k in keys}
 
 
-CONTESTANTS = {"mrk8s": mrk8s_run, "pyarrow-lower-bound": lower_bound}
+def mrk8s_run(size: int, workers: int) -> dict[str, Any]:
+    return _bench_shuffle(size, workers)
+
+
+def mrk8s_sorted(size: int, workers: int) -> dict[str, Any]:
+    return _bench_shuffle(size, workers, "--sorted")
+
+
+class _MotoServer:
+    """``python -m moto.server`` on a free loopback port, with one bucket."""
+
+    def __init__(self) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": self.endpoint,
+        }
+        import s3fs
+
+        fs = s3fs.S3FileSystem(
+            key="testing", secret="testing", client_kwargs={"endpoint_url": self.endpoint}
+        )
+        for _ in range(100):
+            try:
+                fs.mkdir("mrk8s-bench")
+                break
+            except Exception:  # not listening yet
+                time.sleep(0.1)
+        else:
+            self.close()
+            raise RuntimeError("the moto server did not start")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def mrk8s_s3(size: int, workers: int) -> dict[str, Any]:
+    # A fresh server per run: moto keeps every object in its memory.
+    server = _MotoServer()
+    try:
+        return _bench_shuffle(
+            size, workers, "--shuffle-dir", "s3://mrk8s-bench/shuffle", env=server.env
+        )
+    finally:
+        server.close()
+
+
+def _peer(name: str) -> Callable[[int, int], dict[str, Any]]:
+    def run(size: int, workers: int) -> dict[str, Any]:
+        from bench import peers
+
+        return getattr(peers, name)(size, workers)  # type: ignore[no-any-return]
+
+    return run
+
+
+CONTESTANTS: dict[str, Callable[[int, int], dict[str, Any]]] = {
+    "mrk8s": mrk8s_run,
+    "mrk8s-sorted": mrk8s_sorted,
+    "mrk8s-s3": mrk8s_s3,
+    "pyarrow-lower-bound": lower_bound,
+    "ray-data-hash": _peer("ray_data_hash"),
+    "ray-data-random": _peer("ray_data_random"),
+    "dask-p2p": _peer("dask_p2p"),
+    "dask-tasks": _peer("dask_tasks"),
+}
 
 
 def main(argv: list[str]) -> int:
@@ -134,60 +246,91 @@ def main(argv: list[str]) -> int:
     p.add_argument("--sizes", default="1GiB,4GiB")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    p.add_argument(
+        "--contestants", default=",".join(CONTESTANTS), help="comma-separated (default: all)"
+    )
+    p.add_argument("--s3-max-size", default="1GiB", help="largest size mrk8s-s3 runs at")
+    p.add_argument("--out", default=str(HERE / "results" / "compare_shuffle.json"))
     args = p.parse_args(argv)
+    names = [n for n in args.contestants.split(",") if n]
+    unknown = sorted(set(names) - set(CONTESTANTS))
+    if unknown:
+        p.error(f"unknown contestants {unknown}: pick from {', '.join(CONTESTANTS)}")
+    sizes = args.sizes.split(",")
     results: list[dict[str, Any]] = []
-    for size_text in args.sizes.split(","):
+    for size_text in sizes:
         size = parse_size(size_text)
         for run in range(1, args.repeat + 1):
-            for name, fn in CONTESTANTS.items():  # interleaved: drift hits both alike
-                row = {"contestant": name, "size": size_text, "run": run, **fn(size, args.workers)}
-                row["gib_per_s"] = round(size / 2**30 / row["seconds"], 3)
+            for name in names:  # interleaved: drift hits every contestant alike
+                if name == "mrk8s-s3" and size > parse_size(args.s3_max_size):
+                    continue
+                row: dict[str, Any] = {"contestant": name, "size": size_text, "run": run}
+                try:
+                    row.update(CONTESTANTS[name](size, args.workers))
+                    row["gib_per_s"] = round(size / 2**30 / row["seconds"], 3)
+                except Exception as exc:  # report it and go on with the others
+                    row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
                 print(json.dumps(row), flush=True)
                 results.append(row)
-    summary = []
-    for size_text in args.sizes.split(","):
-        medians = {
-            name: statistics.median(
-                r["gib_per_s"]
-                for r in results
-                if r["contestant"] == name and r["size"] == size_text
-            )
-            for name in CONTESTANTS
-        }
-        entry = {
-            "size": size_text,
-            "median_gib_per_s": medians,
-            "mrk8s_over_lower_bound": round(medians["mrk8s"] / medians["pyarrow-lower-bound"], 3),
-        }
+    summary = [_summarise(results, size_text, names) for size_text in sizes]
+    for entry in summary:
         print(json.dumps(entry), flush=True)
-        summary.append(entry)
-    out = HERE / "results" / "compare_shuffle.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"runs": results, "summary": summary}, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    machine = {"cpus": os.cpu_count(), "workers": args.workers, "python": sys.version.split()[0]}
+    out.write_text(json.dumps({"machine": machine, "runs": results, "summary": summary}, indent=1))
     try:
-        _plot(summary, out.with_suffix(".png"))
+        _plot(summary, names, out.with_suffix(".png"))
     except ImportError:
         print("matplotlib is not installed: no chart (pip install matplotlib)", file=sys.stderr)
     return 0
 
 
-def _plot(summary: list[dict[str, Any]], path: Path) -> None:
+def _summarise(results: list[dict[str, Any]], size_text: str, names: list[str]) -> dict[str, Any]:
+    """Medians per contestant at one size, and each one's ratio to mrk8s."""
+    medians: dict[str, float] = {}
+    peak_rss: dict[str, int] = {}
+    for name in names:
+        ok = [
+            r
+            for r in results
+            if r["contestant"] == name and r["size"] == size_text and r.get("verified")
+        ]
+        if ok:
+            medians[name] = statistics.median(r["gib_per_s"] for r in ok)
+        rss = [r["peak_rss_max"] for r in ok if r.get("peak_rss_max")]
+        if rss:
+            peak_rss[name] = max(rss)
+    ours = medians.get("mrk8s")
+    return {
+        "size": size_text,
+        "median_gib_per_s": medians,
+        "mrk8s_speedup_over": {
+            name: round(ours / value, 2) for name, value in medians.items() if ours and value
+        },
+        "mrk8s_peak_worker_rss": peak_rss,
+    }
+
+
+def _plot(summary: list[dict[str, Any]], names: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(CONTESTANTS)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.8 / len(names)
+    names = [n for n in names if any(n in s["median_gib_per_s"] for s in summary)]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / max(1, len(names))
     for i, name in enumerate(names):
         xs = [j + i * width for j in range(len(summary))]
-        ax.bar(xs, [s["median_gib_per_s"][name] for s in summary], width, label=name)
+        values = [s["median_gib_per_s"].get(name, 0.0) for s in summary]
+        bars = ax.bar(xs, values, width, label=name)
+        ax.bar_label(bars, labels=[f"{v:.2f}" if v else "" for v in values], fontsize=7)
     ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(summary))])
     ax.set_xticklabels([s["size"] for s in summary])
-    ax.set_ylabel("GiB/s (median)")
-    ax.set_title("shuffle throughput, 16 -> 16, int64 key + 90 B payload")
-    ax.legend()
+    ax.set_ylabel("GiB/s (median; higher is better)")
+    ax.set_title("shuffle throughput, 16 -> 16 partitions, int64 key + 90 B payload, 2 cores")
+    ax.legend(fontsize=8, ncols=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -66,15 +66,20 @@ def run(
     """Run the job in ``script`` on ``inputs``; return its :class:`~mrk8s.driver.JobResult`.
 
     ``options`` are the fields of :class:`mrk8s.settings.RunSettings`
-    (``reducers``, ``workers``, ``shuffle_dir``, ``job_args``, ...). Without
+    (``reducers``, ``workers``, ``shuffle_dir``, ``job_args``, ...); sizes
+    (``memory_per_worker``, ``max_split_bytes``) may be given as text like
+    ``"256MiB"``, as on the command line. Without
     ``output`` the results are written to a temporary directory and can be read
     with ``result.records()``.
     """
     import tempfile
 
     from mrk8s.driver import Driver
-    from mrk8s.settings import RunSettings
+    from mrk8s.settings import RunSettings, parse_size
 
+    for name in ("memory_per_worker", "max_split_bytes"):
+        if isinstance(options.get(name), str):
+            options[name] = parse_size(options[name])
     if output is None:
         output = tempfile.mkdtemp(prefix="mrk8s-output-")
         options.setdefault("overwrite", True)

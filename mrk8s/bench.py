@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from mrk8s import benchjobs, progress
@@ -43,6 +44,7 @@ from shuffle.store import FsspecStore, join
 
 JOB_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(benchjobs.__file__)), "shuffle_job.py")
 JOB_CLASS = "ShuffleBench"
+SORTED_JOB_CLASS = "SortedShuffleBench"
 
 #: Rows a map task generates per map_batch call: large enough that per-call
 #: costs vanish, small enough that generation never holds much memory (the
@@ -77,6 +79,8 @@ class ShuffleBenchSettings:
     """Seed of the generated rows."""
     warmup: bool = True
     """Run a small job first, unmeasured, so that workers have imported everything."""
+    sort_keys: bool = False
+    """Sort each partition by key (the sorted shuffle) instead of a hash shuffle."""
     tamper: bool = False
     """Test hook: every reducer drops a row, which verification must report."""
     run: RunSettings = field(default_factory=lambda: RunSettings(script=JOB_SCRIPT))
@@ -116,14 +120,42 @@ def write_seeds(store: FsspecStore, chunks: Sequence[Sequence[int]]) -> list[str
     return urls
 
 
+def expected_counters(bench: ShuffleBenchSettings) -> dict[str, int]:
+    """What each partition should receive, as the job's "map" counters would name it.
+
+    Generates every chunk of rows again (they are a function of the seed) and
+    checksums it by partition: the verification's side, never timed.
+    """
+    chunks = task_chunks(bench.rows, bench.maps, bench.row_bytes)
+    task_bytes = max(sum(c) for c in chunks) * bench.payload_bytes
+    group: dict[str, int] = {}
+    for task, sizes in enumerate(chunks):
+        for chunk, rows in enumerate(sizes):
+            table = shuffle_job.generate_chunk(
+                seed=bench.seed,
+                task=task,
+                chunk=chunk,
+                rows=rows,
+                key_type=bench.key_type,
+                payload_bytes=bench.payload_bytes,
+                task_bytes=task_bytes,
+            )
+            sums = shuffle_job.partition_checksums(table, bench.payload_bytes, bench.reducers)
+            for p in np.flatnonzero(sums[0]).tolist():
+                for what, values in zip(_SUMS, sums, strict=True):
+                    name = shuffle_job.counter_name(p, "map", what)
+                    group[name] = group.get(name, 0) + int(values[p])
+    return group
+
+
 def verify(
     counters: Mapping[str, Mapping[str, int]], num_partitions: int, expected_rows: int
 ) -> list[str]:
     """What is wrong with a run, from its counters: [] when every partition checks out.
 
-    Per partition, the rows the map side generated for it and the sums of
-    their hashes must equal what its reducer received; together the map tasks
-    must have generated ``expected_rows``.
+    Per partition, the rows generated for it and the sums of their hashes
+    (the "map" counters, :func:`expected_counters`) must equal what its
+    reducer received ("reduce"); together they must be ``expected_rows``.
     """
     group = counters.get(shuffle_job.COUNTER_GROUP, {})
     problems = []
@@ -186,6 +218,7 @@ def _run_job(
     executor: Executor,
     report: progress.Progress,
     output: str | None,
+    expected: Mapping[str, int],
 ) -> dict[str, Any]:
     """One job: seeds, the driver, verification; its measurements."""
     base = bench.run
@@ -201,7 +234,7 @@ def _run_job(
         output=output,
         output_format="parquet" if output is not None else "text",
         overwrite=True,
-        job_class=JOB_CLASS,
+        job_class=SORTED_JOB_CLASS if bench.sort_keys else JOB_CLASS,
         job_id=job_id,
         reducers=bench.reducers,
         job_args={
@@ -219,8 +252,9 @@ def _run_job(
     summary = result.summary
     stages = summary["stages"]
     timings = summary["timings"]
-    counters = summary["counters"].get(shuffle_job.COUNTER_GROUP, {})
-    problems = verify(summary["counters"], bench.reducers, bench.rows)
+    timed = summary["counters"].get(shuffle_job.COUNTER_GROUP, {})
+    counters = {**summary["counters"], shuffle_job.COUNTER_GROUP: {**timed, **expected}}
+    problems = verify(counters, bench.reducers, bench.rows)
     seconds = timings.get("s0-map", 0.0) + timings.get("s0-reduce", 0.0)
     data_bytes = bench.rows * bench.row_bytes
     return {
@@ -241,10 +275,8 @@ def _run_job(
         "reduce_tasks": stages["step0-reduce"]["tasks"],
         "locality": summary["locality"],
         # CPU seconds summed over tasks, inside the map and reduce seconds above.
-        "generate_task_seconds": round(counters.get("map generate ns", 0) / 1e9, 3),
-        "checksum_task_seconds": round(
-            (counters.get("map checksum ns", 0) + counters.get("reduce checksum ns", 0)) / 1e9, 3
-        ),
+        "generate_task_seconds": round(timed.get("map generate ns", 0) / 1e9, 3),
+        "checksum_task_seconds": round(timed.get("reduce checksum ns", 0) / 1e9, 3),
         "output_rows": stages["step0-reduce"]["records_out"],
         "output_bytes": stages["step0-reduce"]["bytes_out"],
         "verified": not problems,
@@ -266,7 +298,10 @@ def run_shuffle_bench(
             # Workers import pyarrow, numpy and the job on their first task; a
             # long-lived cluster has done so before anyone measures it.
             report.message("warm-up run (not measured)")
-            _run_job(replace(bench, size=min(bench.size, WARMUP_BYTES)), executor, report, None)
+            small = replace(bench, size=min(bench.size, WARMUP_BYTES))
+            _run_job(small, executor, report, None, expected_counters(small))
+        report.message("checksumming the rows each partition should get (not timed)")
+        expected = expected_counters(bench)
         for run in range(1, bench.repeat + 1):
             report.message(f"run {run}/{bench.repeat}")
             line: dict[str, Any] = {
@@ -274,18 +309,20 @@ def run_shuffle_bench(
                 "run": run,
                 "key_type": bench.key_type,
                 "payload_bytes": bench.payload_bytes,
+                "shuffle": "sorted" if bench.sort_keys else "hash",
+                "memory_per_worker": bench.run.memory_per_worker,
                 "maps": bench.maps,
                 "reducers": bench.reducers,
                 "backend": bench.run.backend,
                 "workers": bench.run.num_workers(),
                 "shuffle_dir": bench.run.shuffle_dir,
             }
-            measured = _run_job(bench, executor, report, None)
+            measured = _run_job(bench, executor, report, None, expected)
             measured.pop("output_rows")
             measured.pop("output_bytes")
             line.update(measured)
             if bench.write_output is not None:
-                line["output"] = _run_with_output(bench, executor, report, measured)
+                line["output"] = _run_with_output(bench, executor, report, measured, expected)
             print(json.dumps(line), flush=True)
             report.message(
                 f"run {run}/{bench.repeat}: {line['bytes'] / 2**20:.1f} MiB in "
@@ -303,12 +340,13 @@ def _run_with_output(
     executor: Executor,
     report: progress.Progress,
     without: Mapping[str, Any],
+    expected: Mapping[str, int],
 ) -> dict[str, Any]:
     """The same job writing Parquet parts; its cost beside the in-memory run's."""
     temporary = not bench.write_output
     url = bench.write_output or join(bench.run.shuffle_dir, new_job_id("bench-shuffle-output"))
     try:
-        measured = _run_job(bench, executor, report, url)
+        measured = _run_job(bench, executor, report, url, expected)
     finally:
         if temporary:
             FsspecStore(url, bench.run.storage_options).remove("", recursive=True)
@@ -347,6 +385,13 @@ def shuffle_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-type", choices=shuffle_job.KEY_TYPES, default="int64")
     p.add_argument(
         "--payload-bytes", type=int, default=90, help="payload per row (default: %(default)s)"
+    )
+    p.add_argument(
+        "--sorted",
+        dest="sort_keys",
+        action="store_true",
+        help="sort every partition by key (the default shuffle of a job) instead of the "
+        "hash shuffle the peers do (SORT_KEYS = False)",
     )
     p.add_argument("--backend", default="local", help="where tasks run (default: local)")
     p.add_argument("-w", "--workers", type=int, help="worker processes (default: CPUs)")
@@ -398,6 +443,7 @@ def settings_from_args(
         write_output=args.write_output,
         seed=args.seed,
         warmup=args.warmup,
+        sort_keys=args.sort_keys,
         tamper=args.tamper,
         run=RunSettings(
             script=JOB_SCRIPT,

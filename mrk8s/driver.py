@@ -134,6 +134,29 @@ def _partitioner_name(job_class: type[MapReduce]) -> str:
     return name
 
 
+def _sort_keys(job_class: type[MapReduce], steps: list[Step]) -> bool:
+    sort_keys = getattr(job_class, "SORT_KEYS", True)
+    if not isinstance(sort_keys, bool):
+        raise JobDefinitionError(
+            f"{job_class.__name__}.SORT_KEYS is {sort_keys!r}: set it to True or False"
+        )
+    if sort_keys:
+        return True
+    name = job_class.__name__
+    if _partitioner_name(job_class) != "hash":
+        raise JobDefinitionError(
+            f"{name}.SORT_KEYS = False needs the hash partitioner: an unsorted shuffle "
+            "places keys by their hash; drop SORT_KEYS = False to keep your partitioner"
+        )
+    for i, step in enumerate(steps):
+        if step.reducer is not None:
+            raise JobDefinitionError(
+                f"{name}.SORT_KEYS = False, but step {i + 1} has a record reducer, which "
+                "needs its keys grouped in order: use reduce_batch, or drop SORT_KEYS = False"
+            )
+    return False
+
+
 def _plan_key(plan: JobPlan) -> dict[str, Any]:
     """The parts of a plan that must match for a job to resume."""
     data = plan.to_json()
@@ -193,8 +216,13 @@ class Driver:
                 max_split_bytes=s.max_split_bytes,
                 storage_options=s.storage_options,
             )
+        sort_keys = _sort_keys(job_class, steps)
         step_plans = tuple(
-            replace(p, partitioner=_partitioner_name(job_class) if p.num_reducers else "")
+            replace(
+                p,
+                partitioner=_partitioner_name(job_class) if p.num_reducers else "",
+                sort_keys=sort_keys or not p.num_reducers,
+            )
             for p in _step_plans(s, steps, splits, job_dir)
         )
         script = os.path.abspath(s.script)

@@ -109,6 +109,12 @@ class MapReduce:
       ``PARTITIONER``: ``"hash"`` (default) or ``"range"`` (sampled boundaries,
       so the concatenation of the outputs ``part-00000..`` is globally sorted).
       Define ``partition(self, key, num_reducers) -> int`` for your own.
+      ``SORT_KEYS``: True (default): each reducer gets its keys in sorted
+      order. False: a hash shuffle without sorting, for a columnar reducer
+      that does not need order (the cheapest shuffle: the map side neither
+      sorts nor merges; a reducer whose partition does not fit in memory gets
+      it in several ``reduce_batch`` calls, every key's rows within one call).
+      Needs ``reduce_batch`` and the hash partitioner.
 
     Instance attributes: ``options`` holds the values of the options declared
     in :meth:`configure_args` (an ``argparse.Namespace``); ``input_url`` is,
@@ -117,6 +123,7 @@ class MapReduce:
     """
 
     PARTITIONER: ClassVar[str] = "hash"
+    SORT_KEYS: ClassVar[bool] = True
 
     def __init__(self, options: argparse.Namespace | None = None) -> None:
         self.options = options if options is not None else argparse.Namespace()

@@ -66,6 +66,7 @@ class StepPlan:
     num_reducers: int
     partitioner: str  # "hash" | "range" | "custom"
     splits: tuple[Split, ...] = ()
+    sort_keys: bool = True  # False: an unsorted hash shuffle (MapReduce.SORT_KEYS)
 
     @property
     def has_reduce(self) -> bool:

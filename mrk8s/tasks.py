@@ -49,7 +49,12 @@ logger = logging.getLogger(__name__)
 #: bench/wordcount_memory.py.
 SORT_BUFFER_SHARE = 0.125
 
-#: Share of the budget a reducer's inputs may take for the one-shot sort path.
+#: The same for an unsorted (hash) shuffle, which holds only the buffer and
+#: its copy in partition order at once.
+UNSORTED_BUFFER_SHARE = 0.25
+
+#: Share of the budget a reducer's inputs may take for the one-shot sort path,
+#: and the most one ``reduce_batch`` call of an unsorted shuffle gets.
 REDUCE_IN_MEMORY_SHARE = 0.25
 
 
@@ -174,7 +179,7 @@ def _partitioner(
             )
 
         return FunctionPartitioner(r, assign)
-    return HashPartitioner(r)
+    return HashPartitioner(r, sort_keys=step_plan.sort_keys)
 
 
 def _combine_fn(job: MapReduce, step: Step, where: Where) -> Callable[[pa.Table], pa.Table] | None:
@@ -211,12 +216,19 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
         return _run_map_only(ctx, job, step, step_plan, split, where, index, attempt, started)
 
     spill_dir = ctx.store.local_path(f"s{step_index}/tmp") if ctx.store.is_local else None
-    writer = mapfile.MapOutputWriter(spill_dir=spill_dir)
+    sorted_ = step_plan.sort_keys
+    writer = mapfile.MapOutputWriter(
+        spill_dir=spill_dir,
+        # Unsorted streams are read whole, never merged batch by batch.
+        batch_rows=mapfile.DEFAULT_BATCH_ROWS if sorted_ else 0,
+    )
     try:
         sorter = MapSorter(
             writer,
             _partitioner(ctx, job, step_plan, where),
-            budget_bytes=int(plan.memory_per_worker * SORT_BUFFER_SHARE),
+            budget_bytes=int(
+                plan.memory_per_worker * (SORT_BUFFER_SHARE if sorted_ else UNSORTED_BUFFER_SHARE)
+            ),
             # With a record mapper the combiner already ran in the mapper's dict
             # (CombiningBuffer); running it again over the sorted run rarely pays.
             combine=(
@@ -456,6 +468,79 @@ def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> di
             recomputed += 1
 
 
+Segments = list[tuple[str, list[mapfile.StreamRef]]]
+
+
+def _sorted_tables(
+    store: FsspecStore, located: Segments, share: int, *, whole: bool
+) -> Iterable[pa.Table]:
+    """A partition's rows in key order: one sort if it fits (or ``whole``), else a merge."""
+    n_streams = sum(len(refs) for _, refs in located)
+    runs = mapfile.read_segments(
+        store,
+        located,
+        # Small segments in one read each, all of them within the share...
+        whole_read_limit=min(mapfile.WHOLE_READ_LIMIT, share // max(1, len(located))),
+        # ...and every streamed run's buffer too, however many runs there are.
+        buffer_bytes=min(mapfile.STREAM_BUFFER, max(16 << 10, share // (4 * max(1, n_streams)))),
+    )
+    # Each merge pass holds about this many rows, decoded for the reducer too.
+    pass_rows = max(1024, share // REDUCE_BYTES_PER_ROW)
+    rows_in = sum(r.rows for _, refs in located for r in refs)
+    if whole or rows_in <= pass_rows:
+        # The partition fits (or reduce_batch wants it whole): one sort, no merge.
+        table = merge.concat_sorted(runs)
+        if table is None:
+            return []
+        if whole:
+            return [table]
+        return (table.slice(i, pass_rows) for i in range(0, table.num_rows, pass_rows))
+    return merge.merge_sorted_runs(runs, max_rows_per_run=max(64, pass_rows // len(runs)))
+
+
+def bucket_ranges(sizes: Mapping[int, int], limit: int) -> list[list[int]]:
+    """Consecutive buckets grouped so each group's bytes stay within ``limit``.
+
+    A bucket bigger than ``limit`` is a group of its own (a key's rows are
+    never split); there is always at least one bucket per group.
+    """
+    groups: list[list[int]] = []
+    total = 0
+    for bucket in sorted(sizes):
+        if groups and total + sizes[bucket] <= limit:
+            groups[-1].append(bucket)
+            total += sizes[bucket]
+        else:
+            groups.append([bucket])
+            total = sizes[bucket]
+    return groups
+
+
+def _unsorted_pieces(store: FsspecStore, located: Segments, share: int) -> Iterator[pa.Table]:
+    """A partition of an unsorted shuffle, in as few pieces as fit in ``share``.
+
+    A piece is a range of the partition's hash buckets, read from every map
+    output; a key's rows share a bucket, so each piece holds whole keys.
+    """
+    sizes: dict[int, int] = {}
+    for _, refs in located:
+        for ref in refs:
+            sizes[ref.bucket] = sizes.get(ref.bucket, 0) + ref.length
+    for group in bucket_ranges(sizes, share):
+        wanted = set(group)
+        segments = [(path, [r for r in refs if r.bucket in wanted]) for path, refs in located]
+        segments = [(path, refs) for path, refs in segments if refs]
+        piece = sum(r.length for _, refs in segments for r in refs)
+        runs = mapfile.read_segments(
+            store,
+            segments,
+            whole_read_limit=max(mapfile.WHOLE_READ_LIMIT, piece),
+        )
+        batches = [b for run in runs for b in run if b.num_rows]
+        if batches:
+            yield pa.concat_tables(merge.unify(batches), promote_options="permissive")
+
+
 def _reduce_once(
     ctx: JobContext, step_index: int, index: int, attempt: int, recomputed: int
 ) -> dict[str, Any]:
@@ -467,32 +552,16 @@ def _reduce_once(
     started = time.perf_counter()
 
     maps = commit.read_stage(ctx.store, step_index, "map", len(step_plan.splits))
-    located = [(m, m.partition_index.get(index, [])) for m in maps]
-    located = [(m, refs) for m, refs in located if refs]
+    located = [(m.data_path, m.partition_index.get(index, [])) for m in maps]
+    located = [(path, refs) for path, refs in located if refs]
     bytes_in = sum(r.length for _, refs in located for r in refs)
     budget = plan.memory_per_worker
     share = int(budget * REDUCE_IN_MEMORY_SHARE)
-    n_streams = sum(len(refs) for _, refs in located)
-    runs = mapfile.read_segments(
-        ctx.store,
-        [(m.data_path, refs) for m, refs in located],
-        # Small segments in one read each, all of them within the share...
-        whole_read_limit=min(mapfile.WHOLE_READ_LIMIT, share // max(1, len(located))),
-        # ...and every streamed run's buffer too, however many runs there are.
-        buffer_bytes=min(mapfile.STREAM_BUFFER, max(16 << 10, share // (4 * max(1, n_streams)))),
-    )
-    # Each merge pass holds about this many rows, decoded for the reducer too.
-    pass_rows = max(1024, share // REDUCE_BYTES_PER_ROW)
-    rows_in = sum(r.rows for _, refs in located for r in refs)
     tables: Iterable[pa.Table]
-    if step.reduce_batch is not None or rows_in <= pass_rows:
-        # The partition fits (or reduce_batch wants it whole): one sort, no merge.
-        whole = merge.concat_sorted(runs)
-        tables = [] if whole is None else [whole]
-        if step.reduce_batch is None and whole is not None:
-            tables = (whole.slice(i, pass_rows) for i in range(0, whole.num_rows, pass_rows))
+    if not step_plan.sort_keys:
+        tables = _unsorted_pieces(ctx.store, located, share)
     else:
-        tables = merge.merge_sorted_runs(runs, max_rows_per_run=max(64, pass_rows // len(runs)))
+        tables = _sorted_tables(ctx.store, located, share, whole=step.reduce_batch is not None)
 
     store, path = _part_target(ctx, step_index, index)
     writer = _part_writer(ctx, job, step_index, store, path)

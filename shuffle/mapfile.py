@@ -8,10 +8,19 @@ maps a partition to its streams' ``(offset, length, rows, crc32)``, so a
 reducer needs one range read per map output and can tell a damaged segment
 from a good one.
 
-While a map task runs, each sorted run (one per spill) is appended to a local
-spill file; :meth:`MapOutputWriter.finish` moves that file into place when
-there was one run, or rewrites the streams grouped by partition when there
-were several. This module knows partitions and streams, not mappers.
+An unsorted (hash) shuffle cuts each partition further into hash *buckets*,
+one stream per non-empty (partition, bucket) of a run, in bucket order: a
+reducer whose partition does not fit in memory reads it a range of buckets at
+a time, and every key still lands in one range (see ``StreamRef.bucket``).
+
+While a map task runs, each run (one per spill) is appended to a local spill
+file; :meth:`MapOutputWriter.finish` moves that file into place. When there
+were several runs and the store is remote, it first rewrites the streams
+grouped by partition, so a reducer needs one range read per map output; on a
+local store the copy would cost more than the extra reads it saves, and the
+runs stay where they are. Streams are LZ4-compressed unless the first
+megabytes show the data does not compress. This module knows partitions,
+buckets and streams, not mappers.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import os
 import tempfile
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any
 
 import pyarrow as pa
@@ -51,22 +60,40 @@ STREAM_BUFFER = 1 << 20
 #: Copy buffer used when regrouping spilled runs by partition.
 _COPY_CHUNK = 4 * 2**20
 
+#: Compression is judged on the first this-many bytes a writer serialises...
+COMPRESSION_PROBE_BYTES = 4 * 2**20
+
+#: ...and dropped for the rest of the file unless it saved at least this share.
+MIN_COMPRESSION_SAVING = 0.1
+
 
 @dataclass(frozen=True, slots=True)
 class StreamRef:
-    """Where one sorted run of one partition lies in a map-output file."""
+    """Where one stream of one partition lies in a map-output file.
+
+    ``bucket`` is 0 in a sorted shuffle (the stream is a run sorted by key). In
+    an unsorted one it is the stream's hash bucket within the partition: every
+    row of a key has the same bucket in every map output.
+    """
 
     offset: int
     length: int
     rows: int
     crc32: int
+    bucket: int = 0
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
 
     def to_json(self) -> list[int]:
-        return [self.offset, self.length, self.rows, self.crc32]
+        head = [self.offset, self.length, self.rows, self.crc32]
+        return [*head, self.bucket] if self.bucket else head
 
     @classmethod
     def from_json(cls, data: Sequence[int]) -> StreamRef:
-        return cls(int(data[0]), int(data[1]), int(data[2]), int(data[3]))
+        bucket = int(data[4]) if len(data) > 4 else 0
+        return cls(int(data[0]), int(data[1]), int(data[2]), int(data[3]), bucket)
 
 
 PartitionIndex = dict[int, list[StreamRef]]
@@ -81,12 +108,14 @@ def index_from_json(data: Mapping[str, Sequence[Sequence[int]]]) -> PartitionInd
 
 
 class MapOutputWriter:
-    """Collects a map task's sorted runs and publishes one map-output file.
+    """Collects a map task's runs and publishes one map-output file.
 
     State: a local spill file (in ``spill_dir``) holding every run written so
-    far, and ``_runs``: per run, partition -> StreamRef within the spill file.
-    Parameters: ``compression`` is an Arrow IPC codec name (``lz4``, ``zstd``)
-    or None; ``batch_rows`` bounds record batches inside a stream.
+    far, and ``_runs``: per run, partition -> its StreamRefs within the spill
+    file. Parameters: ``compression`` is an Arrow IPC codec name (``lz4``,
+    ``zstd``) or None (kept only while the data compresses, see
+    :data:`MIN_COMPRESSION_SAVING`); ``batch_rows`` bounds record batches
+    inside a stream (0: one batch per table).
     """
 
     def __init__(
@@ -103,9 +132,11 @@ class MapOutputWriter:
         # shuffle server running as another user, like any file the job writes.
         os.chmod(self._spill_path, 0o644)
         self._file: IO[bytes] | None = os.fdopen(fd, "wb")
+        self.compression = compression
         self._options = pa.ipc.IpcWriteOptions(compression=compression)
+        self._probed = (0, 0)  # (Arrow bytes in, bytes out) while judging compression
         self._batch_rows = batch_rows
-        self._runs: list[dict[int, StreamRef]] = []
+        self._runs: list[dict[int, list[StreamRef]]] = []
         self.rows_written = 0
         self.bytes_written = 0
 
@@ -113,25 +144,49 @@ class MapOutputWriter:
     def num_runs(self) -> int:
         return len(self._runs)
 
-    def add_run(self, partitions: Mapping[int, pa.Table]) -> None:
-        """Append one sorted run: partition -> its rows, already sorted by key."""
-        with translate_errors(self._spill_path, "write a map task's spill file"):
-            self._add_run(partitions)
+    def add_run(self, streams: Mapping[int, pa.Table], buckets: int = 1) -> None:
+        """Append one run: stream id -> its rows (sorted by key in a sorted shuffle).
 
-    def _add_run(self, partitions: Mapping[int, pa.Table]) -> None:
+        A stream id is ``partition * buckets + bucket``; with ``buckets=1`` it is
+        the partition.
+        """
+        with translate_errors(self._spill_path, "write a map task's spill file"):
+            self._add_run(streams, max(1, buckets))
+
+    def _add_run(self, streams: Mapping[int, pa.Table], buckets: int) -> None:
         assert self._file is not None, "add_run after finish"
-        refs: dict[int, StreamRef] = {}
-        for p in sorted(partitions):
-            table = partitions[p]
+        refs: dict[int, list[StreamRef]] = {}
+        for sid in sorted(streams):
+            table = streams[sid]
             if table.num_rows == 0:
                 continue
             data = serialize_stream(table, self._options, self._batch_rows)
+            self._judge_compression(table.nbytes, data.size)
             offset = self._file.tell()
             self._file.write(data)
-            refs[p] = StreamRef(offset, len(data), table.num_rows, zlib.crc32(data))
+            p, bucket = divmod(sid, buckets)
+            ref = StreamRef(offset, data.size, table.num_rows, zlib.crc32(data), bucket)
+            refs.setdefault(p, []).append(ref)
             self.rows_written += table.num_rows
-            self.bytes_written += len(data)
+            self.bytes_written += data.size
         self._runs.append(refs)
+
+    def _judge_compression(self, raw: int, written: int) -> None:
+        if self.compression is None or self._probed[0] >= COMPRESSION_PROBE_BYTES:
+            return
+        raw_total, written_total = self._probed[0] + raw, self._probed[1] + written
+        self._probed = (raw_total, written_total)
+        if raw_total >= COMPRESSION_PROBE_BYTES and written_total > raw_total * (
+            1 - MIN_COMPRESSION_SAVING
+        ):
+            logger.debug(
+                "%s saves %.0f%% of the first %d bytes: writing the rest uncompressed",
+                self.compression,
+                100 * (1 - written_total / raw_total),
+                raw_total,
+            )
+            self.compression = None
+            self._options = pa.ipc.IpcWriteOptions(compression=None)
 
     def finish(self, store: FsspecStore, path: str) -> PartitionIndex:
         """Publish the file at ``path`` in ``store``; return its partition index."""
@@ -139,10 +194,13 @@ class MapOutputWriter:
         self._file.close()
         self._file = None
         try:
-            if len(self._runs) <= 1:
-                index = {p: [r] for p, r in (self._runs[0] if self._runs else {}).items()}
+            if len(self._runs) <= 1 or store.is_local:
+                index: PartitionIndex = {}
+                for run in self._runs:
+                    for p, refs in run.items():
+                        index.setdefault(p, []).extend(refs)
                 store.put_file(self._spill_path, path)
-                return index
+                return dict(sorted(index.items()))
             grouped_path = self._spill_path + ".grouped"
             with translate_errors(grouped_path, "write a map output"):
                 index = _regroup(self._spill_path, grouped_path, self._runs)
@@ -166,37 +224,48 @@ class MapOutputWriter:
 
 def serialize_stream(
     table: pa.Table, options: pa.ipc.IpcWriteOptions | None = None, batch_rows: int = 0
-) -> bytes:
+) -> pa.Buffer:
     """One self-contained IPC stream holding ``table`` in batches of ``batch_rows``."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table, max_chunksize=batch_rows or None)
-    return bytes(sink.getvalue())
+    return sink.getvalue()
 
 
-def _regroup(src: str, dst: str, runs: Sequence[Mapping[int, StreamRef]]) -> PartitionIndex:
+def _regroup(
+    src: str, dst: str, runs: Sequence[Mapping[int, Sequence[StreamRef]]]
+) -> PartitionIndex:
     """Copy every run's streams into ``dst`` so each partition's streams are contiguous."""
     partitions = sorted({p for run in runs for p in run})
     index: PartitionIndex = {}
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         for p in partitions:
-            refs: list[StreamRef] = []
+            moved: list[StreamRef] = []
             for run in runs:
-                ref = run.get(p)
-                if ref is None:
-                    continue
-                new_offset = fout.tell()
-                fin.seek(ref.offset)
-                remaining = ref.length
-                while remaining:
-                    chunk = fin.read(min(remaining, _COPY_CHUNK))
-                    if not chunk:
-                        raise CorruptSegmentError(f"spill file {src} ended early")
-                    fout.write(chunk)
-                    remaining -= len(chunk)
-                refs.append(StreamRef(new_offset, ref.length, ref.rows, ref.crc32))
-            index[p] = refs
+                for ref in run.get(p, ()):
+                    new_offset = fout.tell()
+                    fin.seek(ref.offset)
+                    remaining = ref.length
+                    while remaining:
+                        chunk = fin.read(min(remaining, _COPY_CHUNK))
+                        if not chunk:
+                            raise CorruptSegmentError(f"spill file {src} ended early")
+                        fout.write(chunk)
+                        remaining -= len(chunk)
+                    moved.append(replace(ref, offset=new_offset))
+            index[p] = moved
     return index
+
+
+def contiguous(refs: Sequence[StreamRef]) -> list[list[StreamRef]]:
+    """``refs`` cut into runs of streams that follow each other in the file."""
+    groups: list[list[StreamRef]] = []
+    for ref in refs:
+        if groups and groups[-1][-1].end == ref.offset:
+            groups[-1].append(ref)
+        else:
+            groups.append([ref])
+    return groups
 
 
 def read_segment(
@@ -232,10 +301,22 @@ def _read_segment(
     whole_read_limit: int,
     buffer_bytes: int,
 ) -> list[Iterator[pa.RecordBatch]]:
-    if not refs:
-        return []
+    runs: list[Iterator[pa.RecordBatch]] = []
+    for group in contiguous(refs):
+        runs.extend(_read_contiguous(store, path, group, verify, whole_read_limit, buffer_bytes))
+    return runs
+
+
+def _read_contiguous(
+    store: FsspecStore,
+    path: str,
+    refs: Sequence[StreamRef],
+    verify: bool,
+    whole_read_limit: int,
+    buffer_bytes: int,
+) -> list[Iterator[pa.RecordBatch]]:
     start = refs[0].offset
-    end = refs[-1].offset + refs[-1].length
+    end = refs[-1].end
     total = end - start
     if total <= whole_read_limit:
         try:
@@ -245,9 +326,10 @@ def _read_segment(
                 f"map output {store.url(path)} is truncated: its commit record puts "
                 f"partition data at bytes {start}-{end}; its map task must run again"
             ) from exc
+        view = memoryview(data)  # slices of it share the buffer, unlike bytes slices
         runs: list[Iterator[pa.RecordBatch]] = []
         for ref in refs:
-            piece = data[ref.offset - start : ref.offset - start + ref.length]
+            piece = view[ref.offset - start : ref.offset - start + ref.length]
             if verify and zlib.crc32(piece) != ref.crc32:
                 raise CorruptSegmentError(
                     f"map output {store.url(path)} is damaged: checksum mismatch in the "

@@ -27,24 +27,42 @@ logger = logging.getLogger(__name__)
 
 
 class Partitioner(Protocol):
-    """Splits a table into partitions, each sorted by key."""
+    """Splits a table into streams: one per partition (and hash bucket).
+
+    ``split`` returns stream id -> rows, where a stream id is ``partition *
+    buckets + bucket``; the rows are sorted by key unless the partitioner is
+    an unsorted one.
+    """
 
     @property
     def num_partitions(self) -> int: ...
 
+    @property
+    def buckets(self) -> int: ...
+
     def split(self, table: pa.Table) -> dict[int, pa.Table]: ...
 
 
-def _split_by_ids(table: pa.Table, pids: npt.NDArray[np.int32], n: int) -> dict[int, pa.Table]:
-    """Order rows by (partition, key) and cut them into one table per partition."""
+#: Hash buckets per partition in an unsorted shuffle: a reducer can read its
+#: partition in up to this many pieces, each holding whole keys.
+UNSORTED_BUCKETS = 8
+
+
+def _split_by_ids(
+    table: pa.Table, pids: npt.NDArray[np.int32], n: int, *, sort_keys: bool = True
+) -> dict[int, pa.Table]:
+    """Order rows by (partition, key) (or by partition alone) and cut one table per partition."""
     if pids.size and (int(pids.min()) < 0 or int(pids.max()) >= n):
         bad = int(pids[(pids < 0) | (pids >= n)][0])
         raise ValueError(f"partition {bad} is out of range: there are {n} partitions (0..{n - 1})")
-    by_key = sort.key_order(table.column(codec.KEY))
     # A stable sort by partition keeps the key order within each partition; numpy
     # radix-sorts 16-bit integers, so small partition counts cost O(rows).
     small = pids.astype(np.uint16) if n <= 1 << 16 else pids
-    order = by_key[np.argsort(small[by_key], kind="stable")]
+    if sort_keys:
+        by_key = sort.key_order(table.column(codec.KEY))
+        order = by_key[np.argsort(small[by_key], kind="stable")]
+    else:
+        order = np.argsort(small, kind="stable")
     ordered = table.take(pa.array(order))
     counts = np.bincount(pids, minlength=n)
     out: dict[int, pa.Table] = {}
@@ -58,14 +76,28 @@ def _split_by_ids(table: pa.Table, pids: npt.NDArray[np.int32], n: int) -> dict[
 
 @dataclass(frozen=True, slots=True)
 class HashPartitioner:
-    """Partition = stable 64-bit hash of the key (see :mod:`shuffle.partition`)."""
+    """Partition = stable 64-bit hash of the key (see :mod:`shuffle.partition`).
+
+    With ``sort_keys=False`` rows are not sorted, and each partition is cut
+    into ``buckets`` hash buckets. Bucket b of partition p is what
+    :func:`shuffle.partition.hash_partition` calls partition ``p * buckets +
+    b`` of ``num_partitions * buckets``, so the partition is the same as in a
+    sorted shuffle and the bucket comes from the hash bits below it.
+    """
 
     num_partitions: int
+    sort_keys: bool = True
+    unsorted_buckets: int = UNSORTED_BUCKETS
+
+    @property
+    def buckets(self) -> int:
+        return 1 if self.sort_keys else max(1, self.unsorted_buckets)
 
     def split(self, table: pa.Table) -> dict[int, pa.Table]:
         enc = codec.table_key_encoding(table.schema)
-        pids = partition.hash_partition(table.column(codec.KEY), enc, self.num_partitions)
-        return _split_by_ids(table, np.asarray(pids, dtype=np.int32), self.num_partitions)
+        n = self.num_partitions * self.buckets
+        ids = partition.hash_partition(table.column(codec.KEY), enc, n)
+        return _split_by_ids(table, np.asarray(ids, dtype=np.int32), n, sort_keys=self.sort_keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +105,7 @@ class RangePartitioner:
     """Partition = position among sorted boundaries (generic key encodings)."""
 
     boundaries: tuple[bytes, ...]
+    buckets: int = 1
 
     @property
     def num_partitions(self) -> int:
@@ -95,6 +128,7 @@ class FunctionPartitioner:
 
     num_partitions: int
     assign: Callable[[pa.Table], npt.NDArray[np.int32]]
+    buckets: int = 1
 
     def split(self, table: pa.Table) -> dict[int, pa.Table]:
         pids = np.asarray(self.assign(table), dtype=np.int32)
@@ -144,7 +178,7 @@ class MapSorter:
         if self.combine is not None:
             table = self.combine(merge.sort_table(table))
         logger.debug("writing run %d: %d rows", self.writer.num_runs, table.num_rows)
-        self.writer.add_run(self.partitioner.split(table))
+        self.writer.add_run(self.partitioner.split(table), self.partitioner.buckets)
 
     def finish(self) -> None:
         self.spill()

@@ -5,14 +5,18 @@ writes into the job's directory (one record batch per chunk: ``task``,
 ``chunk``, ``rows``), so every map task is an ordinary task with an ordinary
 input split. ``map_batch`` turns each chunk into rows (a key and a fixed-size
 random payload, :func:`generate_chunk`, deterministic in the seed, the task
-and the chunk) and returns them; the engine hashes, sorts, spills and writes
-them as it does any job's output. On the way the map side records, per
-partition, how many rows it made and the sum of their row hashes (counters).
+and the chunk) and returns them; the engine hashes, partitions, spills and writes
+them as it does any job's output (sorting them too in ``--sorted`` runs). The rows are a
+function of the seed, so what each partition should receive (its row count
+and the sums of its row hashes, :func:`partition_checksums`) is computed by
+:func:`mrk8s.bench.expected_counters` from the same seeds, outside the timed
+job, as the lower bound and the peers of the comparison verify outside theirs.
 
-``reduce_batch`` gets each partition whole, in memory, from the engine's
-merge; it counts and hashes the rows the same way and records that, and
-returns nothing (so no output is written) unless ``write_output``.
-:func:`mrk8s.bench.verify` compares the two sides per partition.
+``reduce_batch`` gets each partition in memory (whole, or in pieces of whole
+keys when it exceeds the reducer's memory share), counts and hashes its rows
+(counters) and returns nothing (so no output is written) unless
+``write_output``. :func:`mrk8s.bench.verify` compares each partition with
+what it should have received.
 
 A row hash (:func:`row_hashes`) covers the key and the payload's first and
 last 8 bytes: enough to catch a lost, duplicated, misrouted or misaligned row
@@ -229,7 +233,14 @@ def counter_name(partition_index: int, side: str, what: str) -> str:
 
 
 class ShuffleBench(MapReduce):
-    """Generates rows in the map tasks, verifies them in the reduce tasks."""
+    """Generates rows in the map tasks, verifies them in the reduce tasks.
+
+    A hash shuffle without sorting, as the peers of the comparison do; a
+    reduce task may call ``reduce_batch`` more than once when its partition
+    exceeds its memory share (the checksums add up across calls).
+    """
+
+    SORT_KEYS = False
 
     def configure_args(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--num-reducers", type=int, required=True)
@@ -265,14 +276,7 @@ class ShuffleBench(MapReduce):
             )
         ]
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-        generated = time.perf_counter_ns()
-        rows_, lo, hi = partition_checksums(table, o.payload_bytes, o.num_reducers)
-        for p in np.flatnonzero(rows_).tolist():
-            self._count(counter_name(p, "map", "rows"), int(rows_[p]))
-            self._count(counter_name(p, "map", "sum_lo"), int(lo[p]))
-            self._count(counter_name(p, "map", "sum_hi"), int(hi[p]))
-        self._count("map generate ns", generated - started)
-        self._count("map checksum ns", time.perf_counter_ns() - generated)
+        self._count("map generate ns", time.perf_counter_ns() - started)
         return table
 
     def reduce_batch(self, table: pa.Table) -> pa.Table:
@@ -289,3 +293,9 @@ class ShuffleBench(MapReduce):
             self._count(counter_name(p, "reduce", "sum_hi"), hi)
         self._count("reduce checksum ns", time.perf_counter_ns() - started)
         return table if o.write_output else table.slice(0, 0)
+
+
+class SortedShuffleBench(ShuffleBench):
+    """The same through the sorted shuffle: every partition arrives sorted by key."""
+
+    SORT_KEYS = True

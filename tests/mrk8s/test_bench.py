@@ -16,6 +16,7 @@ import pytest
 
 from mrk8s import bench
 from mrk8s.benchjobs import shuffle_job
+from shuffle.partition import partition_of
 from tests.conftest import CLIResult
 
 Run = Callable[..., CLIResult]
@@ -128,12 +129,15 @@ def test_every_map_task_gets_its_share() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_write_output_writes_every_row(cli: Run, tmp_path: Path) -> None:
+@pytest.mark.parametrize("shuffle", ["hash", "sorted"])
+def test_write_output_writes_every_row(cli: Run, tmp_path: Path, shuffle: str) -> None:
     out = tmp_path / "out"
-    result = cli("bench", "shuffle", *SMALL, "--no-warmup", "--write-output", str(out))
+    flags = ["--sorted"] if shuffle == "sorted" else []
+    result = cli("bench", "shuffle", *SMALL, *flags, "--no-warmup", "--write-output", str(out))
     assert result.returncode == 0, result.stderr
     [line] = json_lines(result)
     assert line["verified"] is True
+    assert line["shuffle"] == shuffle
     output = line["output"]
     assert output["verified"] is True and output["rows"] == line["rows"]
     assert output["bytes"] > 0 and output["seconds"] > 0 and "extra_wall_seconds" in output
@@ -158,10 +162,11 @@ def test_write_output_writes_every_row(cli: Run, tmp_path: Path) -> None:
     assert written.num_rows == generated.num_rows == line["rows"]
     assert shuffle_job.checksum(written, 90) == shuffle_job.checksum(generated, 90)
     assert sorted(written.column("key").to_pylist()) == sorted(generated.column("key").to_pylist())
-    # Each part is one partition, sorted by key.
-    for part in parts:
-        keys = pq.read_table(part).column("key")
-        assert keys.to_pylist() == sorted(keys.to_pylist())
+    # Each part is one partition (sorted by key in a sorted shuffle).
+    for index, part in enumerate(parts):
+        keys = pq.read_table(part).column("key").to_pylist()
+        assert {partition_of(k, 3) for k in keys} == {index}
+        assert (keys == sorted(keys)) is (shuffle == "sorted")
 
 
 @pytest.mark.timeout(120)

@@ -189,7 +189,7 @@ def test_bad_encoding_and_bad_generic_column() -> None:
 
 def test_unsupported_typed_column() -> None:
     with pytest.raises(KeyEncodingError, match="datetime"):
-        hash_keys(pa.array([np.datetime64("2024-01-01", "ns")]), "typed")
+        hash_keys(pa.array([np.datetime64("2024-01-01", "us")]), "typed")
 
 
 # ------------------------------------------------------------ hash partitions
