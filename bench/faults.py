@@ -221,12 +221,12 @@ SCENARIOS: dict[str, tuple[Callable[[Path, Path], dict[str, int]], str, str]] = 
     "map output truncated": (
         map_output_damaged("truncate"),
         "clean",
-        f"commit record's length/CRC; {RECOMPUTE}",
+        f"commit record's length/checksum; {RECOMPUTE}",
     ),
     "map output bytes flipped": (
         map_output_damaged("flip"),
         "clean",
-        f"CRC32 per stream; {RECOMPUTE}",
+        f"checksum per stream; {RECOMPUTE}",
     ),
     "S3 clean (loopback moto)": (s3_run(False), "", "clean, on S3"),
     "S3: every 4th request fails": (

@@ -538,6 +538,7 @@ def _unsorted_pieces(store: FsspecStore, located: Segments, share: int) -> Itera
         )
         batches = [b for run in runs for b in run if b.num_rows]
         if batches:
+            # One chunk per stream (the map side writes a stream as one batch).
             yield pa.concat_tables(merge.unify(batches), promote_options="permissive")
 
 

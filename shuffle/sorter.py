@@ -40,12 +40,15 @@ class Partitioner(Protocol):
     @property
     def buckets(self) -> int: ...
 
+    @property
+    def sort_keys(self) -> bool: ...
+
     def split(self, table: pa.Table) -> dict[int, pa.Table]: ...
 
 
 #: Hash buckets per partition in an unsorted shuffle: a reducer can read its
 #: partition in up to this many pieces, each holding whole keys.
-UNSORTED_BUCKETS = 8
+UNSORTED_BUCKETS = 4
 
 
 def _split_by_ids(
@@ -106,6 +109,7 @@ class RangePartitioner:
 
     boundaries: tuple[bytes, ...]
     buckets: int = 1
+    sort_keys: bool = True
 
     @property
     def num_partitions(self) -> int:
@@ -129,6 +133,7 @@ class FunctionPartitioner:
     num_partitions: int
     assign: Callable[[pa.Table], npt.NDArray[np.int32]]
     buckets: int = 1
+    sort_keys: bool = True
 
     def split(self, table: pa.Table) -> dict[int, pa.Table]:
         pids = np.asarray(self.assign(table), dtype=np.int32)
@@ -156,29 +161,47 @@ class MapSorter:
         self.budget_bytes = max(1, budget_bytes)
         self.combine = combine
         self._tables: list[pa.Table] = []
+        # Unsorted, uncombined: each table is split as it arrives, while it is
+        # still in the CPU's caches (a take over the whole buffer at spill time
+        # reorders rows from main memory), and buffered as stream id -> pieces.
+        self._split_early = not partitioner.sort_keys and combine is None
+        self._pieces: dict[int, list[pa.Table]] = {}
         self._bytes = 0
         self.rows_in = 0
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
-        self._tables.append(table)
+        if self._split_early:
+            for sid, piece in self.partitioner.split(table).items():
+                self._pieces.setdefault(sid, []).append(piece)
+        else:
+            self._tables.append(table)
         self._bytes += table.nbytes
         self.rows_in += table.num_rows
         if self._bytes >= self.budget_bytes:
             self.spill()
 
     def spill(self) -> None:
-        """Write what is buffered as one sorted run."""
+        """Write what is buffered as one run (sorted by key unless the partitioner is not)."""
+        buckets = self.partitioner.buckets
+        if self._pieces:
+            pieces, self._pieces, self._bytes = self._pieces, {}, 0
+            logger.debug("writing run %d: %d streams", self.writer.num_runs, len(pieces))
+            # One batch per stream, so that a reducer decodes few large batches.
+            self.writer.add_run(
+                ((sid, _concat(pieces.pop(sid)).combine_chunks()) for sid in sorted(pieces)),
+                buckets,
+            )
+            return
         if not self._tables:
             return
-        table = _concat(self._tables)
-        self._tables = []
-        self._bytes = 0
+        tables, self._tables, self._bytes = self._tables, [], 0
+        table = _concat(tables)
         if self.combine is not None:
             table = self.combine(merge.sort_table(table))
         logger.debug("writing run %d: %d rows", self.writer.num_runs, table.num_rows)
-        self.writer.add_run(self.partitioner.split(table), self.partitioner.buckets)
+        self.writer.add_run(self.partitioner.split(table), buckets)
 
     def finish(self) -> None:
         self.spill()

@@ -21,7 +21,7 @@ what it should have received.
 A row hash (:func:`row_hashes`) covers the key and the payload's first and
 last 8 bytes: enough to catch a lost, duplicated, misrouted or misaligned row
 at a few numpy passes per side; damage to the payload's middle bytes is the
-map-output CRC32s' job. The checksum of a set of rows is its row count and
+map-output checksums' job. The checksum of a set of rows is its row count and
 the exact sums of the low and high 32 bits of its row hashes, so it does not
 depend on row order and adds up across map tasks as counters do.
 """
