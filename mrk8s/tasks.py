@@ -537,9 +537,14 @@ def _unsorted_pieces(store: FsspecStore, located: Segments, share: int) -> Itera
             whole_read_limit=max(mapfile.WHOLE_READ_LIMIT, piece),
         )
         batches = [b for run in runs for b in run if b.num_rows]
+        del runs
         if batches:
             # One chunk per stream (the map side writes a stream as one batch).
-            yield pa.concat_tables(merge.unify(batches), promote_options="permissive")
+            table = pa.concat_tables(merge.unify(batches), promote_options="permissive")
+            del batches
+            yield table
+            del table  # before the next piece is read: one piece in memory at a time
+            pa.default_memory_pool().release_unused()
 
 
 def _reduce_once(
@@ -579,7 +584,9 @@ def _reduce_once(
                         ),
                         "reduce_batch",
                     )
+                del table  # not held while the next piece is read
                 writer.add_table(out)
+                del out
         else:
 
             def count_rows(ts: Iterable[pa.Table]) -> Iterator[pa.Table]:
