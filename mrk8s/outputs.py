@@ -51,6 +51,19 @@ _ENCODER = json.JSONEncoder(default=_json_default, ensure_ascii=False)
 _dumps = _ENCODER.encode
 
 
+#: str -> its JSON string literal, in C (what _dumps does for a str, without its checks).
+_json_str: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _text_lines(keys: list[Any], values: list[Any]) -> str:
+    """``json TAB json`` lines; str keys with int values (a count) take a fast path."""
+    if set(map(type, keys)) == {str} and set(map(type, values)) <= {int, str}:
+        kinds = set(map(type, values))
+        texts = map(str, values) if kinds == {int} else map(_dumps, values)
+        return "".join(map("{}\t{}\n".format, map(_json_str, keys), texts))
+    return "".join(f"{_dumps(k)}\t{_dumps(v)}\n" for k, v in zip(keys, values, strict=True))
+
+
 def table_values(table: pa.Table) -> list[Any]:
     """The record values of a table: its value column, or its other column(s)."""
     rest = [n for n in table.column_names if n != codec.KEY]
@@ -112,9 +125,7 @@ class PartWriter:
             self._file.write(b"".join(_as_line(x) for x in lines))
         elif self.fmt == "text":
             try:
-                text = "".join(
-                    f"{_dumps(k)}\t{_dumps(v)}\n" for k, v in zip(keys, values, strict=True)
-                )
+                text = _text_lines(keys, values)
             except TypeError as exc:
                 raise OutputError(f"cannot write a result as text: {exc}") from exc
             self._file.write(text.encode())

@@ -28,7 +28,6 @@ from mrk8s.job import MapReduce, Step, as_records
 from mrk8s.outputs import PartWriter, part_name, read_stream_file, table_records
 from mrk8s.plan import JobPlan, Split, StepPlan
 from mrk8s.records import (
-    COMBINE_BYTES_PER_RECORD,
     CombiningBuffer,
     RecordBuffer,
     as_tables,
@@ -293,7 +292,7 @@ def _feed_map(
         return count
     buf = RecordBuffer(as_tables(sink), where, "mapper")
     if (step.mapper is not None or step.mapper_raw is not None) and step.combiner is not None:
-        limit = int(ctx.plan.memory_per_worker * SORT_BUFFER_SHARE) // COMBINE_BYTES_PER_RECORD
+        limit = int(ctx.plan.memory_per_worker * SORT_BUFFER_SHARE)
         buf = CombiningBuffer(buf, step.combiner, where, limit)
     emit(buf, where, "mapper_init", step.mapper_init)
     if step.mapper_raw is not None:
