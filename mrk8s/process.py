@@ -26,15 +26,16 @@ _READY = False
 
 
 def prepare() -> None:
-    """Once per worker process: nothing to set up at present (kept as the hook for it).
+    """Once per worker process: use the C library's allocator for Arrow buffers.
 
-    Arrow keeps its default allocator (mimalloc), which reuses freed pages: the
-    system allocator showed less resident memory between tasks, but every
-    task paid for faulting its buffers in again (about 20% of a map task of
-    the shuffle benchmark). :func:`release_memory` hands back what is unused.
+    Arrow's default (mimalloc) keeps freed pages mapped for reuse, which in a
+    long-lived worker shows as RSS well above what is in use; the system
+    allocator hands large blocks back at once, so --memory-per-worker holds.
     """
     global _READY
-    _READY = True
+    if not _READY:
+        pa.set_memory_pool(pa.system_memory_pool())
+        _READY = True
 
 
 def release_memory() -> None:
