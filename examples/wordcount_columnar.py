@@ -1,8 +1,11 @@
 """Word count over Arrow tables: the columnar fast path.
 
 ``map_batch`` gets a table with one string column ``line`` per batch of input
-lines and returns a table with a ``key`` column; ``reduce_batch`` gets every
-row of one reduce partition, sorted by ``key``. Same output as wordcount.py.
+lines and returns a table with a ``key`` column. ``SORT_KEYS = False`` picks
+the unsorted hash shuffle (nothing here needs keys in order), so
+``reduce_batch`` gets the rows of whole keys, in no particular order: all of
+a partition, or pieces of it if it exceeds a quarter of the memory budget.
+Same output as wordcount.py (each part sorted by word, by ``reduce_batch``).
 
     mrk8s run examples/wordcount_columnar.py examples/data/sample.txt
 """
@@ -14,6 +17,8 @@ from mrk8s import MapReduce
 
 
 class ColumnarWordCount(MapReduce):
+    SORT_KEYS = False
+
     def map_batch(self, table):
         words = pc.list_flatten(pc.utf8_split_whitespace(table["line"]))
         # Count within the batch first (a columnar combiner): far fewer rows to shuffle.

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -589,12 +590,29 @@ def _text_tables(
     split: Split, storage_options: Mapping[str, Any] | None, chunk_bytes: int
 ) -> Iterator[pa.Table]:
     for block in _owned_blocks(split, storage_options, chunk_bytes):
-        text = _decode_lines(block)
-        # Split in C++; the trailing empty string after the final "\n" is dropped.
         kind = pa.string() if len(block) <= _MAX_STRING_BYTES else pa.large_string()
-        parts = pc.split_pattern(pa.array([text], kind), "\n").flatten()
+        whole = _utf8_array(block, kind)
+        if whole is None:  # bad UTF-8 (to replace) or "\r\n" line ends: Python decodes
+            whole = pa.array([_decode_lines(block)], kind)
+        # Split in C++; the trailing empty string after the final "\n" is dropped.
+        parts = pc.split_pattern(whole, "\n").flatten()
         lines = parts.slice(0, len(parts) - 1)
         yield pa.table({"line": lines.cast(pa.string())})
+
+
+def _utf8_array(block: bytes, kind: pa.DataType) -> pa.Array | None:
+    """``block`` as a one-string Arrow array without a copy through Python's str,
+    if it is valid UTF-8 with no "\r" (else None)."""
+    if b"\r" in block:
+        return None
+    width = np.int64 if kind == pa.large_string() else np.int32
+    offsets = pa.py_buffer(np.array([0, len(block)], dtype=width))
+    array = pa.Array.from_buffers(kind, 1, [None, offsets, pa.py_buffer(block)])
+    try:
+        array.validate(full=True)
+    except pa.ArrowInvalid:
+        return None
+    return array
 
 
 def _jsonl_tables(

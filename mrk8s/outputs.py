@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mrk8s.errors import OutputError
@@ -62,6 +63,45 @@ def _text_lines(keys: list[Any], values: list[Any]) -> str:
         texts = map(str, values) if kinds == {int} else map(_dumps, values)
         return "".join(map("{}\t{}\n".format, map(_json_str, keys), texts))
     return "".join(f"{_dumps(k)}\t{_dumps(v)}\n" for k, v in zip(keys, values, strict=True))
+
+
+#: What JSON escapes in a string (ensure_ascii=False): quote, backslash, controls.
+_JSON_ESCAPED = r'["\\\x00-\x1f]'
+
+
+def _arrow_text_lines(table: pa.Table) -> pa.Buffer | bytes | None:
+    """``json TAB json`` lines of a (string key, integer value) table, built by Arrow.
+
+    The columnar API's common result (a word and its count) written without a
+    Python object per row; None for any other table, or when a key needs JSON
+    escaping, which the general path handles.
+    """
+    if table.column_names != [codec.KEY, codec.VALUE] or table.schema.metadata:
+        return None
+    key, value = table.column(0), table.column(1)
+    if not (pa.types.is_string(key.type) or pa.types.is_large_string(key.type)):
+        return None
+    if not pa.types.is_integer(value.type) or key.null_count or value.null_count:
+        return None
+    if pc.any(pc.match_substring_regex(key, _JSON_ESCAPED)).as_py():
+        return None
+    kind = key.type
+    lines = pc.binary_join_element_wise(
+        pa.scalar('"', kind),
+        key,
+        pa.scalar('"\t', kind),
+        pc.cast(value, kind),
+        pa.scalar("\n", kind),
+        pa.scalar("", kind),
+    ).combine_chunks()
+    offsets, data = lines.buffers()[1], lines.buffers()[2]
+    if data is None:
+        return b""
+    width = 8 if pa.types.is_large_string(lines.type) else 4
+    start = int.from_bytes(offsets[lines.offset * width : lines.offset * width + width], "little")
+    end_at = (lines.offset + len(lines)) * width
+    end = int.from_bytes(offsets[end_at : end_at + width], "little")
+    return data.slice(start, end - start)
 
 
 def table_values(table: pa.Table) -> list[Any]:
@@ -149,6 +189,12 @@ class PartWriter:
     def _add_table(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
+        if self.fmt == "text" and self.line_writer is None:
+            lines = _arrow_text_lines(table)
+            if lines is not None:
+                self.records += table.num_rows
+                self._file.write(lines)
+                return
         if self.fmt in ("text", "jsonl"):
             keys, values = table_records(table)
             self._add_records(keys, values)
