@@ -34,7 +34,10 @@ def prepare() -> None:
     """
     global _READY
     if not _READY:
-        pa.set_memory_pool(pa.system_memory_pool())
+        # Arrow's own switch, if the user set it, wins (e.g. mimalloc, which keeps
+        # freed pages mapped: faster when page faults are dear, more RSS).
+        if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+            pa.set_memory_pool(pa.system_memory_pool())
         _READY = True
 
 
