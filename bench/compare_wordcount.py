@@ -740,7 +740,11 @@ def profile_pyinstrument(name: str, path: str, workers: int, work: str) -> dict[
 
 
 def profile(args: argparse.Namespace, path: str) -> int:
-    results: dict[str, Any] = {"size": args.size, "bytes": os.path.getsize(path)}
+    results: dict[str, Any] = {
+        "size": args.size,
+        "bytes": os.path.getsize(path),
+        "git": git_state(),  # which engine was profiled
+    }
     with tempfile.TemporaryDirectory(prefix="mrk8s-profile-wordcount-") as work:
         for name in JOBS:
             shutil.rmtree(os.path.join(work, "shuffle"), ignore_errors=True)
