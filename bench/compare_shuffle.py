@@ -31,7 +31,6 @@ and a bar chart ``compare_shuffle.png``.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import shutil
@@ -47,6 +46,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from bench import peers
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -120,23 +121,8 @@ def lower_bound(size: int, workers: int) -> dict[str, Any]:
         "map_seconds": round(mapped - started, 3),
         "reduce_seconds": round(done - mapped, 3),
         "rows": got[0],
-        "verified": got == expected_checksum(size),
+        "verified": got == peers.expected_checksum(size),
     }
-
-
-@functools.cache
-def expected_checksum(size: int) -> tuple[int, int, int]:
-    """Rows and hash sums of every row a contestant must deliver (computed once, not timed)."""
-    from mrk8s.bench import ShuffleBenchSettings, expected_counters
-
-    settings = ShuffleBenchSettings(
-        size=size, maps=MAPS, reducers=REDUCERS, payload_bytes=PAYLOAD, seed=SEED
-    )
-    counters = expected_counters(settings)
-    return tuple(  # type: ignore[return-value]
-        sum(v for name, v in counters.items() if name.endswith(f" {what}"))
-        for what in ("rows", "sum_lo", "sum_hi")
-    )
 
 
 def _bench_shuffle(
@@ -220,7 +206,6 @@ def mrk8s_s3(size: int, workers: int) -> dict[str, Any]:
 
 def _peer(name: str) -> Callable[[int, int], dict[str, Any]]:
     def run(size: int, workers: int) -> dict[str, Any]:
-        from bench import peers
 
         return getattr(peers, name)(size, workers)  # type: ignore[no-any-return]
 

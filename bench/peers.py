@@ -135,6 +135,7 @@ def _check(table: pa.Table, pids: np.ndarray | None) -> Part:
 
 
 @functools.lru_cache(maxsize=4)
+@functools.cache
 def expected_checksum(size: int) -> tuple[int, int, int]:
     """The generated rows' checksum, summed over every chunk of every input partition."""
     from mrk8s.benchjobs.shuffle_job import checksum

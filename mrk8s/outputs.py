@@ -58,8 +58,8 @@ _json_str: Callable[[str], str] = json.encoder.encode_basestring
 
 def _text_lines(keys: list[Any], values: list[Any]) -> str:
     """``json TAB json`` lines; str keys with int values (a count) take a fast path."""
-    if set(map(type, keys)) == {str} and set(map(type, values)) <= {int, str}:
-        kinds = set(map(type, values))
+    kinds = set(map(type, values))
+    if kinds <= {int, str} and set(map(type, keys)) == {str}:
         texts = map(str, values) if kinds == {int} else map(_dumps, values)
         return "".join(map("{}\t{}\n".format, map(_json_str, keys), texts))
     return "".join(f"{_dumps(k)}\t{_dumps(v)}\n" for k, v in zip(keys, values, strict=True))

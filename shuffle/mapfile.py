@@ -304,24 +304,13 @@ def read_segment(
     for a streamed segment, when its end is reached). ``buffer_bytes`` is the
     read buffer of each streamed run: a reducer merging many runs passes less.
     """
+    runs: list[Iterator[pa.RecordBatch]] = []
     try:
-        return _read_segment(store, path, refs, verify, whole_read_limit, buffer_bytes)
+        for group in contiguous(refs):
+            runs += _read_contiguous(store, path, group, verify, whole_read_limit, buffer_bytes)
     except CorruptSegmentError as exc:
         exc.data_path = path
         raise
-
-
-def _read_segment(
-    store: FsspecStore,
-    path: str,
-    refs: Sequence[StreamRef],
-    verify: bool,
-    whole_read_limit: int,
-    buffer_bytes: int,
-) -> list[Iterator[pa.RecordBatch]]:
-    runs: list[Iterator[pa.RecordBatch]] = []
-    for group in contiguous(refs):
-        runs.extend(_read_contiguous(store, path, group, verify, whole_read_limit, buffer_bytes))
     return runs
 
 
