@@ -20,9 +20,13 @@ class ColumnarWordCount(MapReduce):
     SORT_KEYS = False
 
     def map_batch(self, table):
-        words = pc.list_flatten(pc.utf8_split_whitespace(table["line"]))
+        # Trim first: Arrow's split yields "" after trailing whitespace, which
+        # str.split() does not; a blank line still yields one "", dropped below.
+        lines = pc.utf8_trim_whitespace(table["line"])
+        words = pc.list_flatten(pc.utf8_split_whitespace(lines))
         # Count within the batch first (a columnar combiner): far fewer rows to shuffle.
         counts = pa.table({"key": words}).group_by("key").aggregate([("key", "count")])
+        counts = counts.filter(pc.field("key") != "")
         return counts.rename_columns(["key", "value"])
 
     def reduce_batch(self, table):

@@ -74,6 +74,20 @@ def test_columnar_wordcount(tmp_path: Path, corpus: Path) -> None:
     assert len(got) == len(expected)
 
 
+@pytest.mark.parametrize("script", ["wordcount.py", "wordcount_columnar.py"])
+def test_wordcount_whitespace_edges(tmp_path: Path, script: str) -> None:
+    # Leading, trailing and repeated spaces and tabs, blank and whitespace-only
+    # lines, a non-ASCII space, a last line without a newline: words are what
+    # str.split() says they are, and no empty word is ever counted.
+    lines = ["a b ", "\tc\td\t", "  x  y", "", "   ", "\t", "e", "f\u2003g ", "a  a\t"] * 50
+    src = tmp_path / "edges.txt"
+    src.write_text("\n".join(lines) + "\nlast word  ")
+    result = run(tmp_path, script, [src], reducers=2, max_split_bytes=256)
+    expected = collections.Counter(src.read_text().split())
+    assert "" not in dict(result.records())
+    assert dict(result.records()) == dict(expected)
+
+
 def test_inverted_index(tmp_path: Path) -> None:
     rng = random.Random(4)
     vocab = [f"t{i}" for i in range(300)]
