@@ -49,12 +49,21 @@ logger = logging.getLogger(__name__)
 SORT_BUFFER_SHARE = 0.125
 
 #: The same for an unsorted (hash) shuffle, which holds only the buffer and
-#: its copy in partition order at once.
+#: its copy in partition order at once...
 UNSORTED_BUFFER_SHARE = 0.25
 
+#: ...and at most this much when there is no combiner: a hash shuffle gains
+#: nothing from a large buffer but fewer, larger streams, while a small one
+#: keeps a map task's memory the same whatever the size of its input.
+UNSORTED_SPILL_BYTES = 32 << 20
+
 #: Share of the budget a reducer's inputs may take for the one-shot sort path,
-#: and the most one ``reduce_batch`` call of an unsorted shuffle gets.
+#: and the most one ``reduce_batch`` call of an unsorted shuffle gets...
 REDUCE_IN_MEMORY_SHARE = 0.25
+
+#: ...up to this much: the partition is read in pieces of about this size (whole
+#: hash buckets), so a reducer's memory does not grow with its partition.
+UNSORTED_PIECE_BYTES = 32 << 20
 
 
 #: Rough memory of one row in a reducer's merge pass: its Arrow bytes, the
@@ -221,20 +230,20 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
         # Unsorted streams are read whole, never merged batch by batch.
         batch_rows=mapfile.DEFAULT_BATCH_ROWS if sorted_ else 0,
     )
+    # With a record mapper the combiner already ran in the mapper's dict
+    # (CombiningBuffer); running it again over the sorted run rarely pays.
+    combine = (
+        _combine_fn(job, step, where) if step.mapper is None and step.mapper_raw is None else None
+    )
+    if sorted_:
+        budget = int(plan.memory_per_worker * SORT_BUFFER_SHARE)
+    else:
+        budget = int(plan.memory_per_worker * UNSORTED_BUFFER_SHARE)
+        if combine is None:
+            budget = min(budget, UNSORTED_SPILL_BYTES)
     try:
         sorter = MapSorter(
-            writer,
-            _partitioner(ctx, job, step_plan, where),
-            budget_bytes=int(
-                plan.memory_per_worker * (SORT_BUFFER_SHARE if sorted_ else UNSORTED_BUFFER_SHARE)
-            ),
-            # With a record mapper the combiner already ran in the mapper's dict
-            # (CombiningBuffer); running it again over the sorted run rarely pays.
-            combine=(
-                _combine_fn(job, step, where)
-                if step.mapper is None and step.mapper_raw is None
-                else None
-            ),
+            writer, _partitioner(ctx, job, step_plan, where), budget_bytes=budget, combine=combine
         )
         records_in = _feed_map(ctx, job, step, split, where, sorter.add)
         sorter.finish()
@@ -534,11 +543,14 @@ def _unsorted_pieces(store: FsspecStore, located: Segments, share: int) -> Itera
             store,
             segments,
             whole_read_limit=max(mapfile.WHOLE_READ_LIMIT, piece),
+            # A local read is a copy out of the page cache: threads would only
+            # contend for the same cores (and start anew for every piece).
+            max_in_flight=1 if store.is_local else mapfile.MAX_IN_FLIGHT,
         )
         batches = [b for run in runs for b in run if b.num_rows]
         del runs
         if batches:
-            # One chunk per stream (the map side writes a stream as one batch).
+            # A chunk per record batch: no copy (see shuffle.sorter.MIN_BATCH_BYTES).
             table = pa.concat_tables(merge.unify(batches), promote_options="permissive")
             del batches
             yield table
@@ -557,14 +569,14 @@ def _reduce_once(
     started = time.perf_counter()
 
     maps = commit.read_stage(ctx.store, step_index, "map", len(step_plan.splits))
-    located = [(m.data_path, m.partition_index.get(index, [])) for m in maps]
+    located = [(m.data_path, m.partition_refs(index)) for m in maps]
     located = [(path, refs) for path, refs in located if refs]
     bytes_in = sum(r.length for _, refs in located for r in refs)
     budget = plan.memory_per_worker
     share = int(budget * REDUCE_IN_MEMORY_SHARE)
     tables: Iterable[pa.Table]
     if not step_plan.sort_keys:
-        tables = _unsorted_pieces(ctx.store, located, share)
+        tables = _unsorted_pieces(ctx.store, located, min(share, UNSORTED_PIECE_BYTES))
     else:
         tables = _sorted_tables(ctx.store, located, share, whole=step.reduce_batch is not None)
 
@@ -655,7 +667,6 @@ def run_task(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, 
     ``payload``: ``job_dir`` (URL), ``storage_options``, ``step``, ``stage``.
     A task that already committed returns its record without running again.
     """
-    process.prepare()
     ctx = load_context(str(payload["job_dir"]), payload.get("storage_options") or {})
     step = int(payload["step"])
     stage = str(payload["stage"])

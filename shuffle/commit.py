@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, NewType
 
-from shuffle.mapfile import PartitionIndex, index_from_json, index_to_json
+from shuffle.mapfile import PartitionIndex, StreamRef, index_from_json, index_to_json
 from shuffle.store import FsspecStore
 
 TaskIndex = NewType("TaskIndex", int)
@@ -52,6 +52,10 @@ class Record:
     @property
     def partition_index(self) -> PartitionIndex:
         return index_from_json(self.index_json)
+
+    def partition_refs(self, partition: int) -> list[StreamRef]:
+        """The streams of one partition (parses only that partition's entry)."""
+        return [StreamRef.from_json(r) for r in self.index_json.get(str(partition), ())]
 
     def partition_bytes(self) -> dict[int, int]:
         return {p: sum(r.length for r in refs) for p, refs in self.partition_index.items()}

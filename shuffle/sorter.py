@@ -188,7 +188,8 @@ class MapSorter:
         if self._pieces:
             pieces, self._pieces, self._bytes = self._pieces, {}, 0
             logger.debug("writing run %d: %d streams", self.writer.num_runs, len(pieces))
-            # One batch per stream, so that a reducer decodes few large batches.
+            # One batch per stream: a reducer computes over few large chunks. (Writing
+            # the pieces as batches as they are saves this copy, but costs reducers more.)
             self.writer.add_run(
                 ((sid, _concat(pieces.pop(sid)).combine_chunks()) for sid in sorted(pieces)),
                 buckets,
