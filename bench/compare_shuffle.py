@@ -19,7 +19,13 @@ checksums its partition in memory and writes no output):
 - ``pyarrow-lower-bound``: the least a Python+Arrow two-stage shuffle can do
   here: map processes hash the key with numpy, ``take`` rows into partition
   order, write one Arrow IPC file per partition; reduce processes read their
-  files back, concatenate and checksum. No sort, no commit records, no retries;
+  files back, concatenate and checksum. No sort, no commit records, no retries.
+  Its worker processes are forked from this script's, which has pyarrow and
+  numpy loaded;
+- ``pyarrow-lower-bound-spawn``: the same with worker processes started
+  afresh (``spawn``), as mrk8s starts its workers: a fresh interpreter that
+  imports what it needs. On the 2-core VMs this was measured on, that alone
+  made the lower bound some 25% slower once other contestants had run;
 - ``ray-data-hash``, ``ray-data-random``, ``dask-p2p``, ``dask-tasks``: the
   peers (:mod:`bench.peers`; needs ``pip install 'mrk8s[bench]'``).
 
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -97,15 +104,21 @@ def _lb_reduce(partition: int, out_dir: str) -> tuple[int, tuple[int, int, int]]
     return table.num_rows, checksum(table, PAYLOAD)
 
 
-def lower_bound(size: int, workers: int) -> dict[str, Any]:
+def lower_bound_spawn(size: int, workers: int) -> dict[str, Any]:
+    return lower_bound(size, workers, start_method="spawn")
+
+
+def lower_bound(size: int, workers: int, start_method: str = "fork") -> dict[str, Any]:
     from mrk8s.bench import task_chunks
 
     rows = size // (8 + PAYLOAD)
     chunks = task_chunks(rows, MAPS, 8 + PAYLOAD)
     out_dir = tempfile.mkdtemp(prefix="mrk8s-lb-")
     try:
-        with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(_lb_map, [0], [[1]], [out_dir]))  # warm the pool up
+        context = multiprocessing.get_context(start_method)
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            # Warm the pool up (a spawned worker imports pyarrow and numpy first).
+            list(pool.map(_lb_map, range(workers), [[1]] * workers, [out_dir] * workers))
             for name in os.listdir(out_dir):
                 os.unlink(os.path.join(out_dir, name))
             started = time.perf_counter()
@@ -217,6 +230,7 @@ CONTESTANTS: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "mrk8s-sorted": mrk8s_sorted,
     "mrk8s-s3": mrk8s_s3,
     "pyarrow-lower-bound": lower_bound,
+    "pyarrow-lower-bound-spawn": lower_bound_spawn,
     "ray-data-hash": _peer("ray_data_hash"),
     "ray-data-random": _peer("ray_data_random"),
     "dask-p2p": _peer("dask_p2p"),
