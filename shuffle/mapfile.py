@@ -178,20 +178,29 @@ class MapOutputWriter:
             last = sid
             if table.num_rows == 0:
                 continue
-            data = serialize_stream(table, self._options, self._batch_rows)
-            self._judge_compression(table.nbytes, data.size)
             offset = self._file.tell()
-            self._file.write(data)
+            sink = _ChecksummingSink(self._file)
+            # Straight into the file: Arrow hands the sink its own buffers, so
+            # nothing is copied on the way but into the page cache.
+            with pa.ipc.new_stream(
+                pa.PythonFile(sink, mode="w"), table.schema, options=self._options
+            ) as writer:
+                writer.write_table(table, max_chunksize=self._batch_rows or None)
+            if self._probing:
+                self._judge_compression(table.nbytes, sink.size)
             p, bucket = divmod(sid, buckets)
-            ref = StreamRef(offset, data.size, table.num_rows, stream_checksum(data), bucket)
+            ref = StreamRef(offset, sink.size, table.num_rows, sink.checksum, bucket)
             refs.setdefault(p, []).append(ref)
             self.rows_written += table.num_rows
-            self.bytes_written += data.size
+            self.bytes_written += sink.size
         self._runs.append(refs)
 
+    @property
+    def _probing(self) -> bool:
+        """Still judging whether compression pays (``Table.nbytes`` is not free)."""
+        return self.compression is not None and self._probed[0] < COMPRESSION_PROBE_BYTES
+
     def _judge_compression(self, raw: int, written: int) -> None:
-        if self.compression is None or self._probed[0] >= COMPRESSION_PROBE_BYTES:
-            return
         raw_total, written_total = self._probed[0] + raw, self._probed[1] + written
         self._probed = (raw_total, written_total)
         if raw_total >= COMPRESSION_PROBE_BYTES and written_total > raw_total * (
@@ -240,14 +249,29 @@ class MapOutputWriter:
                 os.unlink(leftover)
 
 
-def serialize_stream(
-    table: pa.Table, options: pa.ipc.IpcWriteOptions | None = None, batch_rows: int = 0
-) -> pa.Buffer:
-    """One self-contained IPC stream holding ``table`` in batches of ``batch_rows``."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
-        writer.write_table(table, max_chunksize=batch_rows or None)
-    return sink.getvalue()
+class _ChecksummingSink(io.RawIOBase):
+    """A write-only view of ``file`` that counts and checksums what passes through
+    (the same :func:`stream_checksum` as of the bytes written)."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        super().__init__()
+        self._file = file
+        self._hash = xxhash.xxh3_64()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._hash.update(view)
+        self._file.write(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+    @property
+    def checksum(self) -> int:
+        return int(self._hash.intdigest())
 
 
 def _regroup(
@@ -327,22 +351,21 @@ def _read_contiguous(
     total = end - start
     if total <= whole_read_limit:
         try:
-            data = store.read_range(path, start, total)
+            data = store.view_range(path, start, total)
         except ShortReadError as exc:
             raise CorruptSegmentError(
                 f"map output {store.url(path)} is truncated: its commit record puts "
                 f"partition data at bytes {start}-{end}; its map task must run again"
             ) from exc
-        view = memoryview(data)  # slices of it share the buffer, unlike bytes slices
         runs: list[Iterator[pa.RecordBatch]] = []
         for ref in refs:
-            piece = view[ref.offset - start : ref.offset - start + ref.length]
+            piece = data.slice(ref.offset - start, ref.length)  # zero-copy
             if verify and stream_checksum(piece) != ref.checksum:
                 raise CorruptSegmentError(
                     f"map output {store.url(path)} is damaged: checksum mismatch in the "
                     f"stream at bytes {ref.offset}-{ref.offset + ref.length}"
                 )
-            runs.append(_batches_from(pa.py_buffer(piece), store.url(path), ref))
+            runs.append(_batches_from(piece, store.url(path), ref))
         return runs
     return [_stream_batches(store, path, ref, verify, buffer_bytes) for ref in refs]
 

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from typing import IO, Any, Protocol
 
 import fsspec
+import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
 from shuffle.errors import StoreError, UserError
@@ -50,6 +51,8 @@ class Store(Protocol):
     def open_read(self, path: str) -> IO[bytes]: ...
 
     def read_range(self, path: str, offset: int, length: int) -> bytes: ...
+
+    def view_range(self, path: str, offset: int, length: int) -> pa.Buffer: ...
 
     def write_bytes(self, path: str, data: bytes) -> None: ...
 
@@ -122,6 +125,21 @@ class FsspecStore:
                 f"got {len(data)}; the file was truncated or is being rewritten"
             )
         return bytes(data)
+
+    def view_range(self, path: str, offset: int, length: int) -> pa.Buffer:
+        """``length`` bytes at ``offset`` as an Arrow buffer: on local disk a view of
+        the file memory-mapped (no copy, no fresh memory; it stays valid after
+        the file is removed), elsewhere what :meth:`read_range` fetches."""
+        if not self.is_local or length <= 0:
+            return pa.py_buffer(self.read_range(path, offset, length))
+        with translate_errors(self.url(path), "read"), pa.memory_map(self._path(path)) as f:
+            if f.size() < offset + length:
+                raise ShortReadError(
+                    f"short read from {self.url(path)}: wanted {length} bytes at offset "
+                    f"{offset}, the file has {f.size()}; it was truncated or is being rewritten"
+                )
+            f.seek(offset)
+            return f.read_buffer(length)  # keeps the mapping alive after close
 
     def _fresh(self) -> None:
         """Forget cached listings: other processes (workers) write here all the time."""

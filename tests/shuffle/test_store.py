@@ -82,6 +82,8 @@ def test_write_bytes_then_read_whole_and_by_range(store: FsspecStore) -> None:
     assert store.read_bytes("a/b/c.bin") == DATA
     for offset, length in [(0, len(DATA)), (0, 1), (1000, 5000), (len(DATA) - 1, 1), (7, 0)]:
         assert store.read_range("a/b/c.bin", offset, length) == DATA[offset : offset + length]
+        view = store.view_range("a/b/c.bin", offset, length)
+        assert view.to_pybytes() == DATA[offset : offset + length]
     with store.open_read("a/b/c.bin") as f:
         f.seek(300)
         assert f.read(10) == DATA[300:310]
@@ -99,11 +101,28 @@ def test_a_short_read_says_what_was_wanted_and_what_came(store: FsspecStore) -> 
     )
 
 
+def test_a_short_view_is_refused_like_a_short_read(store: FsspecStore) -> None:
+    store.write_bytes("m.arrow", DATA)
+    with pytest.raises(ShortReadError, match=r"short read from .*m\.arrow: wanted 10 bytes"):
+        store.view_range("m.arrow", len(DATA) - 3, 10)
+
+
+def test_a_local_view_is_a_mapping_that_outlives_the_file(tmp_path: Path) -> None:
+    store = FsspecStore(str(tmp_path))
+    store.write_bytes("m.arrow", DATA)
+    view = store.view_range("m.arrow", 100, 5000)
+    store.remove("m.arrow")  # a finished job's shuffle directory goes away like this
+    assert not store.exists("m.arrow")
+    assert view.to_pybytes() == DATA[100:5100]
+
+
 def test_reading_a_missing_file_raises_file_not_found(store: FsspecStore) -> None:
     with pytest.raises(FileNotFoundError):
         store.read_bytes("nope")
     with pytest.raises(FileNotFoundError):
         store.read_range("nope", 0, 1)
+    with pytest.raises(FileNotFoundError):
+        store.view_range("nope", 0, 1)
     with pytest.raises(FileNotFoundError):
         store.open_read("nope")
     assert not store.exists("nope")
