@@ -19,8 +19,11 @@ were several runs and the store is remote, it first rewrites the streams
 grouped by partition, so a reducer needs one range read per map output; on a
 local store the copy would cost more than the extra reads it saves, and the
 runs stay where they are. Streams are LZ4-compressed unless the first
-megabytes show the data does not compress. This module knows partitions,
-buckets and streams, not mappers.
+megabytes show the data does not compress. Arrow's IPC writer hands its
+buffers straight to the file (checksummed on the way), and a reducer reads
+a local map output through a memory map, so neither side copies a stream
+into memory of its own. This module knows partitions, buckets and streams,
+not mappers.
 """
 
 from __future__ import annotations
