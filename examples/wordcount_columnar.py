@@ -4,7 +4,7 @@
 lines and returns a table with a ``key`` column. ``SORT_KEYS = False`` picks
 the unsorted hash shuffle (nothing here needs keys in order), so
 ``reduce_batch`` gets the rows of whole keys, in no particular order: all of
-a partition, or pieces of it if it exceeds a quarter of the memory budget.
+a partition, or pieces of it if it exceeds 32 MiB (see the README).
 Same output as wordcount.py (each part sorted by word, by ``reduce_batch``).
 
     mrk8s run examples/wordcount_columnar.py examples/data/sample.txt

@@ -112,8 +112,8 @@ class MapReduce:
       ``SORT_KEYS``: True (default): each reducer gets its keys in sorted
       order. False: a hash shuffle without sorting, for a columnar reducer
       that does not need order (the cheapest shuffle: the map side neither
-      sorts nor merges; a reducer whose partition does not fit in memory gets
-      it in several ``reduce_batch`` calls, every key's rows within one call).
+      sorts nor merges; a reducer whose partition exceeds 32 MiB gets it in
+      several ``reduce_batch`` calls, every key's rows within one call).
       Needs ``reduce_batch`` and the hash partitioner.
 
     Instance attributes: ``options`` holds the values of the options declared
