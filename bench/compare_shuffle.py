@@ -220,7 +220,6 @@ def mrk8s_s3(size: int, workers: int) -> dict[str, Any]:
 
 def _peer(name: str) -> Callable[[int, int], dict[str, Any]]:
     def run(size: int, workers: int) -> dict[str, Any]:
-
         return getattr(peers, name)(size, workers)  # type: ignore[no-any-return]
 
     return run

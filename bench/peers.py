@@ -134,7 +134,6 @@ def _check(table: pa.Table, pids: np.ndarray | None) -> Part:
     return Part(rows, lo, hi, int(pids.min()), int(pids.max()))
 
 
-@functools.lru_cache(maxsize=4)
 @functools.cache
 def expected_checksum(size: int) -> tuple[int, int, int]:
     """The generated rows' checksum, summed over every chunk of every input partition."""

@@ -543,9 +543,6 @@ def _unsorted_pieces(store: FsspecStore, located: Segments, share: int) -> Itera
             store,
             segments,
             whole_read_limit=max(mapfile.WHOLE_READ_LIMIT, piece),
-            # A local read maps the file (no I/O to wait for): threads would only
-            # contend for the same cores (and start anew for every piece).
-            max_in_flight=1 if store.is_local else mapfile.MAX_IN_FLIGHT,
         )
         batches = [b for run in runs for b in run if b.num_rows]
         del runs

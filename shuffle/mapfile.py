@@ -79,6 +79,11 @@ def stream_checksum(data: Any) -> int:
     return int(xxhash.xxh3_64_intdigest(data))
 
 
+def _stream_hasher() -> Any:
+    """An incremental :func:`stream_checksum`: ``update(bytes)``, then ``intdigest()``."""
+    return xxhash.xxh3_64()
+
+
 @dataclass(frozen=True, slots=True)
 class StreamRef:
     """Where one stream of one partition lies in a map-output file.
@@ -259,7 +264,7 @@ class _ChecksummingSink(io.RawIOBase):
     def __init__(self, file: IO[bytes]) -> None:
         super().__init__()
         self._file = file
-        self._hash = xxhash.xxh3_64()
+        self._hash = _stream_hasher()
         self.size = 0
 
     def writable(self) -> bool:
@@ -386,7 +391,8 @@ def read_segments(
 
     A reducer needs one segment from every map output; on an object store each
     fetch is a round trip, so they go out concurrently (bounded, to keep the
-    memory of whole reads and the store's connection pool in check). Runs come
+    memory of whole reads and the store's connection pool in check); on local
+    disk they are mapped one after another. Runs come
     back in the order of ``segments``; the first error raised by any fetch is
     raised here.
     """
@@ -402,7 +408,9 @@ def read_segments(
             buffer_bytes=buffer_bytes,
         )
 
-    if len(segments) <= 1 or max_in_flight <= 1:
+    # A local read maps the file (there is no I/O to wait for): threads would
+    # only contend for the same cores, and start anew for every call.
+    if len(segments) <= 1 or max_in_flight <= 1 or store.is_local:
         fetched = [fetch(seg) for seg in segments]
     else:
         from concurrent.futures import ThreadPoolExecutor
@@ -443,7 +451,7 @@ class _RangeReader(io.RawIOBase):
         self._f = f
         self._pos = offset
         self._left = length
-        self._hash = xxhash.xxh3_64()
+        self._hash = _stream_hasher()
 
     def _read(self, n: int) -> bytes:
         self._f.seek(self._pos)
