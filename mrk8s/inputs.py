@@ -489,16 +489,15 @@ def read_records(
     Python values.
     """
     if split.format == "text":
-        yield from read_lines(split, storage_options)
-    elif split.format == "jsonl":
-        yield from _jsonl_records(split, storage_options)
-    elif split.format == "csv":
-        yield from _csv_records(split, storage_options)
-    elif split.format in ("parquet", "arrow"):
-        for table in read_tables(split, storage_options):
-            yield from table.to_pylist()
-    else:
-        raise _unknown_format(split)
+        return read_lines(split, storage_options)
+    if split.format == "jsonl":
+        return _jsonl_records(split, storage_options)
+    if split.format == "csv":
+        return _csv_records(split, storage_options)
+    if split.format in ("parquet", "arrow"):
+        tables = read_tables(split, storage_options)
+        return itertools.chain.from_iterable(t.to_pylist() for t in tables)
+    raise _unknown_format(split)
 
 
 def _jsonl_records(split: Split, storage_options: Mapping[str, Any] | None) -> Iterator[object]:

@@ -12,6 +12,7 @@ committed result.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import sys
@@ -142,12 +143,11 @@ def _input_records(
     split: Split, storage_options: Mapping[str, Any], step_index: int
 ) -> Iterator[tuple[Any, Any]]:
     if split.format == "shuffle":
-        for table in _shuffle_tables(split, storage_options):
-            keys, values = table_records(table)
-            yield from zip(keys, values, strict=True)
-    else:
-        for value in inputs.read_records(split, storage_options):
-            yield None, value
+        return itertools.chain.from_iterable(
+            zip(*table_records(table), strict=True)
+            for table in _shuffle_tables(split, storage_options)
+        )
+    return zip(itertools.repeat(None), inputs.read_records(split, storage_options))
 
 
 def _input_tables(split: Split, storage_options: Mapping[str, Any]) -> Iterator[pa.Table]:
@@ -200,8 +200,7 @@ def _combine_fn(job: MapReduce, step: Step, where: Where) -> Callable[[pa.Table]
         buf = RecordBuffer(as_tables(out.append), where, "combiner")
         emit(buf, where, "combiner_init", step.combiner_init)
         with guarded(where, "combiner"):
-            for key, values in Grouper([table]):
-                buf.extend(as_records(combiner(key, values), what="combiner"))
+            buf.run(combiner, Grouper([table]))
         emit(buf, where, "combiner_final", step.combiner_final)
         buf.flush()
         if not out:
@@ -310,18 +309,9 @@ def _feed_map(
         emit(buf, where, "mapper_final", step.mapper_final)
         buf.flush()
         return 1
-    count = 0
-    mapper = step.mapper
     records = _input_records(split, opts, where.step)
-    if mapper is None:  # identity
-        for record in records:
-            count += 1
-            buf.extend((record,))
-    else:
-        with guarded(where, "mapper"):
-            for key, value in records:
-                count += 1
-                buf.extend(as_records(mapper(key, value), what="mapper"))
+    with guarded(where, "mapper"):
+        count = buf.run(step.mapper, records)
     emit(buf, where, "mapper_final", step.mapper_final)
     buf.flush()
     return count
@@ -609,8 +599,7 @@ def _reduce_once(
             reducer = step.reducer
             assert reducer is not None
             with guarded(where, "reducer"):
-                for key, values in Grouper(count_rows(tables)):
-                    buf.extend(as_records(reducer(key, values), what="reducer"))
+                buf.run(reducer, Grouper(count_rows(tables)))
             emit(buf, where, "reducer_final", step.reducer_final)
             buf.flush()
         size = writer.close()
