@@ -150,7 +150,7 @@ class RecordBuffer:
             raise self.not_a_pair(next(r for r in chunk if not _is_pair(r)))
         self._take(*split)
 
-    def _take(self, keys: Iterable[Any], values: Iterable[Any]) -> None:
+    def _take(self, keys: list[Any], values: list[Any]) -> None:
         self.keys.extend(keys)
         self.values.extend(values)
         if len(self.keys) >= RECORD_CHUNK:
@@ -331,17 +331,11 @@ class CombiningBuffer(RecordBuffer):
             + self._listed * COMBINE_BYTES_PER_RECORD
         )
 
-    def _drain(self) -> None:
-        chunk, self._pending = self._pending, []
-        if not chunk:
-            return
-        split = _split_pairs(chunk)
-        if split is None:
-            raise self.not_a_pair(next(r for r in chunk if not _is_pair(r)))
-        if _word_ones(*split):
-            self._ones.update(split[0])
+    def _take(self, keys: list[Any], values: list[Any]) -> None:
+        if _word_ones(keys, values):
+            self._ones.update(keys)
         else:
-            self._add_listed(*split)
+            self._add_listed(keys, values)
         if self._held_bytes() >= self.limit_bytes:
             self._combine()
 
