@@ -33,6 +33,7 @@ STEP_FUNCTIONS = (
     "combiner_init",
     "combiner",
     "combiner_final",
+    "combine_batch",
     "reducer_init",
     "reducer",
     "reducer_final",
@@ -51,8 +52,12 @@ class Step:
     job's first step: each input file is one whole map task, and the function
     gets a local path to the file's bytes (as stored: not decompressed) and
     the URL it was listed as. Columnar functions take and return ``pyarrow.Table``;
-    a table a map function returns has a ``key`` column. ``reducers``
-    overrides the job's number of reducers for this step.
+    a table a map function returns has a ``key`` column. ``combine_batch``
+    is a columnar combiner: it gets what a map task buffered (whole tables of
+    map output, any keys, in no particular order) each time the task spills,
+    and returns a table of the same columns that the reduce side treats as
+    it would the original rows. ``reducers`` overrides the job's number of
+    reducers for this step.
     """
 
     mapper: Callable[..., Iterable[Record] | None] | None = None
@@ -63,6 +68,7 @@ class Step:
     combiner: Callable[..., Iterable[Record] | None] | None = None
     combiner_init: Callable[[], Iterable[Record] | None] | None = None
     combiner_final: Callable[[], Iterable[Record] | None] | None = None
+    combine_batch: Callable[[pa.Table], pa.Table] | None = None
     reducer: Callable[..., Iterable[Record] | None] | None = None
     reducer_init: Callable[[], Iterable[Record] | None] | None = None
     reducer_final: Callable[[], Iterable[Record] | None] | None = None
@@ -85,11 +91,14 @@ class Step:
             )
         if self.reducer is not None and self.reduce_batch is not None:
             raise JobDefinitionError("a step has both reducer and reduce_batch: keep one of them")
-        if self.combiner is not None and self.reducer is None and self.reduce_batch is None:
-            raise JobDefinitionError(
-                "a step has a combiner but no reducer: a combiner only makes sense before a "
-                "reduce; add a reducer or drop the combiner"
-            )
+        if self.combiner is not None and self.combine_batch is not None:
+            raise JobDefinitionError("a step has both combiner and combine_batch: keep one of them")
+        for name in ("combiner", "combine_batch"):
+            if getattr(self, name) is not None and not self.has_reduce:
+                raise JobDefinitionError(
+                    f"a step has a {name} but no reducer: a combiner only makes sense before "
+                    f"a reduce; add a reducer or drop the {name}"
+                )
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name != "reducers" and value is not None and not callable(value):

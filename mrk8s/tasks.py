@@ -191,6 +191,15 @@ def _partitioner(
 
 
 def _combine_fn(job: MapReduce, step: Step, where: Where) -> Callable[[pa.Table], pa.Table] | None:
+    combine_batch = step.combine_batch
+    if combine_batch is not None:
+
+        def combine_columns(table: pa.Table) -> pa.Table:
+            out = call(where, "combine_batch", combine_batch, table)
+            _check_map_table(out, where, "combine_batch")
+            return out
+
+        return combine_columns
     combiner = step.combiner
     if combiner is None:
         return None
@@ -208,6 +217,18 @@ def _combine_fn(job: MapReduce, step: Step, where: Where) -> Callable[[pa.Table]
         return pa.concat_tables(merge.unify(out), promote_options="permissive")
 
     return combine
+
+
+def _check_map_table(out: object, where: Where, what: str) -> None:
+    if not isinstance(out, pa.Table) or codec.KEY not in out.column_names:
+        raise where.wrap(
+            TypeError(
+                f"{what} must return a pyarrow.Table with a {codec.KEY!r} column, "
+                f"got {type(out).__name__}"
+                + (f" with columns {out.column_names}" if isinstance(out, pa.Table) else "")
+            ),
+            what,
+        )
 
 
 def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[str, Any]:
@@ -231,8 +252,9 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
     )
     # With a record mapper the combiner already ran in the mapper's dict
     # (CombiningBuffer); running it again over the sorted run rarely pays.
+    record_map = step.mapper is not None or step.mapper_raw is not None
     combine = (
-        _combine_fn(job, step, where) if step.mapper is None and step.mapper_raw is None else None
+        _combine_fn(job, step, where) if step.combine_batch is not None or not record_map else None
     )
     if sorted_:
         budget = int(plan.memory_per_worker * SORT_BUFFER_SHARE)
@@ -242,7 +264,12 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
             budget = min(budget, UNSORTED_SPILL_BYTES)
     try:
         sorter = MapSorter(
-            writer, _partitioner(ctx, job, step_plan, where), budget_bytes=budget, combine=combine
+            writer,
+            _partitioner(ctx, job, step_plan, where),
+            budget_bytes=budget,
+            combine=combine,
+            # A record combiner groups sorted keys; combine_batch takes rows as they are.
+            combine_sorted=step.combine_batch is None,
         )
         records_in = _feed_map(ctx, job, step, split, where, sorter.add)
         sorter.finish()
@@ -287,15 +314,7 @@ def _feed_map(
         for table in _input_tables(split, opts):
             count += table.num_rows
             out = call(where, "map_batch", step.map_batch, table)
-            if not isinstance(out, pa.Table) or codec.KEY not in out.column_names:
-                raise where.wrap(
-                    TypeError(
-                        f"map_batch must return a pyarrow.Table with a {codec.KEY!r} column, "
-                        f"got {type(out).__name__}"
-                        + (f" with columns {out.column_names}" if isinstance(out, pa.Table) else "")
-                    ),
-                    "map_batch",
-                )
+            _check_map_table(out, where, "map_batch")
             sink(out)
         return count
     buf = RecordBuffer(as_tables(sink), where, "mapper")

@@ -145,7 +145,8 @@ class MapSorter:
 
     State: the buffered tables and their Arrow size. Parameters:
     ``budget_bytes`` is the buffer size that triggers a spill; ``combine``, if
-    given, receives a table sorted by key and returns the combined table.
+    given, receives the buffered rows (sorted by key if ``combine_sorted``)
+    and returns the combined table.
     """
 
     def __init__(
@@ -155,11 +156,13 @@ class MapSorter:
         *,
         budget_bytes: int,
         combine: Callable[[pa.Table], pa.Table] | None = None,
+        combine_sorted: bool = True,
     ) -> None:
         self.writer = writer
         self.partitioner = partitioner
         self.budget_bytes = max(1, budget_bytes)
         self.combine = combine
+        self.combine_sorted = combine_sorted
         self._tables: list[pa.Table] = []
         # Unsorted, uncombined: each table is split as it arrives, while it is
         # still in the CPU's caches (a take over the whole buffer at spill time
@@ -200,7 +203,7 @@ class MapSorter:
         tables, self._tables, self._bytes = self._tables, [], 0
         table = _concat(tables)
         if self.combine is not None:
-            table = self.combine(merge.sort_table(table))
+            table = self.combine(merge.sort_table(table) if self.combine_sorted else table)
         logger.debug("writing run %d: %d rows", self.writer.num_runs, table.num_rows)
         self.writer.add_run(self.partitioner.split(table), buckets)
 
