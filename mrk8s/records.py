@@ -219,8 +219,9 @@ class WordCounts:
     stay in the CPU cache), and the per-batch counts are summed by a group-by
     whenever they reach COUNT_COMPACT_ROWS rows, or twice the rows of the
     last sum. A ``Counter`` of a million words misses the cache on almost
-    every update and holds some 100 bytes a word; this costs about a sixth
-    less CPU for a word count's map task (``bench/compare_wordcount.py``).
+    every update and holds some 100 bytes a word; this took about a sixth
+    less CPU over one 128 MiB map task of the Zipf word count (issue 3's
+    notes give the measurement).
     A batch Arrow cannot take (a str with a lone surrogate, which has no
     UTF-8) is counted by a ``Counter`` instead.
     """
@@ -256,8 +257,13 @@ class WordCounts:
         try:
             array = pa.array(words, pa.string())
         except UnicodeEncodeError:  # rare: count the words with no UTF-8 apart
-            self._fallback.update(w for w in words if not _has_utf8(w))
-            array = pa.array([w for w in words if _has_utf8(w)], pa.string())
+            encodable: list[str] = []
+            for word in words:
+                if _has_utf8(word):
+                    encodable.append(word)
+                else:
+                    self._fallback[word] += 1
+            array = pa.array(encodable, pa.string())
         counts = pc.value_counts(array)
         self._add(pa.Table.from_arrays([counts.field(0), counts.field(1)], names=_COUNT_COLUMNS))
         if self._rows >= max(COUNT_COMPACT_ROWS, 2 * self._compacted):
