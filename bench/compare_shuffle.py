@@ -30,7 +30,9 @@ checksums its partition in memory and writes no output):
 - ``ray-data-hash``, ``ray-data-random``, ``dask-p2p``, ``dask-tasks``: the
   peers (:mod:`bench.peers`; needs ``pip install 'mrk8s[bench]'``).
 
-Prints one JSON line per run, then per size the medians and each
+Each run of each contestant is a fresh Python process started from this
+script's environment (:func:`run_in_child`), so no contestant inherits what
+another left in a process. Prints one JSON line per run, then per size the medians and each
 contestant's ratio to mrk8s, and writes ``bench/results/compare_shuffle.json``
 and a bar chart ``compare_shuffle.png``.
 """
@@ -250,7 +252,11 @@ def main(argv: list[str]) -> int:
     )
     p.add_argument("--s3-max-size", default="1GiB", help="largest size mrk8s-s3 runs at")
     p.add_argument("--out", default=str(HERE / "results" / "compare_shuffle.json"))
+    p.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child:  # one run of one contestant, in a process of its own (see run_in_child)
+        print(json.dumps(CONTESTANTS[args.child](parse_size(args.sizes), args.workers)))
+        return 0
     names = [n for n in args.contestants.split(",") if n]
     unknown = sorted(set(names) - set(CONTESTANTS))
     if unknown:
@@ -269,7 +275,7 @@ def main(argv: list[str]) -> int:
                 _settle()
                 row: dict[str, Any] = {"contestant": name, "size": size_text, "run": run}
                 try:
-                    row.update(CONTESTANTS[name](size, args.workers))
+                    row.update(run_in_child(name, size, args.workers))
                     row["gib_per_s"] = round(size / 2**30 / row["seconds"], 3)
                 except Exception as exc:  # report it and go on with the others
                     row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
@@ -283,10 +289,32 @@ def main(argv: list[str]) -> int:
     machine = {"cpus": os.cpu_count(), "workers": args.workers, "python": sys.version.split()[0]}
     out.write_text(json.dumps({"machine": machine, "runs": results, "summary": summary}, indent=1))
     try:
-        _plot(summary, names, out.with_suffix(".png"))
+        if any(s["median_gib_per_s"] for s in summary):
+            _plot(summary, names, out.with_suffix(".png"))
     except ImportError:
         print("matplotlib is not installed: no chart (pip install matplotlib)", file=sys.stderr)
     return 0
+
+
+def run_in_child(name: str, size: int, workers: int) -> dict[str, Any]:
+    """One run of contestant ``name`` in a fresh Python process; its result dict.
+
+    Every run starts from this script's environment and nothing else: a peer
+    changes the process it runs in for good (Dask's ``LocalCluster`` sets
+    ``MALLOC_TRIM_THRESHOLD_=65536`` and ``OMP_NUM_THREADS=1`` in
+    ``os.environ``, Ray sets ``RAY_*`` variables and leaves threads and imports
+    behind), and whatever ran after it in the same process would inherit that:
+    the processes mrk8s starts got Dask's malloc setting, which turns every
+    large allocation into a fresh ``mmap`` and made mrk8s about a quarter
+    slower for the rest of the comparison. The lower bound's forked workers
+    copy their parent, so they too must not fork from a process a peer ran in.
+    """
+    cmd = [sys.executable, "-m", "bench.compare_shuffle", "--child", name,
+           "--sizes", str(size), "--workers", str(workers)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def _settle() -> None:

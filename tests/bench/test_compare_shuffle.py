@@ -1,0 +1,41 @@
+"""``bench/compare_shuffle.py`` end to end at a tiny size: every run in a process of its own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench import compare_shuffle
+
+
+def test_each_run_is_verified_and_summarised(tmp_path: Path) -> None:
+    out = tmp_path / "compare.json"
+    argv = ["--sizes", "2MiB", "--repeat", "2", "--workers", "2",
+            "--contestants", "mrk8s,pyarrow-lower-bound", "--out", str(out)]  # fmt: skip
+    assert compare_shuffle.main(argv) == 0
+    result = json.loads(out.read_text())
+    runs = result["runs"]
+    assert [(r["contestant"], r["run"]) for r in runs] == [
+        ("mrk8s", 1),
+        ("pyarrow-lower-bound", 1),
+        ("pyarrow-lower-bound", 2),  # rotated: the other goes first in run 2
+        ("mrk8s", 2),
+    ]
+    rows = (2 << 20) // (8 + compare_shuffle.PAYLOAD)
+    for r in runs:
+        assert "error" not in r, r
+        assert r["verified"] is True and r["rows"] == rows
+        assert r["seconds"] > 0
+    (summary,) = result["summary"]
+    assert set(summary["median_gib_per_s"]) == {"mrk8s", "pyarrow-lower-bound"}
+
+
+def test_a_failing_contestant_is_reported_not_fatal(tmp_path: Path) -> None:
+    out = tmp_path / "compare.json"
+    # A pool of 0 processes: the lower bound fails in its child process.
+    argv = ["--sizes", "1MiB", "--repeat", "1", "--workers", "0",
+            "--contestants", "pyarrow-lower-bound", "--out", str(out)]  # fmt: skip
+    assert compare_shuffle.main(argv) == 0
+    (run,) = json.loads(out.read_text())["runs"]
+    assert "pyarrow-lower-bound failed (exit 1)" in run["error"]
+    assert "max_workers must be greater than 0" in run["error"]
