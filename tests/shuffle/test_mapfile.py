@@ -393,3 +393,26 @@ def test_read_segments_raises_the_first_fetch_error(store: FsspecStore) -> None:
     bad = [StreamRef(0, index[0][0].length + 100, 2, 0)]
     with pytest.raises(CorruptSegmentError, match="truncated"):
         read_segments(store, [("good.arrow", index[0]), ("good.arrow", bad)], max_in_flight=4)
+
+
+def test_compression_is_kept_for_data_that_compresses_and_dropped_for_data_that_does_not(
+    store: FsspecStore, tmp_path: Path
+) -> None:
+    rng = random.Random(4)
+    n = 3000  # rows of ~1 KiB: three probes' worth
+    repetitive = [(f"k{i:05d}", "abcd" * 256) for i in range(n)]
+    noise = [(f"k{i:05d}", rng.randbytes(1024)) for i in range(n)]
+    for name, rows, kept in [("repetitive", repetitive, True), ("noise", noise, False)]:
+        writer = MapOutputWriter(spill_dir=str(tmp_path / name))
+        for start in range(0, n, 100):  # many streams, so the decision lands mid-file
+            writer.add_run({0: table_of(rows[start : start + 100])})
+        path = f"{name}.arrow"
+        index = writer.finish(store, path)
+        raw = n * 1024
+        assert (writer.compression == "lz4") is kept
+        if kept:
+            assert writer.bytes_written < raw / 10
+        else:
+            assert writer.bytes_written > raw
+        streams = read_segment(store, path, index[0])
+        assert [row for stream in streams for row in rows_of(stream)] == rows
