@@ -24,9 +24,10 @@ checksums its partition in memory and writes no output):
   numpy loaded;
 - ``pyarrow-lower-bound-spawn``: the same with worker processes started
   afresh (``spawn``), as mrk8s starts its workers: a fresh interpreter that
-  imports what it needs. In two full runs on the 2-core VMs this was
-  measured on, that alone made the lower bound 12-18% slower at 1 GiB and
-  2-4% slower at 4 GiB;
+  imports what it needs. (Earlier runs found it 12-18% slower than the
+  forked pool at 1 GiB; that came from Dask's malloc setting, which spawned
+  workers inherited while forked ones did not, see :func:`run_in_child`.
+  With every run in a clean process the two are level.);
 - ``ray-data-hash``, ``ray-data-random``, ``dask-p2p``, ``dask-tasks``: the
   peers (:mod:`bench.peers`; needs ``pip install 'mrk8s[bench]'``).
 

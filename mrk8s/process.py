@@ -29,9 +29,12 @@ def release_memory() -> None:
     whatever ``ARROW_DEFAULT_MEMORY_POOL`` names); Python's own objects from
     glibc. Both keep freed pages for reuse, so a long-lived worker would keep
     the high-water mark of its largest task as resident memory, which the next
-    task's peak would include. (Measured with ``bench/compare_shuffle.py``:
-    mimalloc, released between tasks, shuffled 15-25% faster than the C
-    library's allocator, for about 15 MB more peak RSS.)
+    task's peak would include. (An interleaved ``bench/compare_shuffle.py``
+    run once had mimalloc, released between tasks, 15-25% faster than the
+    C library's allocator, but that run may have carried Dask's
+    ``MALLOC_TRIM_THRESHOLD_``, which slows the C library's allocator most;
+    alternated alone at 1 GiB the two are level within noise, mimalloc at
+    about 8 MB more peak RSS. See the README.)
     """
     pa.default_memory_pool().release_unused()
     if sys.platform.startswith("linux"):
