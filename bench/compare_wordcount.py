@@ -20,13 +20,11 @@ system temp dir (or ``--corpus PATH``). Contestants, run interleaved
 - ``pyarrow-vectorised``: a hand-written vectorised count on 2 threads, no
   shuffle: the file is cut into two halves at line ends; each thread memory-maps
   its half, takes 16 MiB blocks (cut at line ends) as one string each,
-  ``utf8_split_whitespace`` + ``list_flatten`` + a group-by
-  count per block, and sums its blocks' counts; the two halves' counts are
-  summed at the end. Two differences from ``str.split()`` are worked around:
-  ``utf8_split_whitespace`` makes an empty "word" of leading or trailing
-  whitespace (dropped at the end), and on a string that ends in whitespace it
-  reads one code point past the end and may keep that whitespace in the last
-  word (so each block's trailing whitespace is cut off first).
+  splits each with ``mrk8s.text.split_words`` (pure pyarrow and numpy: Arrow's
+  whitespace splitter, the ASCII one on plain ASCII, trimmed first so that it
+  gives exactly ``str.split()``'s words; the same split the columnar example
+  uses), counts per block with a group-by, and sums its blocks' counts; the
+  two halves' counts are summed at the end.
 - ``mrk8s-record``: ``python -m mrk8s.cli run examples/wordcount.py CORPUS -o OUT
   --workers 2 -q`` (local backend, default reducers and split size, a fresh
   ``--shuffle-dir`` per run).
@@ -153,7 +151,8 @@ def _line_end(mm: Any, pos: int, size: int) -> int:
 def _count_range(path: str, start: int, end: int) -> Any:
     import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
+
+    from mrk8s.text import split_words
 
     size = os.path.getsize(path)
     parts = []
@@ -161,18 +160,10 @@ def _count_range(path: str, start: int, end: int) -> Any:
         pos = start
         while pos < end:
             stop = end if end - pos <= PYARROW_BLOCK else _line_end(mm, pos + PYARROW_BLOCK, size)
-            # The block as one string, without its trailing whitespace: given a string that
-            # ends in whitespace, utf8_split_whitespace (Arrow's SplitWhitespaceUtf8Finder)
-            # decodes one code point past its end, and if the byte there (garbage after
-            # the block) is not a valid UTF-8 lead, it keeps the whitespace in the
-            # last word ("w32\n"): a rare, nondeterministic miscount.
-            tail = mm.read_at(min(64, stop - pos), stop - min(64, stop - pos))
-            length = stop - pos - (len(tail) - len(tail.rstrip()))
             mm.seek(pos)
-            data = mm.read_buffer(length)  # zero-copy: a slice of the mapping
-            offsets = pa.py_buffer(np.array([0, length], dtype=np.int32))
-            text = pa.StringArray.from_buffers(1, offsets, data)
-            words = pc.list_flatten(pc.utf8_split_whitespace(text))
+            data = mm.read_buffer(stop - pos)  # zero-copy: a slice of the mapping
+            offsets = pa.py_buffer(np.array([0, stop - pos], dtype=np.int32))
+            words = split_words(pa.StringArray.from_buffers(1, offsets, data))
             table = pa.table({"word": words})
             parts.append(table.group_by("word", use_threads=False).aggregate([("word", "count")]))
             pos = stop
@@ -184,7 +175,6 @@ def count_pyarrow(path: str, workers: int) -> tuple[float, Counts, dict[str, Any
     from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     started = time.perf_counter()
     size = os.path.getsize(path)
@@ -193,9 +183,6 @@ def count_pyarrow(path: str, workers: int) -> tuple[float, Counts, dict[str, Any
     with ThreadPoolExecutor(workers) as pool:  # pyarrow's kernels release the GIL
         pieces = list(pool.map(_count_range, [path] * workers, cuts[:-1], cuts[1:]))
     total = pa.concat_tables(pieces).group_by("word").aggregate([("count", "sum")])
-    # utf8_split_whitespace gives an empty "word" for leading or trailing whitespace
-    # (str.split() does not): drop it.
-    total = total.filter(pc.not_equal(total["word"], ""))
     seconds = time.perf_counter() - started
     counts = dict(zip(total["word"].to_pylist(), total["count_sum"].to_pylist(), strict=True))
     return seconds, counts, {}

@@ -11,22 +11,19 @@ Same output as wordcount.py (each part sorted by word, by ``reduce_batch``).
 """
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mrk8s import MapReduce
+from mrk8s.text import split_words
 
 
 class ColumnarWordCount(MapReduce):
     SORT_KEYS = False
 
     def map_batch(self, table):
-        # Trim first: Arrow's split yields "" after trailing whitespace, which
-        # str.split() does not; a blank line still yields one "", dropped below.
-        lines = pc.utf8_trim_whitespace(table["line"])
-        words = pc.list_flatten(pc.utf8_split_whitespace(lines))
+        # The words line.split() would give, split by Arrow (faster still on ASCII).
+        words = split_words(table["line"])
         # Count within the batch first (a columnar combiner): far fewer rows to shuffle.
         counts = pa.table({"key": words}).group_by("key").aggregate([("key", "count")])
-        counts = counts.filter(pc.field("key") != "")
         return counts.rename_columns(["key", "value"])
 
     def reduce_batch(self, table):
