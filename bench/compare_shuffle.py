@@ -33,9 +33,9 @@ checksums its partition in memory and writes no output):
 
 Each run of each contestant is a fresh Python process started from this
 script's environment (:func:`run_in_child`), so no contestant inherits what
-another left in a process. Prints one JSON line per run, then per size the medians and each
-contestant's ratio to mrk8s, and writes ``bench/results/compare_shuffle.json``
-and a bar chart ``compare_shuffle.png``.
+another left in a process. Prints one JSON line per run, then per size the
+medians and each contestant's ratio to mrk8s, and writes
+``bench/results/compare_shuffle.json`` and a bar chart ``compare_shuffle.png``.
 """
 
 from __future__ import annotations
