@@ -59,6 +59,7 @@ import numpy as np
 import pyarrow as pa
 
 from bench import peers
+from bench.order import run_order
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -267,10 +268,9 @@ def main(argv: list[str]) -> int:
     for size_text in sizes:
         size = parse_size(size_text)
         for run in range(1, args.repeat + 1):
-            # Interleaved, so that drift hits every contestant alike, and rotated, so
-            # that no contestant always follows the same one.
-            shift = (run - 1) % len(names)
-            for name in names[shift:] + names[:shift]:
+            # Interleaved, so that drift hits every contestant alike, and in a new
+            # order each run (bench.order).
+            for name in run_order(names, run):
                 if name == "mrk8s-s3" and size > parse_size(args.s3_max_size):
                     continue
                 _settle()

@@ -8,8 +8,8 @@ Every contestant counts the same function on the same file: words are split on
 whitespace, as Hadoop's WordCount and ``examples/wordcount.py`` do, with no
 other change (no lower-casing). The corpus is made by
 ``bench.corpus.generate(path, size, vocab=1_000_000, seed=0)`` and cached in the
-system temp dir (or ``--corpus PATH``). Contestants, run interleaved and
-rotated ``--repeat`` times, all on 2 cores (``--workers``):
+system temp dir (or ``--corpus PATH``). Contestants, run interleaved
+``--repeat`` times in a new order each run (``bench.order``), all on 2 cores (``--workers``):
 
 - ``coreutils``: ``tr -s '[:space:]' '\\n' < CORPUS | LC_ALL=C sort | uniq -c``
   (bash, ``pipefail``). GNU sort's defaults already sort on every core
@@ -91,6 +91,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench.order import run_order
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -462,13 +464,12 @@ def compare(args: argparse.Namespace, path: str) -> int:
     with tempfile.TemporaryDirectory(prefix="mrk8s-compare-wordcount-") as work:
         if "counter" not in chosen:  # still need a reference: one untimed Counter pass
             reference = run_child("counter", path, args.workers, work)[1]
-        order = list(chosen.items())
         for run in range(1, args.repeat + 1):
-            # Interleaved, so that drift hits every contestant alike, and rotated, so that
-            # no contestant always follows the same one (in a fixed order the columnar
-            # job always ran straight after the record job's 50 s on both cores).
-            shift = (run - 1) % len(order)
-            for name, fn in order[shift:] + order[:shift]:
+            # Interleaved, so that drift hits every contestant alike, and in a new order
+            # each run (bench.order): in a fixed order the columnar job always ran
+            # straight after the record job's 50 s on both cores.
+            for name in run_order(list(chosen), run):
+                fn = chosen[name]
                 cpu_before = cpu_seconds()
                 seconds, counts, extras = fn(path, args.workers, work)
                 other_cpu = other_cpu_seconds(cpu_before, cpu_seconds())
