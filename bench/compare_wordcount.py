@@ -9,7 +9,8 @@ whitespace, as Hadoop's WordCount and ``examples/wordcount.py`` do, with no
 other change (no lower-casing). The corpus is made by
 ``bench.corpus.generate(path, size, vocab=1_000_000, seed=0)`` and cached in the
 system temp dir (or ``--corpus PATH``). Contestants, run interleaved
-``--repeat`` times in a new order each run (``bench.order``), all on 2 cores (``--workers``):
+``--repeat`` times in a new order each run (``bench.order``), all on 2
+cores (``--workers``):
 
 - ``coreutils``: ``tr -s '[:space:]' '\\n' < CORPUS | LC_ALL=C sort | uniq -c``
   (bash, ``pipefail``). GNU sort's defaults already sort on every core

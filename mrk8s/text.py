@@ -29,10 +29,8 @@ def split_words(lines: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray
     """Every word of every string in ``lines`` (string or large_string), in order,
     as ``str.split()`` would cut them; nulls have none. Chunked in, chunked out."""
     if isinstance(lines, pa.ChunkedArray):
-        return pa.chunked_array(
-            [_split(chunk) for chunk in lines.chunks],
-            type=pa.large_string() if pa.types.is_large_string(lines.type) else pa.string(),
-        )
+        # Words have their lines' type (a split keeps string or large_string).
+        return pa.chunked_array([_split(chunk) for chunk in lines.chunks], type=lines.type)
     return _split(lines)
 
 

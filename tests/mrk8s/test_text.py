@@ -41,6 +41,8 @@ def test_chunked_nulls_blank_lines_and_empty_input() -> None:
     assert isinstance(got, pa.ChunkedArray) and got.type == pa.string()
     assert got.to_pylist() == ["a", "b", "c", "d", "e"]
     assert split_words(pa.array([], pa.large_string())).to_pylist() == []
+    large = split_words(pa.chunked_array(chunks, pa.large_string()))
+    assert large.type == pa.large_string() and large.to_pylist() == ["a", "b", "c", "d", "e"]
 
 
 def test_the_ascii_path_is_chosen_only_where_it_splits_as_python_does() -> None:
