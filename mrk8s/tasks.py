@@ -214,7 +214,7 @@ def _combine_fn(job: MapReduce, step: Step, where: Where) -> Callable[[pa.Table]
         buf.flush()
         if not out:
             return table.slice(0, 0)
-        return pa.concat_tables(merge.unify(out), promote_options="permissive")
+        return merge.concat(out)
 
     return combine
 
@@ -558,7 +558,7 @@ def _unsorted_pieces(store: FsspecStore, located: Segments, share: int) -> Itera
         if batches:
             # One chunk per stream (the map side writes a stream as one batch);
             # concatenating them copies nothing.
-            table = pa.concat_tables(merge.unify(batches), promote_options="permissive")
+            table = merge.concat(batches)
             del batches
             yield table
             del table  # before the next piece is read: one piece in memory at a time

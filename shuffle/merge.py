@@ -47,6 +47,22 @@ def unify(batches: Sequence[pa.RecordBatch | pa.Table]) -> list[pa.Table]:
     return tables
 
 
+def concat(batches: Sequence[pa.RecordBatch | pa.Table]) -> pa.Table:
+    """One table of ``batches`` (at least one), brought to one schema by :func:`unify`.
+
+    Batches that already share a schema, metadata included (the usual case:
+    the pieces of one map task's split), skip ``unify`` and Arrow's
+    permissive schema merge, which together cost more than the concatenation.
+    """
+    tables = [b if isinstance(b, pa.Table) else pa.Table.from_batches([b]) for b in batches]
+    if len(tables) == 1:
+        return tables[0]
+    first = tables[0].schema
+    if all(t.schema.equals(first, check_metadata=True) for t in tables[1:]):
+        return pa.concat_tables(tables)
+    return pa.concat_tables(unify(tables), promote_options="permissive")
+
+
 def _with_meta(table: pa.Table, key: bytes, value: bytes) -> pa.Table:
     meta = dict(table.schema.metadata or {})
     meta[key] = value
@@ -86,9 +102,7 @@ def concat_sorted(runs: Sequence[Iterator[pa.RecordBatch]]) -> pa.Table | None:
     batches = [b for run in runs for b in run if b.num_rows]
     if not batches:
         return None
-    tables = unify(batches)
-    table = pa.concat_tables(tables, promote_options="permissive")
-    return sort_table(table)
+    return sort_table(concat(batches))
 
 
 class _Head:
@@ -187,4 +201,4 @@ def merge_sorted_runs(
                 h.table = h.table.slice(n)
         heads = [h for h in heads if h.table is not None]
         if pieces:
-            yield sort_table(pa.concat_tables(unify(pieces), promote_options="permissive"))
+            yield sort_table(concat(pieces))

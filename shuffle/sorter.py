@@ -12,7 +12,7 @@ and keys; the combine callback is where the caller's combiner runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -194,14 +194,14 @@ class MapSorter:
             # One batch per stream: a reducer computes over few large chunks. (Writing
             # the pieces as batches as they are saves this copy, but costs reducers more.)
             self.writer.add_run(
-                ((sid, _concat(pieces.pop(sid)).combine_chunks()) for sid in sorted(pieces)),
+                ((sid, merge.concat(pieces.pop(sid)).combine_chunks()) for sid in sorted(pieces)),
                 buckets,
             )
             return
         if not self._tables:
             return
         tables, self._tables, self._bytes = self._tables, [], 0
-        table = _concat(tables)
+        table = merge.concat(tables)
         if self.combine is not None:
             table = self.combine(merge.sort_table(table) if self.combine_sorted else table)
         logger.debug("writing run %d: %d rows", self.writer.num_runs, table.num_rows)
@@ -209,9 +209,3 @@ class MapSorter:
 
     def finish(self) -> None:
         self.spill()
-
-
-def _concat(tables: Sequence[pa.Table]) -> pa.Table:
-    if len(tables) == 1:
-        return tables[0]
-    return pa.concat_tables(merge.unify(tables), promote_options="permissive")

@@ -163,6 +163,35 @@ def test_typed_and_generic_key_columns_merge_in_generic_order(merge_runs: Merge)
     assert rows_of(out) == oracle
 
 
+def test_concat_of_one_schema_keeps_the_pieces_buffers() -> None:
+    table = codec.records_to_table(["a", "b", "c", "d"], [1, 2, 3, 4])
+    pieces = [table.slice(0, 1), table.slice(1, 3).to_batches()[0]]
+
+    out = merge.concat(pieces)
+
+    assert rows_of([out]) == [("a", 1), ("b", 2), ("c", 3), ("d", 4)]
+    assert out.schema.equals(table.schema, check_metadata=True)
+    # Chunks point into the pieces' memory: nothing was converted or copied.
+    original = table.column(codec.VALUE).chunk(0).buffers()[1].address
+    assert [c.buffers()[1].address for c in out.column(codec.VALUE).chunks] == [
+        original,
+        original,
+    ]
+
+
+def test_concat_tells_schemas_apart_by_their_metadata_alone() -> None:
+    # Same Arrow types (string keys, binary values), but the values of one are
+    # raw bytes and of the other msgpack: only the schema metadata says which.
+    raw = codec.records_to_table(["a", "b"], [b"x", b"y"])
+    packed = codec.records_to_table(["c"], [(1, 2)])
+    assert raw.schema.equals(packed.schema)  # types alone match...
+    assert not raw.schema.equals(packed.schema, check_metadata=True)
+
+    out = merge.concat([raw, packed])
+
+    assert rows_of([out]) == [("a", b"x"), ("b", b"y"), ("c", (1, 2))]
+
+
 def test_no_rows_gives_no_tables(merge_runs: Merge) -> None:
     empty = codec.records_to_table([], [])
     assert merge_runs([]) == []
