@@ -17,9 +17,12 @@ def test_each_run_is_verified_and_summarised(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     runs = result["runs"]
     names = ["mrk8s", "pyarrow-lower-bound"]
-    assert [(r["contestant"], r["run"]) for r in runs] == [
-        (name, run) for run in (1, 2) for name in run_order(names, run)
-    ]
+    order = [(r["contestant"], r["run"]) for r in runs]
+    # Run 1 in the given order, then each run holds every contestant once, in
+    # the order bench.order picks (its own tests check how it picks).
+    assert order[:2] == [("mrk8s", 1), ("pyarrow-lower-bound", 1)]
+    assert sorted(order[2:]) == [("mrk8s", 2), ("pyarrow-lower-bound", 2)]
+    assert order == [(name, run) for run in (1, 2) for name in run_order(names, run)]
     rows = (2 << 20) // (8 + compare_shuffle.PAYLOAD)
     for r in runs:
         assert "error" not in r, r
@@ -38,14 +41,3 @@ def test_a_failing_contestant_is_reported_not_fatal(tmp_path: Path) -> None:
     (run,) = json.loads(out.read_text())["runs"]
     assert "pyarrow-lower-bound failed (exit 1)" in run["error"]
     assert "max_workers must be greater than 0" in run["error"]
-
-
-def test_every_run_has_every_contestant_and_orders_vary() -> None:
-    names = [f"c{i}" for i in range(7)]
-    orders = [run_order(names, run) for run in range(1, 7)]
-    assert orders[0] == names
-    assert all(sorted(order) == names for order in orders)
-    assert run_order(names, 3) == orders[2]  # the same order on a rerun
-    # What runs right before "c4": not the same contestant in every run.
-    before = {order[order.index("c4") - 1] for order in orders if order[0] != "c4"}
-    assert len(before) > 1
