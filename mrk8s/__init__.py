@@ -32,10 +32,10 @@ from mrk8s.errors import (
     UserCodeError,
     UserError,
 )
-from mrk8s.job import MapReduce, Step
 
 if TYPE_CHECKING:
     from mrk8s.driver import JobResult
+    from mrk8s.job import MapReduce, Step
     from mrk8s.progress import Progress
 
 __all__ = [
@@ -85,3 +85,13 @@ def run(
         options.setdefault("overwrite", True)
     settings = RunSettings(script=script, inputs=tuple(inputs), output=output, **options)
     return Driver(settings, progress=progress).run()
+
+
+def __getattr__(name: str) -> Any:
+    # MapReduce and Step load pyarrow: imported on first use, so that ``mrk8s run``
+    # can start its workers before this process spends its half second on pyarrow.
+    if name in ("MapReduce", "Step"):
+        from mrk8s import job
+
+        return getattr(job, name)
+    raise AttributeError(f"module 'mrk8s' has no attribute {name!r}")

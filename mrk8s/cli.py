@@ -116,10 +116,6 @@ def _run_parser(job_parser_hook: Any = None) -> argparse.ArgumentParser:
 
 
 def _cmd_run(argv: Sequence[str]) -> int:
-    from mrk8s import loader, progress
-    from mrk8s.driver import Driver
-    from mrk8s.settings import RunSettings, parse_size
-
     argv = _runner_names(list(argv))
     if not argv or argv[0] in ("-h", "--help"):
         _run_parser(lambda p: None).print_help()
@@ -128,6 +124,33 @@ def _cmd_run(argv: Sequence[str]) -> int:
     known, _ = _run_parser().parse_known_intermixed_args(
         [a for a in argv if a not in ("-h", "--help")]
     )
+    executor = _early_local_executor(known)
+    try:
+        return _run_job(argv, known, executor)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def _early_local_executor(known: argparse.Namespace) -> Any:
+    """The local backend's workers, started before this process loads pyarrow and
+    the job (half a second here), so that their own start-up runs alongside.
+    None for other backends, or --workers the run will reject."""
+    if known.backend != "local" or (known.workers is not None and known.workers < 1):
+        return None
+    from mrk8s.settings import LOCAL_PRELOAD
+    from scheduler.backends.local import LocalExecutor
+
+    executor = LocalExecutor(known.workers, preload=LOCAL_PRELOAD)
+    executor.start()
+    return executor
+
+
+def _run_job(argv: list[str], known: argparse.Namespace, executor: Any) -> int:
+    from mrk8s import loader, progress
+    from mrk8s.driver import Driver
+    from mrk8s.settings import RunSettings, parse_size
+
     job_class = loader.load_job_class(known.script, known.job_class)
     argv = job_class.adapt_cli_args(argv)
     job_defaults: dict[str, Any] = {}
@@ -172,7 +195,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
     _validate(settings)
     _setup_logging(args.verbose)
     report = progress.Progress() if args.quiet else progress.for_stream(sys.stderr)
-    result = Driver(settings, progress=report).run()
+    result = Driver(settings, progress=report).run(executor)
     if args.output and not args.quiet:
         report.message(f"output written to {args.output} ({result.summary['seconds']} s)")
     return 0

@@ -34,7 +34,7 @@ from mrk8s.errors import (
 from mrk8s.job import MapReduce, Step
 from mrk8s.plan import JobId, JobPlan, Split, StepPlan
 from mrk8s.progress import Progress
-from mrk8s.settings import RunSettings, redact
+from mrk8s.settings import LOCAL_PRELOAD, RunSettings, redact
 from mrk8s.tasks import CODE_DIR, FILES_DIR, PLAN_FILE
 from scheduler import backends, placement
 from scheduler.stage import Executor, StageSpec, TaskEvent, pending
@@ -630,7 +630,10 @@ def make_executor(settings: RunSettings) -> Executor:
         cls = backends.load(settings.backend)
     except ImportError as exc:
         raise UsageError(str(exc)) from exc
-    executor: Executor = cls(settings.num_workers())
+    if settings.backend == "local":
+        executor: Executor = cls(settings.num_workers(), preload=LOCAL_PRELOAD)
+    else:
+        executor = cls(settings.num_workers())
     return executor
 
 

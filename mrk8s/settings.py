@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mrk8s.errors import UsageError
+from scheduler.backends.local import cpu_count
+
+#: What each local worker loads before its first task (``LocalExecutor``'s ``preload``).
+LOCAL_PRELOAD = ("mrk8s.tasks:warm_up",)
 
 #: Default memory budget per worker. A map task's sort buffer takes a quarter
 #: of it before spilling; a reducer merges within it.
@@ -90,7 +94,7 @@ class RunSettings:
     """fsspec options for every URL (credentials, endpoint_url, ...)."""
 
     def num_workers(self) -> int:
-        return max(1, self.workers or os.cpu_count() or 1)
+        return max(1, self.workers or cpu_count())
 
     def num_reducers(self) -> int:
         return self.reducers if self.reducers else max(2, self.num_workers())

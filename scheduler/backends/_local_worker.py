@@ -1,14 +1,17 @@
 """The body of a local worker process: receive a task, run it, answer.
 
 Started by :mod:`scheduler.backends.local` with two inherited pipe file
-descriptors. Messages are JSON; ``null`` (or the driver going away) stops
-the worker. Errors are caught per task and sent back as
+descriptors and the executor's preloads (``module`` or ``module:function``),
+which it imports (and calls) before it waits for work. Messages are JSON;
+``null`` (or the driver going away) stops the worker. Errors are caught per task and sent back as
 :class:`scheduler.stage.TaskError`; the process itself survives them.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import os
 import sys
 from multiprocessing.connection import Connection
@@ -37,6 +40,22 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def _preload(names: list[str]) -> None:
+    """Import (and call) what the tasks will need, while nobody waits for them yet.
+
+    A failure is only logged: the first task that needs the same thing meets
+    the same error, and reports it as its own.
+    """
+    for name in names:
+        module, _, function = name.partition(":")
+        try:
+            loaded = importlib.import_module(module)
+            if function:
+                getattr(loaded, function)()
+        except Exception as exc:  # the task reports it
+            logging.getLogger(__name__).debug("preload %s failed: %r", name, exc)
+
+
 def main(argv: list[str]) -> int:
     _die_with_parent()
     fd_in, fd_out = int(argv[0]), int(argv[1])
@@ -46,6 +65,7 @@ def main(argv: list[str]) -> int:
     os.set_inheritable(fd_out, False)
     recv = Connection(fd_in, writable=False)
     send = Connection(fd_out, readable=False)
+    _preload(argv[2:])
     while True:
         try:
             raw = recv.recv_bytes()

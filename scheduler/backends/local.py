@@ -41,6 +41,13 @@ logger = logging.getLogger(__name__)
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(scheduler.__file__)))
 
 
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 @dataclass(slots=True)
 class _Assignment:
     """What a busy worker is doing: an attempt of a task, or the cleanup of a cancelled one."""
@@ -54,7 +61,7 @@ class _Assignment:
 class _Worker:
     """One worker process and the two pipe ends the driver holds."""
 
-    def __init__(self, number: int, env: Mapping[str, str]) -> None:
+    def __init__(self, number: int, env: Mapping[str, str], preload: Sequence[str] = ()) -> None:
         child_in_r, parent_out_w = os.pipe()
         parent_in_r, child_out_w = os.pipe()
         self.number = number
@@ -66,6 +73,7 @@ class _Worker:
                 "scheduler.backends._local_worker",
                 str(child_in_r),
                 str(child_out_w),
+                *preload,
             ],
             pass_fds=(child_in_r, child_out_w),
             stdin=subprocess.DEVNULL,
@@ -77,6 +85,7 @@ class _Worker:
         self.send_conn = Connection(parent_out_w, readable=False)
         self.recv_conn = Connection(parent_in_r, writable=False)
         self.task: _Assignment | None = None  # what it is doing while busy
+        self.asked_to_exit = False
 
     def send(self, message: Mapping[str, Any]) -> None:
         self.send_conn.send_bytes(json.dumps(message).encode())
@@ -84,13 +93,18 @@ class _Worker:
     def recv(self) -> dict[str, Any]:
         return dict(json.loads(self.recv_conn.recv_bytes()))
 
+    def ask_to_exit(self) -> None:
+        """Tell an idle worker to exit (once), without waiting for it."""
+        if not self.asked_to_exit and self.proc.poll() is None:
+            self.asked_to_exit = True
+            with contextlib.suppress(OSError):
+                self.send_conn.send_bytes(b"null")
+
     def stop(self, *, kill: bool = False) -> None:
-        if self.proc.poll() is None:
-            if kill:
-                self.proc.kill()
-            else:
-                with contextlib.suppress(OSError):
-                    self.send_conn.send_bytes(b"null")
+        if not kill:
+            self.ask_to_exit()
+        elif self.proc.poll() is None:
+            self.proc.kill()
         for conn in (self.send_conn, self.recv_conn):
             conn.close()
         try:
@@ -103,18 +117,36 @@ class _Worker:
 class LocalExecutor:
     """Runs stages on ``num_workers`` local processes (default: CPU count).
 
-    State: the live workers, created on first use and reused across stages
-    and steps, so the user's script and the plan are loaded once per worker.
+    State: the live workers, created on first use (or by :meth:`start`) and
+    reused across stages and steps, so the user's script and the plan are
+    loaded once per worker.
+
+    ``preload``: what each new worker imports before it waits for its first
+    task, as ``module`` or ``module:function`` (then called with no
+    arguments); a failure there is left for the first task to report. Each
+    worker's compute libraries get ``OMP_NUM_THREADS`` = CPUs / workers
+    (at least 1) unless the environment sets it: Arrow and numpy's BLAS size
+    their thread pools by it, and a pool per process on every CPU only makes
+    the workers fight over the cores.
     """
 
     name = "local"
 
-    def __init__(self, num_workers: int | None = None, *, env: Mapping[str, str] | None = None):
-        self.num_workers = max(1, num_workers or os.cpu_count() or 1)
+    def __init__(
+        self,
+        num_workers: int | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        preload: Sequence[str] = (),
+    ):
+        cpus = cpu_count()
+        self.num_workers = max(1, num_workers or cpus)
         base = dict(os.environ if env is None else env)
         path = base.get("PYTHONPATH", "")
         base["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+        base.setdefault("OMP_NUM_THREADS", str(max(1, cpus // self.num_workers)))
         self._env = base
+        self._preload = tuple(preload)
         self._workers: list[_Worker] = []
         self._spawned = 0
         self.node = socket.gethostname()
@@ -125,14 +157,26 @@ class LocalExecutor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def start(self) -> None:
+        """Start all ``num_workers`` workers now, rather than at the first stage.
+
+        A caller with work of its own to do first (imports, planning) calls
+        this before it, so that the workers' start-up (Python, the preloads)
+        runs alongside.
+        """
+        while len(self._workers) < self.num_workers:
+            self._spawn()
+
     def close(self) -> None:
-        for w in self._workers:
+        workers, self._workers = self._workers, []
+        for w in workers:  # all told first, so that they wind down side by side
+            w.ask_to_exit()
+        for w in workers:
             w.stop()
-        self._workers = []
 
     def _spawn(self) -> _Worker:
         self._spawned += 1
-        worker = _Worker(self._spawned, self._env)
+        worker = _Worker(self._spawned, self._env, self._preload)
         self._workers.append(worker)
         return worker
 

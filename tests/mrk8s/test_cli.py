@@ -278,3 +278,48 @@ def test_bad_option_values(cli: Run, tmp_path: Path, text_input: Path) -> None:
     res = cli("run", job, str(text_input), "--backend", "mars")
     assert res.returncode == 2
     assert "--backend 'mars' is not known" in res.stderr
+
+
+# -- start-up ------------------------------------------------------------------------------
+
+
+def test_importing_mrk8s_and_its_command_line_loads_no_pyarrow() -> None:
+    """What lets ``mrk8s run`` start its workers before it spends time on pyarrow."""
+    import subprocess
+    import sys
+
+    code = "import sys, mrk8s, mrk8s.cli; print(sorted({'pyarrow', 'numpy'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+
+    from mrk8s import MapReduce, Step
+    from mrk8s.job import MapReduce as Defined
+    from mrk8s.job import Step as DefinedStep
+
+    assert (MapReduce, Step) == (Defined, DefinedStep)
+    import mrk8s
+
+    with pytest.raises(AttributeError, match="no attribute 'Mapreduce'"):
+        getattr(mrk8s, "Mapreduce")  # noqa: B009
+
+
+def test_local_workers_are_running_before_the_job_script_loads(
+    cli: Run, tmp_path: Path, text_input: Path
+) -> None:
+    mark = tmp_path / "workers-at-load.txt"
+    source = f"""
+        import psutil
+        WORKER = "scheduler.backends._local_worker"
+        me = psutil.Process()
+        if WORKER not in me.cmdline():  # the driver, not a worker loading the script
+            kids = [p for p in me.children() if WORKER in p.cmdline()]
+            with open({str(mark)!r}, "a") as f:
+                f.write(f"{{len(kids)}}\\n")
+        """
+    job = script(tmp_path, textwrap.dedent(source) + WORDCOUNT)
+    res = cli("run", job, str(text_input), "--workers", "2", "-q")
+    assert res.returncode == 0, res.stderr
+    assert dict(parse_text_output(res.stdout)) == dict(
+        collections.Counter(text_input.read_text().split())
+    )
+    assert mark.read_text().split() == ["2"]  # loaded once in the driver, both workers up

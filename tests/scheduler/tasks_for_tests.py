@@ -113,7 +113,22 @@ def environment(payload: Mapping[str, Any], index: int, attempt: int) -> dict[st
         "marker": os.environ.get("MRK8S_TEST_MARKER", ""),
         "module_file": __file__,
         "cwd": os.getcwd(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
+
+
+#: What :func:`preload` did in this process, before any task ran.
+PRELOADED: list[str] = []
+
+
+def preload() -> None:
+    """A worker preload: leaves a trace that :func:`preloaded` reports."""
+    PRELOADED.append(f"preloaded in {os.getpid()}")
+
+
+def preloaded(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, Any]:
+    """What ran in this worker before its tasks: what :func:`preload` left."""
+    return {"preloaded": list(PRELOADED), "pid": os.getpid()}
 
 
 # -- stragglers (speculative execution) ---------------------------------------------------

@@ -17,9 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scheduler.backends.local import LocalExecutor
+from scheduler.backends.local import LocalExecutor, cpu_count
 from scheduler.errors import JobFailedError
 from scheduler.stage import TaskEvent
+from tests.scheduler import tasks_for_tests as tasks
 from tests.scheduler.util import of_kind, runs, spec, worker_processes
 
 pytestmark = pytest.mark.timeout(60)
@@ -85,6 +86,40 @@ def test_workers_import_tasks_from_the_repository_root(tmp_path, make_executor, 
     assert result["marker"] == "from-the-driver"
     assert result["module_file"] == str(REPO / "tests" / "scheduler" / "tasks_for_tests.py")
     assert result["cwd"] == str(tmp_path)
+
+
+def test_workers_get_one_compute_thread_per_cpu_they_share(tmp_path, make_executor):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    shared = make_executor(2, env=env).run_stage(spec(tmp_path, "environment"), indexes=[0])
+    chosen = make_executor(2, env={**env, "OMP_NUM_THREADS": "3"}).run_stage(
+        spec(tmp_path, "environment"), indexes=[0]
+    )
+
+    assert shared[0]["omp_num_threads"] == str(max(1, cpu_count() // 2))
+    assert chosen[0]["omp_num_threads"] == "3"  # the user's setting wins
+
+
+def test_start_spawns_every_worker_and_preloads_run_before_the_first_task(tmp_path, make_executor):
+    executor = make_executor(2, preload=[tasks.entry("preload")])
+
+    executor.start()
+    pids = executor.worker_pids()
+    results = executor.run_stage(spec(tmp_path, "preloaded", 2), indexes=range(2))
+
+    assert len(pids) == 2
+    for result in results.values():
+        assert result["pid"] in pids
+        assert result["preloaded"] == [f"preloaded in {result['pid']}"]
+
+
+def test_a_failing_preload_leaves_the_worker_running_tasks(tmp_path, make_executor):
+    broken = ["no_such_module_anywhere", tasks.entry("no_such_function")]
+    executor = make_executor(1, preload=broken)
+
+    results = executor.run_stage(spec(tmp_path, "echo", 2), indexes=range(2))
+
+    assert sorted(results) == [0, 1]
+    assert runs(tmp_path) == {0: [1], 1: [1]}
 
 
 def test_events_report_start_and_finish_of_every_task(tmp_path, make_executor):
