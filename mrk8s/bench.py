@@ -36,8 +36,9 @@ import pyarrow as pa
 
 from mrk8s import benchjobs, progress
 from mrk8s.benchjobs import shuffle_job
-from mrk8s.driver import Driver, make_executor, new_job_id
+from mrk8s.driver import Driver, new_job_id
 from mrk8s.errors import UsageError
+from mrk8s.executors import make_executor
 from mrk8s.settings import RunSettings, default_shuffle_dir, parse_size
 from scheduler.stage import Executor, TaskEvent
 from shuffle.store import FsspecStore, join
@@ -293,7 +294,7 @@ def run_shuffle_bench(
     """
     report = _BenchProgress(report or progress.Progress())
     results = []
-    with make_executor(bench.run) as executor:
+    with make_executor(bench.run.backend, bench.run.num_workers()) as executor:
         if bench.warmup:
             # Workers import pyarrow, numpy and the job on their first task; a
             # long-lived cluster has done so before anyone measures it.

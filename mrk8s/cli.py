@@ -116,6 +116,9 @@ def _run_parser(job_parser_hook: Any = None) -> argparse.ArgumentParser:
 
 
 def _cmd_run(argv: Sequence[str]) -> int:
+    from mrk8s.executors import make_executor
+    from scheduler.backends.local import LocalExecutor
+
     argv = _runner_names(list(argv))
     if not argv or argv[0] in ("-h", "--help"):
         _run_parser(lambda p: None).print_help()
@@ -124,26 +127,13 @@ def _cmd_run(argv: Sequence[str]) -> int:
     known, _ = _run_parser().parse_known_intermixed_args(
         [a for a in argv if a not in ("-h", "--help")]
     )
-    executor = _early_local_executor(known)
-    try:
+    _check_workers(known.workers)
+    # Started before this process loads pyarrow and the job (half a second here), so
+    # that the workers' own start-up runs alongside.
+    with make_executor(known.backend, known.workers) as executor:
+        if isinstance(executor, LocalExecutor):
+            executor.start()
         return _run_job(argv, known, executor)
-    finally:
-        if executor is not None:
-            executor.close()
-
-
-def _early_local_executor(known: argparse.Namespace) -> Any:
-    """The local backend's workers, started before this process loads pyarrow and
-    the job (half a second here), so that their own start-up runs alongside.
-    None for other backends, or --workers the run will reject."""
-    if known.backend != "local" or (known.workers is not None and known.workers < 1):
-        return None
-    from mrk8s.settings import LOCAL_PRELOAD
-    from scheduler.backends.local import LocalExecutor
-
-    executor = LocalExecutor(known.workers, preload=LOCAL_PRELOAD)
-    executor.start()
-    return executor
 
 
 def _run_job(argv: list[str], known: argparse.Namespace, executor: Any) -> int:
@@ -228,11 +218,15 @@ def _runner_names(argv: list[str]) -> list[str]:
     return out
 
 
+def _check_workers(workers: int | None) -> None:
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers {workers}: give at least 1")
+
+
 def _validate(settings: Any) -> None:
     if settings.reducers is not None and settings.reducers < 1:
         raise UsageError(f"--reducers {settings.reducers}: give at least 1")
-    if settings.workers is not None and settings.workers < 1:
-        raise UsageError(f"--workers {settings.workers}: give at least 1")
+    _check_workers(settings.workers)
     if settings.max_attempts < 1:
         raise UsageError(f"--max-attempts {settings.max_attempts}: give at least 1")
     if settings.memory_per_worker < 16 << 20:

@@ -31,12 +31,13 @@ from mrk8s.errors import (
     UsageError,
     UserCodeError,
 )
+from mrk8s.executors import make_executor
 from mrk8s.job import MapReduce, Step
 from mrk8s.plan import JobId, JobPlan, Split, StepPlan
 from mrk8s.progress import Progress
-from mrk8s.settings import LOCAL_PRELOAD, RunSettings, redact
+from mrk8s.settings import RunSettings, redact
 from mrk8s.tasks import CODE_DIR, FILES_DIR, PLAN_FILE
-from scheduler import backends, placement
+from scheduler import placement
 from scheduler.stage import Executor, StageSpec, TaskEvent, pending
 from shuffle import commit, partition
 from shuffle.store import FsspecStore, join
@@ -421,7 +422,7 @@ class Driver:
 
         own_executor = executor is None
         if executor is None:
-            executor = make_executor(s)
+            executor = make_executor(s.backend, s.num_workers())
         try:
             with _closing(executor, own_executor):
                 job = job_class(_namespace(s.job_args))
@@ -617,24 +618,6 @@ class _closing:
     def __exit__(self, *exc: object) -> None:
         if self.own:
             self.executor.__exit__(*exc)
-
-
-def make_executor(settings: RunSettings) -> Executor:
-    """The backend ``settings`` name, with its worker count; not yet entered."""
-    if settings.backend not in backends.REGISTRY:
-        raise UsageError(
-            f"--backend {settings.backend!r} is not known: choose one of "
-            f"{', '.join(backends.names())}"
-        )
-    try:
-        cls = backends.load(settings.backend)
-    except ImportError as exc:
-        raise UsageError(str(exc)) from exc
-    if settings.backend == "local":
-        executor: Executor = cls(settings.num_workers(), preload=LOCAL_PRELOAD)
-    else:
-        executor = cls(settings.num_workers())
-    return executor
 
 
 def _print_counters(summary: Mapping[str, Any], progress: Progress) -> None:

@@ -16,9 +16,6 @@ from typing import Any
 from mrk8s.errors import UsageError
 from scheduler.backends.local import cpu_count
 
-#: What each local worker loads before its first task (``LocalExecutor``'s ``preload``).
-LOCAL_PRELOAD = ("mrk8s.tasks:warm_up",)
-
 #: Default memory budget per worker. A map task's sort buffer takes a quarter
 #: of it before spilling; a reducer merges within it.
 DEFAULT_MEMORY = 1 << 30

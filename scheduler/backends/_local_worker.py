@@ -3,8 +3,9 @@
 Started by :mod:`scheduler.backends.local` with two inherited pipe file
 descriptors and the executor's preloads (``module`` or ``module:function``),
 which it imports (and calls) before it waits for work. Messages are JSON;
-``null`` (or the driver going away) stops the worker. Errors are caught per task and sent back as
-:class:`scheduler.stage.TaskError`; the process itself survives them.
+``null`` (or the driver going away) stops the worker. Errors are caught per
+task and sent back as :class:`scheduler.stage.TaskError`; the process itself
+survives them.
 """
 
 from __future__ import annotations
