@@ -15,7 +15,12 @@ checksums its partition in memory and writes no output):
 - ``mrk8s-s3``: the hash shuffle through an S3 protocol server on loopback
   (moto in server mode, a subprocess this script starts). Moto is a test
   server, not S3: this measures that the S3 path works at size and what it
-  costs here, not what S3 would do. Only up to ``--s3-max-size``;
+  costs here, not what S3 would do. Only up to ``--s3-max-size``: moto holds
+  every object in memory and copies the whole object for each ranged GET;
+- ``mrk8s-s3rver``: the same through s3rver, a Node.js fake S3 server that
+  keeps objects as files and serves a ranged GET from the file (installed
+  with npm into ``~/.cache/mrk8s`` on first use; needs Node.js and npm). Also
+  a test server, not S3, but one that runs at 1 and 4 GiB;
 - ``pyarrow-lower-bound``: the least a Python+Arrow two-stage shuffle can do
   here: map processes hash the key with numpy, ``take`` rows into partition
   order, write one Arrow IPC file per partition; reduce processes read their
@@ -170,41 +175,42 @@ def mrk8s_sorted(size: int, workers: int) -> dict[str, Any]:
     return _bench_shuffle(size, workers, "--sorted")
 
 
-class _MotoServer:
-    """``python -m moto.server`` on a free loopback port, with one bucket."""
+class _LoopbackS3:
+    """An S3 protocol server subprocess on a free loopback port, with bucket ``mrk8s-bench``.
 
-    def __init__(self) -> None:
+    ``command(port)`` starts it; ``env`` is what a client needs (the standard
+    AWS variables, ``AWS_ENDPOINT_URL`` included).
+    """
+
+    def __init__(self, command: Callable[[int], list[str]], *, key: str = "testing") -> None:
         import socket
+
+        import s3fs
 
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+            port = int(sock.getsockname()[1])
+        endpoint = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         self.env = {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ACCESS_KEY_ID": key,
+            "AWS_SECRET_ACCESS_KEY": key,
             "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ENDPOINT_URL": endpoint,
         }
-        import s3fs
-
-        fs = s3fs.S3FileSystem(
-            key="testing", secret="testing", client_kwargs={"endpoint_url": self.endpoint}
-        )
-        for _ in range(100):
+        fs = s3fs.S3FileSystem(key=key, secret=key, client_kwargs={"endpoint_url": endpoint})
+        for _ in range(200):
             try:
-                fs.mkdir("mrk8s-bench")
+                if not fs.exists("mrk8s-bench"):
+                    fs.mkdir("mrk8s-bench")
                 break
             except Exception:  # not listening yet
                 time.sleep(0.1)
         else:
             self.close()
-            raise RuntimeError("the moto server did not start")
+            raise RuntimeError(f"the S3 server {command(port)[:3]} did not start")
 
     def close(self) -> None:
         self.proc.terminate()
@@ -213,13 +219,57 @@ class _MotoServer:
 
 def mrk8s_s3(size: int, workers: int) -> dict[str, Any]:
     # A fresh server per run: moto keeps every object in its memory.
-    server = _MotoServer()
+    server = _LoopbackS3(lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                       "-p", str(port)])  # fmt: skip
     try:
         return _bench_shuffle(
             size, workers, "--shuffle-dir", "s3://mrk8s-bench/shuffle", env=server.env
         )
     finally:
         server.close()
+
+
+S3RVER = "s3rver@3.7.1"
+
+
+def _s3rver_bin() -> str:
+    """s3rver's command, installed with npm into the user's cache on first use."""
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    prefix = home / "mrk8s" / S3RVER.replace("@", "-")
+    binary = prefix / "node_modules" / ".bin" / "s3rver"
+    if not binary.exists():
+        if not (shutil.which("node") and shutil.which("npm")):
+            raise RuntimeError("mrk8s-s3rver needs Node.js and npm (e.g. apt install nodejs npm)")
+        subprocess.run(
+            ["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", S3RVER],
+            check=True,
+            capture_output=True,
+        )
+    return str(binary)
+
+
+def mrk8s_s3rver(size: int, workers: int) -> dict[str, Any]:
+    binary = _s3rver_bin()
+    with tempfile.TemporaryDirectory(prefix="s3rver-") as data:
+        server = _LoopbackS3(
+            lambda port: [
+                binary,
+                "--directory",
+                data,
+                "--address",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--silent",
+            ],
+            key="S3RVER",  # the only credentials s3rver accepts
+        )
+        try:
+            return _bench_shuffle(
+                size, workers, "--shuffle-dir", "s3://mrk8s-bench/shuffle", env=server.env
+            )
+        finally:
+            server.close()
 
 
 def _peer(name: str) -> Callable[[int, int], dict[str, Any]]:
@@ -233,6 +283,7 @@ CONTESTANTS: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "mrk8s": mrk8s_run,
     "mrk8s-sorted": mrk8s_sorted,
     "mrk8s-s3": mrk8s_s3,
+    "mrk8s-s3rver": mrk8s_s3rver,
     "pyarrow-lower-bound": lower_bound,
     "pyarrow-lower-bound-spawn": lower_bound_spawn,
     "ray-data-hash": _peer("ray_data_hash"),

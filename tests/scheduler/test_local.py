@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scheduler.backends.local import LocalExecutor, cpu_count
+from scheduler.backends.local import LocalExecutor
 from scheduler.errors import JobFailedError
 from scheduler.stage import TaskEvent
 from tests.scheduler import tasks_for_tests as tasks
@@ -95,7 +95,8 @@ def test_workers_get_one_compute_thread_per_cpu_they_share(tmp_path, make_execut
         spec(tmp_path, "environment"), indexes=[0]
     )
 
-    assert shared[0]["omp_num_threads"] == str(max(1, cpu_count() // 2))
+    cpus = len(os.sched_getaffinity(0))  # the CPUs this process (and so each worker) may use
+    assert shared[0]["omp_num_threads"] == str(max(1, cpus // 2))
     assert chosen[0]["omp_num_threads"] == "3"  # the user's setting wins
 
 
