@@ -328,7 +328,7 @@ def main(argv: list[str]) -> int:
                 row: dict[str, Any] = {"contestant": name, "size": size_text, "run": run}
                 try:
                     row.update(run_in_child(name, size, args.workers))
-                    row["gib_per_s"] = round(size / 2**30 / row["seconds"], 3)
+                    row["gib_per_s"] = float(f"{size / 2**30 / row['seconds']:.3g}")
                 except Exception as exc:  # report it and go on with the others
                     row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
                 print(json.dumps(row), flush=True)
@@ -421,7 +421,9 @@ def _plot(summary: list[dict[str, Any]], names: list[str], path: Path) -> None:
     ax.set_ylabel("GiB/s (median; higher is better)")
     ax.set_title("shuffle throughput, 16 -> 16 partitions, int64 key + 90 B payload, 2 cores")
     ax.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.08))
-    ax.set_ylim(0, max(max(s["median_gib_per_s"].values()) for s in summary) * 1.15)
+    top = max(max(s["median_gib_per_s"].values(), default=0.0) for s in summary)
+    if top > 0:  # (a run of a few MiB through a slow server can round to nothing)
+        ax.set_ylim(0, top * 1.15)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+
+import pytest
 
 from bench import compare_shuffle
 from bench.order import run_order
@@ -41,3 +44,17 @@ def test_a_failing_contestant_is_reported_not_fatal(tmp_path: Path) -> None:
     (run,) = json.loads(out.read_text())["runs"]
     assert "pyarrow-lower-bound failed (exit 1)" in run["error"]
     assert "max_workers must be greater than 0" in run["error"]
+
+
+@pytest.mark.parametrize("contestant", ["mrk8s-s3", "mrk8s-s3rver"])
+def test_the_s3_contestants_shuffle_through_their_server(tmp_path: Path, contestant: str) -> None:
+    if contestant == "mrk8s-s3rver" and not (shutil.which("node") and shutil.which("npm")):
+        pytest.skip("s3rver needs Node.js and npm")
+    out = tmp_path / "compare.json"
+    argv = ["--sizes", "2MiB", "--repeat", "1", "--workers", "2",
+            "--contestants", contestant, "--out", str(out)]  # fmt: skip
+    assert compare_shuffle.main(argv) == 0
+    (run,) = json.loads(out.read_text())["runs"]
+    assert "error" not in run, run
+    assert run["verified"] is True
+    assert run["rows"] == (2 << 20) // (8 + compare_shuffle.PAYLOAD)

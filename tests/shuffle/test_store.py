@@ -19,7 +19,13 @@ from typing import Any
 import pytest
 
 from shuffle.errors import StoreError
-from shuffle.store import FsspecStore, ShortReadError, UserErrorPermission, join
+from shuffle.store import (
+    UPLOAD_PART_BYTES,
+    FsspecStore,
+    ShortReadError,
+    UserErrorPermission,
+    join,
+)
 
 DATA = bytes(range(256)) * 64  # 16 KiB, every byte value, no two offsets alike mod 256
 
@@ -174,6 +180,22 @@ def test_put_file_publishes_a_local_file_and_removes_it(store: FsspecStore, tmp_
     assert store.read_bytes("s0/map-00000-a0.arrow") == DATA
     assert not local.exists()
     assert store.list("s0") == ["map-00000-a0.arrow"]
+
+
+def test_an_upload_to_s3_goes_in_parts_of_bounded_size(s3_bucket: Any, tmp_path: Path) -> None:
+    """What keeps a worker's memory flat: s3fs would read a file under 100 MiB
+    whole, and hold ten 50 MiB parts of a larger one."""
+    store = FsspecStore(f"{s3_bucket.url}/store", s3_bucket.storage_options)
+    local = tmp_path / "map-output"
+    data = DATA * (2 * UPLOAD_PART_BYTES // len(DATA)) + b"tail"  # two full parts and a bit
+    local.write_bytes(data)
+
+    store.put_file(str(local), "s0/map-00000-a1.arrow")
+
+    assert store.read_bytes("s0/map-00000-a1.arrow") == data
+    # S3 (and moto) give a multipart object the ETag "<md5 of the parts' md5s>-<parts>".
+    etag = store.fs.info(f"{s3_bucket.url}/store/s0/map-00000-a1.arrow")["ETag"]
+    assert etag.strip('"').endswith("-3"), etag
 
 
 def test_put_file_from_another_filesystem_copies_then_publishes(tmp_path: Path) -> None:
