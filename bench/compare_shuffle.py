@@ -203,8 +203,7 @@ class _LoopbackS3:
         fs = s3fs.S3FileSystem(key=key, secret=key, client_kwargs={"endpoint_url": endpoint})
         for _ in range(200):
             try:
-                if not fs.exists("mrk8s-bench"):
-                    fs.mkdir("mrk8s-bench")
+                fs.mkdir("mrk8s-bench")
                 break
             except Exception:  # not listening yet
                 time.sleep(0.1)

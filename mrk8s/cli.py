@@ -127,7 +127,6 @@ def _cmd_run(argv: Sequence[str]) -> int:
     known, _ = _run_parser().parse_known_intermixed_args(
         [a for a in argv if a not in ("-h", "--help")]
     )
-    _check_workers(known.workers)
     # Started before this process loads pyarrow and the job (half a second here), so
     # that the workers' own start-up runs alongside.
     with make_executor(known.backend, known.workers) as executor:
@@ -218,15 +217,9 @@ def _runner_names(argv: list[str]) -> list[str]:
     return out
 
 
-def _check_workers(workers: int | None) -> None:
-    if workers is not None and workers < 1:
-        raise UsageError(f"--workers {workers}: give at least 1")
-
-
 def _validate(settings: Any) -> None:
     if settings.reducers is not None and settings.reducers < 1:
         raise UsageError(f"--reducers {settings.reducers}: give at least 1")
-    _check_workers(settings.workers)
     if settings.max_attempts < 1:
         raise UsageError(f"--max-attempts {settings.max_attempts}: give at least 1")
     if settings.memory_per_worker < 16 << 20:

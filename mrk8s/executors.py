@@ -16,6 +16,8 @@ LOCAL_PRELOAD = ("mrk8s.tasks:warm_up",)
 
 def make_executor(backend: str, workers: int | None) -> Executor:
     """The executor of ``backend`` with ``workers`` workers (None: one per CPU); not entered."""
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers {workers}: give at least 1")
     if backend not in backends.REGISTRY:
         raise UsageError(
             f"--backend {backend!r} is not known: choose one of {', '.join(backends.names())}"

@@ -61,7 +61,7 @@ class _Assignment:
 class _Worker:
     """One worker process and the two pipe ends the driver holds."""
 
-    def __init__(self, number: int, env: Mapping[str, str], preload: Sequence[str] = ()) -> None:
+    def __init__(self, number: int, env: Mapping[str, str], preload: Sequence[str]) -> None:
         child_in_r, parent_out_w = os.pipe()
         parent_in_r, child_out_w = os.pipe()
         self.number = number
@@ -85,7 +85,6 @@ class _Worker:
         self.send_conn = Connection(parent_out_w, readable=False)
         self.recv_conn = Connection(parent_in_r, writable=False)
         self.task: _Assignment | None = None  # what it is doing while busy
-        self.asked_to_exit = False
 
     def send(self, message: Mapping[str, Any]) -> None:
         self.send_conn.send_bytes(json.dumps(message).encode())
@@ -94,9 +93,8 @@ class _Worker:
         return dict(json.loads(self.recv_conn.recv_bytes()))
 
     def ask_to_exit(self) -> None:
-        """Tell an idle worker to exit (once), without waiting for it."""
-        if not self.asked_to_exit and self.proc.poll() is None:
-            self.asked_to_exit = True
+        """Tell an idle worker to exit, without waiting for it."""
+        if self.proc.poll() is None:
             with contextlib.suppress(OSError):
                 self.send_conn.send_bytes(b"null")
 
@@ -105,6 +103,10 @@ class _Worker:
             self.ask_to_exit()
         elif self.proc.poll() is None:
             self.proc.kill()
+        self.reap()
+
+    def reap(self) -> None:
+        """Close the pipes and wait for the process to end (killed after 10 s)."""
         for conn in (self.send_conn, self.recv_conn):
             conn.close()
         try:
@@ -172,7 +174,7 @@ class LocalExecutor:
         for w in workers:  # all told first, so that they wind down side by side
             w.ask_to_exit()
         for w in workers:
-            w.stop()
+            w.reap()
 
     def _spawn(self) -> _Worker:
         self._spawned += 1

@@ -278,6 +278,9 @@ def test_bad_option_values(cli: Run, tmp_path: Path, text_input: Path) -> None:
     res = cli("run", job, str(text_input), "--backend", "mars")
     assert res.returncode == 2
     assert "--backend 'mars' is not known" in res.stderr
+    res = cli("run", job, str(text_input), "--workers", "0")
+    assert res.returncode == 2
+    assert "--workers 0: give at least 1" in res.stderr
 
 
 # -- start-up ------------------------------------------------------------------------------
