@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mrk8s import benchjobs, progress
+from mrk8s import benchjobs, benchstats, progress
 from mrk8s.benchjobs import shuffle_job
 from mrk8s.driver import Driver, new_job_id
 from mrk8s.errors import UsageError
@@ -82,6 +82,8 @@ class ShuffleBenchSettings:
     """Run a small job first, unmeasured, so that workers have imported everything."""
     sort_keys: bool = False
     """Sort each partition by key (the sorted shuffle) instead of a hash shuffle."""
+    drop_caches: bool = False
+    """Drop the map outputs from the page cache before the reduce stage (cold reads)."""
     tamper: bool = False
     """Test hook: every reducer drops a row, which verification must report."""
     run: RunSettings = field(default_factory=lambda: RunSettings(script=JOB_SCRIPT))
@@ -191,10 +193,17 @@ def _describe(checksum: tuple[int, ...]) -> str:
 
 
 class _BenchProgress(progress.Progress):
-    """The CLI's progress, without the job's per-partition counter lines."""
+    """The CLI's progress, without the job's per-partition counter lines; around each
+    stage it measures disk bytes and task memory (:class:`benchstats.StageMonitor`),
+    and with ``drop_caches`` it drops the map outputs from the page cache between
+    the map and the reduce stage (outside both stages' timings)."""
 
-    def __init__(self, inner: progress.Progress) -> None:
+    def __init__(self, inner: progress.Progress, *, drop_caches: bool = False) -> None:
         self.inner = inner
+        self.drop_caches = drop_caches
+        self.job_dir: str | None = None  # the local job directory of the job running
+        self.stages: dict[str, dict[str, Any]] = {}
+        self._monitor: benchstats.StageMonitor | None = None
 
     def stage_started(
         self, name: str, *, total_tasks: int, done_tasks: int, total_bytes: int
@@ -202,11 +211,24 @@ class _BenchProgress(progress.Progress):
         self.inner.stage_started(
             name, total_tasks=total_tasks, done_tasks=done_tasks, total_bytes=total_bytes
         )
+        if self.job_dir is not None:
+            self._monitor = benchstats.StageMonitor(self.job_dir)
+            self._monitor.start()
 
     def task_event(self, event: TaskEvent) -> None:
         self.inner.task_event(event)
 
     def stage_finished(self, name: str) -> None:
+        stage = name.rsplit(" ", 1)[-1]
+        if self._monitor is not None:
+            self.stages[stage] = self._monitor.stop()
+            self._monitor = None
+        if self.job_dir is not None and stage == "map":
+            outputs = _map_outputs(self.job_dir)
+            self.stages[stage]["output_file_bytes"] = sum(os.path.getsize(f) for f in outputs)
+            if self.drop_caches:
+                for path in outputs:
+                    _drop_from_cache(path)
         self.inner.stage_finished(name)
 
     def message(self, text: str) -> None:
@@ -214,10 +236,30 @@ class _BenchProgress(progress.Progress):
             self.inner.message(text)
 
 
+def _map_outputs(job_dir: str) -> list[str]:
+    """The map-output files under a local job directory."""
+    return [
+        os.path.join(top, name)
+        for top, _, names in os.walk(job_dir)
+        for name in names
+        if name.startswith("map-") and name.endswith(".arrow")
+    ]
+
+
+def _drop_from_cache(path: str) -> None:
+    """Write ``path`` back, then drop its pages from the page cache (any user may)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def _run_job(
     bench: ShuffleBenchSettings,
     executor: Executor,
-    report: progress.Progress,
+    report: _BenchProgress,
     output: str | None,
     expected: Mapping[str, int],
 ) -> dict[str, Any]:
@@ -248,7 +290,13 @@ def _run_job(
             "tamper": bench.tamper,
         },
     )
-    result = Driver(settings, progress=report).run(executor, stdout=io.BytesIO())
+    report.job_dir = store.local_path("")
+    report.stages = {}
+    load_before = _load_average()
+    try:
+        result = Driver(settings, progress=report).run(executor, stdout=io.BytesIO())
+    finally:
+        report.job_dir = None
     wall = time.perf_counter() - started
     summary = result.summary
     stages = summary["stages"]
@@ -279,10 +327,39 @@ def _run_job(
         "generate_task_seconds": round(timed.get("map generate ns", 0) / 1e9, 3),
         "checksum_task_seconds": round(timed.get("reduce checksum ns", 0) / 1e9, 3),
         "output_rows": stages["step0-reduce"]["records_out"],
+        **_stage_figures(report.stages, timings),
+        "load_average_before": load_before,
+        "load_average_after": _load_average(),
         "output_bytes": stages["step0-reduce"]["bytes_out"],
         "verified": not problems,
         "problems": problems[:10],
     }
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _stage_figures(
+    stages: Mapping[str, Mapping[str, Any]], timings: Mapping[str, float]
+) -> dict[str, Any]:
+    """Per stage: disk bytes read and written, peak anonymous and file-backed memory."""
+    out: dict[str, Any] = {}
+    for stage in ("map", "reduce"):
+        figures = stages.get(stage, {})
+        for key in benchstats.FIGURES:
+            out[f"{stage}_{key}"] = figures.get(key)
+    out["map_output_file_bytes"] = stages.get("map", {}).get("output_file_bytes")
+    anon = [out[f"{s}_peak_anon_max"] for s in ("map", "reduce")]
+    out["peak_anon_max"] = max((a for a in anon if a is not None), default=None)
+    read, seconds = out["reduce_disk_read_bytes"], timings.get("s0-reduce")
+    out["reduce_disk_read_mb_per_s"] = (
+        round(read / seconds / 1e6, 1) if read is not None and seconds else None
+    )
+    return out
 
 
 def run_shuffle_bench(
@@ -292,7 +369,7 @@ def run_shuffle_bench(
 
     Each result is also printed as a JSON line as soon as its run ends.
     """
-    report = _BenchProgress(report or progress.Progress())
+    report = _BenchProgress(report or progress.Progress(), drop_caches=bench.drop_caches)
     results = []
     with make_executor(bench.run.backend, bench.run.num_workers()) as executor:
         if bench.warmup:
@@ -339,7 +416,7 @@ def run_shuffle_bench(
 def _run_with_output(
     bench: ShuffleBenchSettings,
     executor: Executor,
-    report: progress.Progress,
+    report: _BenchProgress,
     without: Mapping[str, Any],
     expected: Mapping[str, int],
 ) -> dict[str, Any]:
@@ -417,6 +494,13 @@ def shuffle_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="measure from a cold worker pool (default: an unmeasured small run first)",
     )
+    p.add_argument(
+        "--drop-caches",
+        action="store_true",
+        help="between the map and the reduce stage (outside both timings), write the map "
+        "outputs back and drop them from the page cache, so that the reducers read from the "
+        "disk as they would once the data outgrows memory",
+    )
     p.add_argument("--tamper", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     return p
@@ -445,6 +529,7 @@ def settings_from_args(
         seed=args.seed,
         warmup=args.warmup,
         sort_keys=args.sort_keys,
+        drop_caches=args.drop_caches,
         tamper=args.tamper,
         run=RunSettings(
             script=JOB_SCRIPT,

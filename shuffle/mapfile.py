@@ -39,6 +39,7 @@ from typing import IO, Any
 import pyarrow as pa
 import xxhash
 
+from shuffle import readahead
 from shuffle.errors import CorruptSegmentError
 from shuffle.store import FsspecStore, ShortReadError, translate_errors
 
@@ -340,6 +341,8 @@ def read_segment(
     for a streamed segment, when its end is reached). ``buffer_bytes`` is the
     read buffer of each streamed run: a reducer merging many runs passes less.
     """
+    if store.is_local and refs:
+        return _read_local(store, [(path, refs)], verify, whole_read_limit, buffer_bytes)
     runs: list[Iterator[pa.RecordBatch]] = []
     try:
         for group in contiguous(refs):
@@ -365,21 +368,78 @@ def _read_contiguous(
         try:
             data = store.view_range(path, start, total)
         except ShortReadError as exc:
-            raise CorruptSegmentError(
-                f"map output {store.url(path)} is truncated: its commit record puts "
-                f"partition data at bytes {start}-{end}; its map task must run again"
-            ) from exc
-        runs: list[Iterator[pa.RecordBatch]] = []
-        for ref in refs:
-            piece = data.slice(ref.offset - start, ref.length)  # zero-copy
-            if verify and stream_checksum(piece) != ref.checksum:
-                raise CorruptSegmentError(
-                    f"map output {store.url(path)} is damaged: checksum mismatch in the "
-                    f"stream at bytes {ref.offset}-{ref.offset + ref.length}"
-                )
-            runs.append(_batches_from(piece, store.url(path), ref))
-        return runs
+            raise _truncated(store, path, start, end) from exc
+        return _runs_of(data, store.url(path), refs, verify)
     return [_stream_batches(store, path, ref, verify, buffer_bytes) for ref in refs]
+
+
+def _truncated(store: FsspecStore, path: str, start: int, end: int) -> CorruptSegmentError:
+    exc = CorruptSegmentError(
+        f"map output {store.url(path)} is truncated: its commit record puts "
+        f"partition data at bytes {start}-{end}; its map task must run again"
+    )
+    exc.data_path = path
+    return exc
+
+
+def _runs_of(
+    data: pa.Buffer, url: str, refs: Sequence[StreamRef], verify: bool
+) -> list[Iterator[pa.RecordBatch]]:
+    """The runs of contiguous streams ``refs`` whose bytes are ``data``, checked if ``verify``."""
+    start = refs[0].offset
+    runs: list[Iterator[pa.RecordBatch]] = []
+    for ref in refs:
+        piece = data.slice(ref.offset - start, ref.length)  # zero-copy
+        if verify and stream_checksum(piece) != ref.checksum:
+            raise CorruptSegmentError(
+                f"map output {url} is damaged: checksum mismatch in the "
+                f"stream at bytes {ref.offset}-{ref.offset + ref.length}"
+            )
+        runs.append(_batches_from(piece, url, ref))
+    return runs
+
+
+def _read_local(
+    store: FsspecStore,
+    segments: Sequence[tuple[str, Sequence[StreamRef]]],
+    verify: bool,
+    whole_read_limit: int,
+    buffer_bytes: int,
+) -> list[Iterator[pa.RecordBatch]]:
+    """:func:`read_segments` on local disk: whole reads through :class:`ReadAhead`.
+
+    Every group of contiguous streams up to ``whole_read_limit`` bytes is one
+    range, read ahead by a few threads while the ranges before it are
+    checksummed; larger groups are streamed as elsewhere.
+    """
+    plan: list[tuple[str, list[StreamRef], bool]] = []
+    ranges: list[readahead.Range] = []
+    for path, refs in segments:
+        os_path = store.local_path(path)
+        assert os_path is not None
+        for group in contiguous(refs):
+            whole = group[-1].end - group[0].offset <= whole_read_limit
+            plan.append((path, group, whole))
+            if whole:
+                ranges.append(
+                    readahead.Range(os_path, group[0].offset, group[-1].end - group[0].offset)
+                )
+    runs: list[Iterator[pa.RecordBatch]] = []
+    with readahead.ReadAhead(ranges) as ahead:
+        buffers = iter(ahead)
+        for path, group, whole in plan:
+            if not whole:
+                runs += [_stream_batches(store, path, r, verify, buffer_bytes) for r in group]
+                continue
+            try:
+                data = next(buffers)
+                runs += _runs_of(data, store.url(path), group, verify)
+            except ShortReadError as exc:
+                raise _truncated(store, path, group[0].offset, group[-1].end) from exc
+            except CorruptSegmentError as exc:
+                exc.data_path = path
+                raise
+    return runs
 
 
 def read_segments(
@@ -395,10 +455,11 @@ def read_segments(
 
     A reducer needs one segment from every map output; on an object store each
     fetch is a round trip, so they go out concurrently (bounded, to keep the
-    memory of whole reads and the store's connection pool in check); on local
-    disk they are mapped one after another. Runs come
-    back in the order of ``segments``; the first error raised by any fetch is
-    raised here.
+    memory of whole reads and the store's connection pool in check). On local
+    disk the whole reads go through :class:`shuffle.readahead.ReadAhead`: a
+    few reader threads keep the disk busy with the next segments while this
+    thread checksums the current one. Runs come back in the order of
+    ``segments``; the first error raised by any fetch is raised here.
     """
 
     def fetch(segment: tuple[str, Sequence[StreamRef]]) -> list[Iterator[pa.RecordBatch]]:
@@ -412,9 +473,9 @@ def read_segments(
             buffer_bytes=buffer_bytes,
         )
 
-    # A local read maps the file (there is no I/O to wait for): threads would
-    # only contend for the same cores, and start anew for every call.
-    if len(segments) <= 1 or max_in_flight <= 1 or store.is_local:
+    if store.is_local:
+        return _read_local(store, segments, verify, whole_read_limit, buffer_bytes)
+    if len(segments) <= 1 or max_in_flight <= 1:
         fetched = [fetch(seg) for seg in segments]
     else:
         from concurrent.futures import ThreadPoolExecutor

@@ -1,0 +1,202 @@
+"""Read byte ranges of local files ahead of use, with bounded memory.
+
+Called by the reducer's local read path (:func:`shuffle.mapfile.read_segments`)
+and meant for the shuffle server of the Kubernetes backend too: both know a
+list of ``(file, offset, length)`` ranges they will need, in order, and want
+the disk busy with the next ones while they use the current one. Nothing here
+assumes the reader ran the map task or is on its node; it reads files.
+
+A small pool of reader threads issues one ``os.preadv`` per range (the GIL is
+released while the kernel reads), each into a fresh Arrow buffer, and hands
+the buffers out in the order of the ranges. At most ``budget`` bytes are read
+ahead of the consumer at a time (a single range larger than that is read
+alone), so the memory held for read-ahead is bounded whatever the number of
+ranges. Buffers handed out belong to the caller: Arrow arrays decoded from
+them refer to their bytes without copying, so they are not recycled.
+
+Why not the memory map the reducer used before: a map touches a cold file
+one page fault at a time, on one thread, and each fault reads around the
+page (the device's read-ahead window, 8 MiB here) whatever the range's size,
+so a reducer of 256 half-megabyte segments waited on small synchronous
+reads, many of them of other partitions' bytes (issue 25: 70 MB/s from a
+disk that reads 570-860 MB/s). The variants measured are kept behind
+:data:`MODE` (see README, "The shuffle beyond memory").
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+
+import pyarrow as pa
+
+from shuffle.store import ShortReadError, translate_errors
+
+#: Reader threads: enough requests in flight for the device to merge and
+#: overlap them (a virtio disk here reads 4 in flight at about disk speed;
+#: more only queue), few enough to be cheap to start per call.
+DEFAULT_READERS = 4
+
+#: Bytes read ahead of the consumer unless the caller says otherwise.
+DEFAULT_BUDGET = 64 * 2**20
+
+#: How ranges are read: ``pread`` (the reader pool), ``fadvise`` (the pool only
+#: asks the kernel to read each range ahead, ``POSIX_FADV_WILLNEED``, and the
+#: consumer gets a memory map of it) or ``mmap`` (a memory map, no read-ahead:
+#: the read path before issue 25). ``MRK8S_READ_AHEAD`` overrides it, for the
+#: benchmark's comparison of the variants.
+MODES = ("pread", "fadvise", "mmap")
+MODE = os.environ.get("MRK8S_READ_AHEAD", "pread")
+if MODE not in MODES:
+    raise ValueError(f"MRK8S_READ_AHEAD={MODE!r}: give one of {', '.join(MODES)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """``length`` bytes at ``offset`` of the local file ``path`` (an OS path)."""
+
+    path: str
+    offset: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+def _short(r: Range, got: int, size: int | None = None) -> ShortReadError:
+    has = f"the file has {size} bytes" if size is not None else f"got {got}"
+    return ShortReadError(
+        f"short read from {r.path}: wanted {r.length} bytes at offset {r.offset}, {has}; "
+        "the file was truncated or is being rewritten"
+    )
+
+
+def pread_range(r: Range) -> pa.Buffer:
+    """The bytes of ``r`` in a fresh Arrow buffer, read with as few ``preadv`` as it takes."""
+    buf = pa.allocate_buffer(r.length)
+    if r.length == 0:
+        return buf
+    view = memoryview(buf)  # Arrow buffers export the buffer protocol, writable here
+    with translate_errors(r.path, "read"):
+        fd = os.open(r.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            done = 0
+            while done < r.length:
+                n = os.preadv(fd, [view[done:]], r.offset + done)
+                if n == 0:
+                    raise _short(r, done)
+                done += n
+        finally:
+            os.close(fd)
+    return buf
+
+
+def advise_range(r: Range) -> None:
+    """Ask the kernel to start reading ``r`` into the page cache (returns before it is read)."""
+    if r.length == 0:
+        return
+    with translate_errors(r.path, "read"):
+        fd = os.open(r.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.posix_fadvise(fd, r.offset, r.length, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+
+
+def map_range(r: Range) -> pa.Buffer:
+    """``r`` as a view of the file memory-mapped (no copy; page cache, not task memory)."""
+    if r.length == 0:
+        return pa.py_buffer(b"")
+    with translate_errors(r.path, "read"), pa.memory_map(r.path) as f:
+        if f.size() < r.end:
+            raise _short(r, 0, f.size())
+        f.seek(r.offset)
+        return f.read_buffer(r.length)  # keeps the mapping alive after close
+
+
+class ReadAhead:
+    """The bytes of ``ranges``, in order, read ahead by ``readers`` threads within ``budget``.
+
+    Iterate to get one :class:`pyarrow.Buffer` per range. A failed read raises
+    from the iteration, at its range's turn (:class:`ShortReadError` for a
+    file shorter than its range, a :class:`shuffle.errors.StoreError` or
+    :class:`FileNotFoundError` otherwise). Use as a context manager, or call
+    :meth:`close`, to stop reading ahead when the rest is not wanted.
+    ``held`` and ``peak_held`` are the bytes read ahead and not yet handed out
+    (pread mode; the other modes hold page cache, not buffers).
+    """
+
+    def __init__(
+        self,
+        ranges: Sequence[Range],
+        *,
+        budget: int = DEFAULT_BUDGET,
+        readers: int = DEFAULT_READERS,
+        mode: str | None = None,
+    ) -> None:
+        self.mode = mode or MODE
+        if self.mode not in MODES:
+            raise ValueError(f"read-ahead mode {self.mode!r}: give one of {', '.join(MODES)}")
+        self._ranges = list(ranges)
+        self._budget = max(1, budget)
+        self._pool = (
+            ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="mrk8s-read")
+            if self.mode != "mmap" and self._ranges
+            else None
+        )
+        self._pending: deque[tuple[Range, Future[pa.Buffer | None]]] = deque()
+        self._next = 0
+        self.held = 0
+        self.peak_held = 0
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop what is queued and wait for the reads under way (threads write into buffers)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._pending.clear()
+        self.held = 0
+
+    def _fill(self) -> None:
+        """Queue reads while they fit in the budget (always at least one)."""
+        assert self._pool is not None
+        read = pread_range if self.mode == "pread" else advise_range
+        while self._next < len(self._ranges):
+            r = self._ranges[self._next]
+            if self._pending and self.held + r.length > self._budget:
+                return
+            self._pending.append((r, self._pool.submit(read, r)))
+            self._next += 1
+            self.held += r.length
+            self.peak_held = max(self.peak_held, self.held)
+
+    def __iter__(self) -> Iterator[pa.Buffer]:
+        try:
+            if self._pool is None:
+                for r in self._ranges:
+                    yield map_range(r)
+                return
+            while True:
+                self._fill()
+                if not self._pending:
+                    return
+                r, future = self._pending.popleft()
+                data = future.result()
+                self.held -= r.length
+                self._fill()  # the next read starts before this range is used
+                yield data if data is not None else map_range(r)
+        finally:
+            self.close()
