@@ -39,7 +39,7 @@ from shuffle.store import ShortReadError, translate_errors
 #: Reader threads: enough requests in flight for the device to merge and
 #: overlap them (a virtio disk here reads 4 in flight at about disk speed;
 #: more only queue), few enough to be cheap to start per call.
-DEFAULT_READERS = 4
+DEFAULT_READERS = 2
 
 #: Bytes read ahead of the consumer unless the caller says otherwise.
 DEFAULT_BUDGET = 64 * 2**20

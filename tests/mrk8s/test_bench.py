@@ -178,3 +178,47 @@ def test_bad_options_are_usage_errors(cli: Run) -> None:
     assert result.returncode == 2 and "--payload-bytes 4: give at least 8" in result.stderr
     result = cli("bench", "sort")
     assert result.returncode == 2 and "the only benchmark is 'shuffle'" in result.stderr
+
+
+def proc_io_available() -> bool:
+    try:
+        with open("/proc/self/io") as f:
+            return "read_bytes" in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not proc_io_available(), reason="needs Linux's /proc/PID/io")
+def test_disk_bytes_and_anonymous_memory_are_reported_per_stage(
+    cli: Run, shuffle_dir: Path
+) -> None:
+    """The figures from /proc against independent readings: the map outputs' sizes on
+    disk (os.stat, at the end of the map stage) and the shuffle bytes in the commit
+    records; with the map outputs dropped from the page cache, the reducers read
+    every byte of them from the disk."""
+    size = ("--size", "32MiB", "--maps", "4", "--reducers", "3", "--repeat", "1")
+    result = cli("bench", "shuffle", *size, "--workers", "2", "--drop-caches")
+    assert result.returncode == 0, result.stderr
+    [line] = json_lines(result)
+    assert line["verified"] is True
+    files = line["map_output_file_bytes"]
+    # The commit records' byte count, within the few bytes their index leaves out.
+    assert line["shuffle_bytes"] <= files <= line["shuffle_bytes"] * 1.01
+    assert files > 32 << 20  # random rows do not compress
+    # The map stage wrote its outputs (dirtied them in the page cache) and little else.
+    assert files <= line["map_disk_write_bytes"] <= files * 1.05 + (1 << 20)
+    assert line["map_device_write_bytes"] is not None
+    # The reduce stage read them back from the disk, a byte once, and wrote nothing big.
+    assert line["shuffle_bytes"] <= line["reduce_disk_read_bytes"] <= files * 1.05 + (1 << 20)
+    assert line["reduce_disk_write_bytes"] < 1 << 20
+    assert line["reduce_disk_read_mb_per_s"] > 0
+    for stage in ("map", "reduce"):
+        anon = line[f"{stage}_peak_anon_max"]
+        # A worker holds Python, pyarrow and numpy (tens of MB) and its task's data,
+        # and never more anonymous memory than its whole resident peak (VmHWM).
+        assert 20 << 20 < anon <= line[f"{stage}_peak_rss_max"]
+        assert line[f"{stage}_peak_file_max"] > 0
+        assert line[f"{stage}_memory_samples"] > 0
+    assert line["peak_anon_max"] == max(line["map_peak_anon_max"], line["reduce_peak_anon_max"])
+    assert len(line["load_average_before"]) == 3

@@ -1,0 +1,180 @@
+"""Tests for shuffle.readahead: byte ranges of local files read ahead within a budget.
+
+The oracle for the bytes is Python slicing of the file's contents; for the
+memory bound, Arrow's own count of the bytes its default pool has allocated
+(``pyarrow.total_allocated_bytes``), which the reader's buffers come from; for
+cold and warm reads, the kernel's count of bytes this process fetched from the
+disk (``/proc/self/io``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from shuffle import readahead
+from shuffle.errors import CorruptSegmentError, StoreError
+from shuffle.mapfile import MapOutputWriter, read_segments
+from shuffle.readahead import Range, ReadAhead
+from shuffle.store import FsspecStore, ShortReadError
+
+
+def write_file(path: Path, size: int, seed: int) -> bytes:
+    data = random.Random(seed).randbytes(size)
+    path.write_bytes(data)
+    return data
+
+
+@pytest.mark.parametrize("mode", readahead.MODES)
+@pytest.mark.parametrize("readers", [1, 3])
+def test_every_range_comes_back_byte_exact_and_in_order(
+    tmp_path: Path, mode: str, readers: int
+) -> None:
+    files = {tmp_path / f"f{i}": write_file(tmp_path / f"f{i}", 300_000 + i, i) for i in range(2)}
+    rng = random.Random(5)
+    ranges = []
+    for _ in range(60):  # overlapping, out of order, across both files, some empty
+        path = rng.choice(list(files))
+        offset = rng.randrange(len(files[path]))
+        ranges.append(Range(str(path), offset, rng.randrange(len(files[path]) - offset + 1)))
+    ranges.append(Range(str(path), len(files[path]), 0))
+
+    with ReadAhead(ranges, budget=64 << 10, readers=readers, mode=mode) as ahead:
+        got = [buf.to_pybytes() for buf in ahead]
+
+    expected = [files[Path(r.path)][r.offset : r.end] for r in ranges]
+    assert got == expected
+
+
+def test_no_more_than_the_budget_is_read_ahead_of_the_consumer(tmp_path: Path) -> None:
+    size, count, budget = 100_000, 40, 350_000
+    path = tmp_path / "f"
+    data = write_file(path, size * count, 1)
+    ranges = [Range(str(path), i * size, size) for i in range(count)]
+    base = pa.total_allocated_bytes()
+    padding = 64 * (budget // size)  # Arrow rounds each allocation up to 64 bytes
+    most_ahead = 0
+
+    with ReadAhead(ranges, budget=budget, readers=4) as ahead:
+        for i, buf in enumerate(ahead):
+            time.sleep(0.01)  # the readers run ahead as far as they are allowed
+            assert buf.to_pybytes() == data[i * size : (i + 1) * size]
+            ahead_now = pa.total_allocated_bytes() - base - buf.size - 64
+            assert ahead_now <= budget + padding, f"{ahead_now} bytes read ahead at range {i}"
+            most_ahead = max(most_ahead, ahead_now)
+            del buf  # the consumer is done with it
+
+    # It did read ahead: three ranges fit in the budget beside the one in use.
+    assert 3 * size <= most_ahead <= 3 * size + padding
+    assert pa.total_allocated_bytes() == base
+
+
+def test_a_range_larger_than_the_budget_is_read_alone(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    data = write_file(path, 1 << 20, 2)
+    ranges = [Range(str(path), 0, 600_000), Range(str(path), 600_000, 1000)]
+    ahead = ReadAhead(ranges, budget=1000)
+    assert [b.to_pybytes() for b in ahead] == [data[:600_000], data[600_000:601_000]]
+    assert ahead.peak_held == 600_000
+
+
+def read_from_disk() -> int:
+    """Bytes this process has had fetched from the storage layer (all its threads)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("read_bytes:"))
+
+
+def drop_from_cache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def on_tmpfs(path: Path) -> bool:
+    """Whether ``path`` lives on a file system that is only memory (no disk to read)."""
+    best, kind = "", ""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, mount, fstype, *_ = line.split()
+            if str(path).startswith(mount) and len(mount) > len(best):
+                best, kind = mount, fstype
+    return kind in ("tmpfs", "ramfs")
+
+
+@pytest.mark.parametrize("mode", readahead.MODES)
+def test_cold_and_warm_files_read_the_same_bytes(tmp_path: Path, mode: str) -> None:
+    if on_tmpfs(tmp_path):
+        pytest.skip("the temporary directory is in memory: there is no cold read")
+    path = tmp_path / "f"
+    data = write_file(path, 4 << 20, 3)
+    ranges = [Range(str(path), i * (256 << 10), 256 << 10) for i in range(16)]
+    drop_from_cache(path)
+
+    before = read_from_disk()
+    cold = b"".join(b.to_pybytes() for b in ReadAhead(ranges, budget=1 << 20, mode=mode))
+    cold_read = read_from_disk() - before
+    before = read_from_disk()
+    warm = b"".join(b.to_pybytes() for b in ReadAhead(ranges, budget=1 << 20, mode=mode))
+    warm_read = read_from_disk() - before
+
+    assert cold == warm == data
+    assert cold_read >= len(data)  # the first pass came from the disk...
+    assert warm_read == 0  # ...the second from the page cache
+
+
+def test_a_range_past_the_end_of_the_file_raises_short_read_at_its_turn(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    data = write_file(path, 10_000, 4)
+    ranges = [Range(str(path), 0, 5000), Range(str(path), 9000, 2000), Range(str(path), 0, 10)]
+    for mode in readahead.MODES:
+        got = []
+        with pytest.raises(ShortReadError, match=r"wanted 2000 bytes at offset 9000") as caught:
+            for buf in ReadAhead(ranges, mode=mode):
+                got.append(buf.to_pybytes())
+        assert got == [data[:5000]], mode
+        assert isinstance(caught.value, StoreError)
+
+
+def test_a_missing_file_raises_file_not_found(tmp_path: Path) -> None:
+    for mode in readahead.MODES:
+        with pytest.raises(FileNotFoundError):
+            list(ReadAhead([Range(str(tmp_path / "nope"), 0, 10)], mode=mode))
+
+
+def test_leaving_early_stops_the_readers(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    write_file(path, 1 << 20, 5)
+    ranges = [Range(str(path), i * 1024, 1024) for i in range(1024)]
+    before = threading.active_count()
+    with ReadAhead(ranges, budget=8192, readers=4) as ahead:
+        for i, _ in enumerate(ahead):
+            if i == 3:
+                break
+    assert threading.active_count() == before
+    assert ahead.held == 0
+
+
+def test_a_truncated_map_output_read_ahead_names_the_damaged_file(tmp_path: Path) -> None:
+    store = FsspecStore(str(tmp_path / "store"))
+    segments = []
+    for m in range(3):
+        writer = MapOutputWriter(spill_dir=str(tmp_path / "spill"))
+        writer.add_run({0: pa.table({"key": [f"k{m}-{i}" for i in range(500)], "v": [m] * 500})})
+        index = writer.finish(store, f"map-{m}.arrow")
+        segments.append((f"map-{m}.arrow", index[0]))
+    local = store.local_path("map-1.arrow")
+    assert local is not None
+    os.truncate(local, segments[1][1][0].length - 10)
+
+    with pytest.raises(CorruptSegmentError, match=r"map-1\.arrow is truncated") as caught:
+        read_segments(store, segments)
+    assert caught.value.data_path == "map-1.arrow"
