@@ -57,6 +57,17 @@ def test_a_record_survives_a_trip_through_json_text() -> None:
         assert Record.from_json(json.loads(text)) == record
 
 
+def test_to_json_gives_the_fields_as_asdict_would_without_copying_the_index() -> None:
+    # A map record of a 256-reducer shuffle holds thousands of streams: copying them
+    # (dataclasses.asdict does) took a tenth of a map task's time.
+    from dataclasses import asdict
+
+    record = map_record(7, step=2, attempt=3)
+    as_json = record.to_json()
+    assert as_json == asdict(record)
+    assert as_json["index_json"] is record.index_json
+
+
 def test_the_partition_index_and_bytes_come_back_from_the_record() -> None:
     record = Record.from_json(json.loads(json.dumps(map_record(1).to_json())))
     assert record.partition_index == {
