@@ -584,7 +584,7 @@ def _reduce_once(
     step = call(where, "steps()", ctx.step, job, step_index)
     started = time.perf_counter()
 
-    maps = commit.read_stage(ctx.store, step_index, "map", len(step_plan.splits))
+    maps = commit.read_stage(ctx.store, step_index, "map", len(step_plan.splits), partition=index)
     located = [(m.data_path, m.partition_refs(index)) for m in maps]
     located = [(path, refs) for path, refs in located if refs]
     bytes_in = sum(r.length for _, refs in located for r in refs)

@@ -11,7 +11,8 @@ a wrong answer. This module knows stages by name, not what they compute.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+import re
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, NewType
 
 from shuffle.mapfile import PartitionIndex, StreamRef, index_from_json, index_to_json
@@ -90,14 +91,61 @@ def write(job_store: FsspecStore, record: Record) -> None:
     job_store.write_bytes(path, json.dumps(record.to_json(), sort_keys=True).encode())
 
 
-def read(job_store: FsspecStore, step: int, stage: str, index: int) -> Record | None:
-    """The committed record of a task, or None if it has not committed."""
+def read(
+    job_store: FsspecStore, step: int, stage: str, index: int, *, partition: int | None = None
+) -> Record | None:
+    """The committed record of a task, or None if it has not committed.
+
+    With ``partition``, the record's index holds that partition's streams only
+    (see :func:`decode`).
+    """
     path = record_path(step, stage, index)
     try:
         data = job_store.read_bytes(path)
     except FileNotFoundError:
         return None
-    return Record.from_json(json.loads(data))
+    return decode(data, partition)
+
+
+#: Where the index begins (empty, or a partition's list of streams) and what follows it.
+_INDEX_START = re.compile(rb'"index_json": (?=\{\}|\{"\d+": \[\[)')
+_AFTER_INDEX = b', "node": '
+
+
+def decode(data: bytes, partition: int | None = None) -> Record:
+    """A record from the JSON :func:`write` made; with ``partition``, keeping that
+    partition's streams only, and decoding no others.
+
+    A reducer needs one partition of every map output's index, and a map
+    record of an R-reducer hash shuffle lists about 4R streams per spill: each
+    of R reducers decoding all M records whole is M x R x 4R lists. At 256 x
+    256 that was 57% of the reduce stage (py-spy, issue 25), and the decoded
+    records held a reducer's memory for the whole task. :func:`write` sorts
+    the keys, so the index is followed by ``"node"`` and the last dict before
+    it is the counters, whose values are integers, never lists; a quote inside
+    a string is escaped: so the patterns searched for below occur nowhere but
+    where they are meant. A record not laid out so is decoded whole.
+    """
+    if partition is not None:
+        found = _INDEX_START.search(data)
+        end = data.rfind(_AFTER_INDEX)
+        body = found.end() if found else -1
+        if 0 <= body < end and data[end - 1 : end] == b"}":
+            head = json.loads(data[:body] + b"{}" + data[end:])
+            entry = f'"{partition}": '.encode()
+            at = data.find(b"{" + entry, body, body + 1 + len(entry))
+            if at < 0:
+                at = data.find(b", " + entry, body, end)
+            if at >= 0:
+                first = data.index(b"[[", at, end)
+                last = data.index(b"]]", first, end) + 2
+                head["index_json"] = {str(partition): json.loads(data[first:last])}
+            return Record.from_json(head)
+    record = Record.from_json(json.loads(data))
+    if partition is None:
+        return record
+    kept = {k: v for k, v in record.index_json.items() if k == str(partition)}
+    return replace(record, index_json=kept)
 
 
 FAILURES_DIR = f"{COMMITS_DIR}/failures"
@@ -141,11 +189,16 @@ def committed_indexes(job_store: FsspecStore, step: int, stage: str) -> set[int]
     return out
 
 
-def read_stage(job_store: FsspecStore, step: int, stage: str, num_tasks: int) -> list[Record]:
-    """Every record of a stage, in task order; raises if one is missing."""
+def read_stage(
+    job_store: FsspecStore, step: int, stage: str, num_tasks: int, *, partition: int | None = None
+) -> list[Record]:
+    """Every record of a stage, in task order; raises if one is missing.
+
+    With ``partition``, each record's index holds that partition's streams only.
+    """
     records = []
     for i in range(num_tasks):
-        rec = read(job_store, step, stage, i)
+        rec = read(job_store, step, stage, i, partition=partition)
         if rec is None:
             raise FileNotFoundError(
                 f"task {i} of step {step} stage {stage} has no commit record in "

@@ -144,3 +144,67 @@ def test_read_stage_names_the_missing_task(store: FsspecStore) -> None:
     assert str(caught.value) == (
         f"task 2 of step 0 stage map has no commit record in {store.url('commits')}"
     )
+
+
+def test_one_partition_of_a_record_decodes_as_the_whole_record_filtered() -> None:
+    """decode(data, p) against json.loads of the same bytes, then keeping partition p.
+
+    The record's strings hold what could fool a search of the bytes: the index
+    key and partition entries, quoted, in a counter name, the node and the path.
+    """
+    import random
+    from dataclasses import replace
+
+    rng = random.Random(8)
+    tricky = '"index_json": {"3": [[1, 2]]}, "7": [[9]]]]}'
+    index = {
+        p: [
+            StreamRef(
+                rng.randrange(2**40),
+                rng.randrange(2**30),
+                rng.randrange(99),
+                rng.randrange(2**64),
+                b,
+            )
+            for b in range(rng.randrange(1, 4))
+        ]
+        for p in rng.sample(range(300), 40)
+    }
+    records = [
+        map_record(1),
+        replace(map_record(2), counters={tricky: {tricky: 1}}, node=tricky, data_path=tricky),
+        Record.with_index(
+            index, step=0, stage="map", index=TaskIndex(3), attempt=0, node=tricky, data_path="m"
+        ),
+        Record.with_index(
+            {}, step=0, stage="map", index=TaskIndex(4), attempt=0, node="n", data_path="m"
+        ),
+    ]
+    for record in records:
+        data = json.dumps(record.to_json(), sort_keys=True).encode()
+        for p in [*range(0, 300, 7), 3, 7, 299, 1000]:
+            whole = Record.from_json(json.loads(data))
+            kept = {k: v for k, v in whole.index_json.items() if k == str(p)}
+            assert commit.decode(data, p) == replace(whole, index_json=kept), (record.node, p)
+            assert commit.decode(data, p).partition_refs(p) == whole.partition_refs(p)
+        assert commit.decode(data) == record
+
+
+def test_read_stage_of_one_partition_keeps_its_streams_only(store: FsspecStore) -> None:
+    for i in range(3):
+        commit.write(store, map_record(i))
+    for p in (0, 3, 5):
+        records = commit.read_stage(store, 0, "map", 3, partition=p)
+        assert [r.partition_refs(p) for r in records] == [
+            map_record(i).partition_refs(p) for i in range(3)
+        ]
+        assert all(set(r.partition_index) <= {p} for r in records)
+        assert [replace_index(r) for r in records] == [
+            replace_index(map_record(i)) for i in range(3)
+        ]
+
+
+def replace_index(record: Record) -> Record:
+    from dataclasses import replace
+
+    return replace(record, index_json={})
