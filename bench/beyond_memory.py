@@ -12,7 +12,10 @@ size held constant (128 MiB per reducer):
    against the rows generated again outside the job). Each JSON line carries
    the disk bytes each stage read and wrote and the peak anonymous memory of
    its tasks (:mod:`mrk8s.benchstats`).
-2. The disk's cold sequential speed, same run: a file as large as the large
+2. The small hash run once through each read path of the reducers
+   (``MRK8S_READ_AHEAD``: ``mmap``, ``fadvise``, ``pread``), with the page
+   cache kept, then dropped between the map and the reduce stage.
+3. The disk's cold sequential speed, same run: a file as large as the large
    run's map outputs is written (``fdatasync`` at the end: the write speed),
    dropped from the page cache, then read with 8 MiB reads, buffered (as
    ``dd bs=8M``) and with ``O_DIRECT``; the file is deleted at once.
@@ -112,8 +115,17 @@ def disk_reference(directory: str, size: int) -> dict[str, Any]:
 
 
 def run_one(
-    size: int, sort_keys: bool, shuffle_dir: str, repeat: int, report: progress.Progress
+    size: int,
+    sort_keys: bool,
+    shuffle_dir: str,
+    repeat: int,
+    report: progress.Progress,
+    *,
+    drop_caches: bool = False,
+    read_ahead: str | None = None,
 ) -> list[dict[str, Any]]:
+    """``mrk8s bench shuffle`` at ``size``, 128 MiB per reducer; ``read_ahead`` picks
+    the reducers' read path (``MRK8S_READ_AHEAD``, which the workers inherit)."""
     tasks = max(1, size // PARTITION_BYTES)
     settings = bench.ShuffleBenchSettings(
         size=size,
@@ -121,9 +133,32 @@ def run_one(
         reducers=tasks,
         repeat=repeat,
         sort_keys=sort_keys,
+        drop_caches=drop_caches,
         run=RunSettings(script=bench.JOB_SCRIPT, shuffle_dir=shuffle_dir),
     )
-    return bench.run_shuffle_bench(replace(settings), report)
+    previous = os.environ.get("MRK8S_READ_AHEAD")
+    if read_ahead:
+        os.environ["MRK8S_READ_AHEAD"] = read_ahead
+    try:
+        return bench.run_shuffle_bench(replace(settings), report)
+    finally:
+        if previous is None:
+            os.environ.pop("MRK8S_READ_AHEAD", None)
+        else:
+            os.environ["MRK8S_READ_AHEAD"] = previous
+
+
+def read_variants(size: int, shuffle_dir: str, report: progress.Progress) -> list[dict[str, Any]]:
+    """The small hash run once per read path, with the page cache kept and dropped."""
+    out = []
+    for drop in (False, True):
+        for mode in ("mmap", "fadvise", "pread"):
+            print(f"== variant {mode}, cache dropped: {drop}", file=sys.stderr, flush=True)
+            (line,) = run_one(
+                size, False, shuffle_dir, 1, report, drop_caches=drop, read_ahead=mode
+            )
+            out.append({"read_ahead": mode, "cache_dropped": drop, **line})
+    return out
 
 
 def _median(values: list[float]) -> float:
@@ -238,6 +273,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--large", default="32GiB")
     p.add_argument("--small-repeat", type=int, default=3, help="runs at the small size (median)")
     p.add_argument("--shuffles", default="hash,sorted")
+    p.add_argument(
+        "--no-variants",
+        dest="variants",
+        action="store_false",
+        help="skip the small hash run through each read path (mmap, fadvise, pread), "
+        "with the page cache kept and dropped before the reduce stage",
+    )
     p.add_argument("--min-free", default="10GB", help="free space to keep (default: 10GB)")
     p.add_argument("--out", default=str(RESULTS / "beyond_memory.json"))
     a = p.parse_args(argv)
@@ -264,6 +306,8 @@ def main(argv: list[str]) -> int:
             runs[f"{name}-{shuffle}"] = run_one(
                 size, shuffle == "sorted", a.shuffle_dir, repeat, report
             )
+    if a.variants:
+        result["read_variants"] = read_variants(small, a.shuffle_dir, report)
     large_bytes = max(
         r["shuffle_bytes"] for k, rs in runs.items() if k.startswith("large") for r in rs
     )

@@ -20,10 +20,13 @@ grouped by partition, so a reducer needs one range read per map output; on a
 local store the copy would cost more than the extra reads it saves, and the
 runs stay where they are. Streams are LZ4-compressed unless the first
 megabyte shows the data does not compress. Arrow's IPC writer hands its
-buffers straight to the file (checksummed on the way), and a reducer reads
-a local map output through a memory map, so neither side copies a stream
-into memory of its own. This module knows partitions, buckets and streams,
-not mappers.
+buffers straight to the file (checksummed on the way). A reducer reads the
+ranges it needs of local map outputs ahead of use, a few at a time
+(:mod:`shuffle.readahead`: one ``preadv`` per range into an Arrow buffer
+that the decoded rows then share, no further copy); it used to map them,
+which left a reducer waiting on one page fault at a time once the map
+outputs outgrew the page cache. This module knows partitions, buckets and
+streams, not mappers.
 """
 
 from __future__ import annotations

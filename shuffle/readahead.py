@@ -36,9 +36,11 @@ import pyarrow as pa
 
 from shuffle.store import ShortReadError, translate_errors
 
-#: Reader threads: enough requests in flight for the device to merge and
-#: overlap them (a virtio disk here reads 4 in flight at about disk speed;
-#: more only queue), few enough to be cheap to start per call.
+#: Reader threads per read-ahead. A reducer reads while the other workers
+#: compute, so two requests in flight per reader keep the disk busy: reading
+#: 4 GiB cold in 128 KiB ranges, two processes, gave 1 reader 1285 MB/s, 2
+#: 958-1294, 4 675-1161, 8 831-1008 (python -m bench.read_variants, a machine
+#: at load 8-11; README, "The shuffle beyond memory").
 DEFAULT_READERS = 2
 
 #: Bytes read ahead of the consumer unless the caller says otherwise.
