@@ -83,26 +83,43 @@ def _short(r: Range, got: int, size: int | None = None) -> ShortReadError:
 
 def pread_ranges(ranges: Sequence[Range]) -> list[pa.Buffer]:
     """The bytes of ``ranges``, one ``preadv`` each (more if the kernel returns less),
-    into slices of one fresh Arrow buffer."""
+    into slices of one fresh Arrow buffer.
+
+    Each file is opened with ``POSIX_FADV_RANDOM``: the kernel reads exactly
+    the ranges asked for. Without it, a range whose preceding bytes are cached
+    (the previous hash bucket, read a moment before) looks like a sequential
+    stream and the kernel reads up to the device's read-ahead window (8 MiB
+    here) past it, other partitions' bytes that are evicted before their
+    reducer comes: the 32 GiB reduce stage read 54 GB from the disk for 36 GB
+    of map outputs.
+    """
     buf = pa.allocate_buffer(sum(r.length for r in ranges))
     view = memoryview(buf)  # Arrow buffers export the buffer protocol, writable here
     out = []
     at = 0
-    for r in ranges:
-        out.append(buf.slice(at, r.length))
-        if r.length:
-            with translate_errors(r.path, "read"):
-                fd = os.open(r.path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
+    fd, fd_path = -1, ""
+    try:
+        for r in ranges:
+            out.append(buf.slice(at, r.length))
+            if r.length:
+                with translate_errors(r.path, "read"):
+                    if r.path != fd_path:
+                        if fd >= 0:
+                            os.close(fd)
+                            fd = -1
+                        fd = os.open(r.path, os.O_RDONLY | os.O_CLOEXEC)
+                        fd_path = r.path
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
                     done = 0
                     while done < r.length:
                         n = os.preadv(fd, [view[at + done : at + r.length]], r.offset + done)
                         if n == 0:
                             raise _short(r, done)
                         done += n
-                finally:
-                    os.close(fd)
-        at += r.length
+            at += r.length
+    finally:
+        if fd >= 0:
+            os.close(fd)
     return out
 
 

@@ -182,3 +182,21 @@ def test_a_truncated_map_output_read_ahead_names_the_damaged_file(tmp_path: Path
     with pytest.raises(CorruptSegmentError, match=r"map-1\.arrow is truncated") as caught:
         read_segments(store, segments)
     assert caught.value.data_path == "map-1.arrow"
+
+
+def test_a_cold_read_fetches_the_ranges_asked_for_and_no_more(tmp_path: Path) -> None:
+    """Every other 64 KiB of a cold file: the kernel must not read the gaps ahead."""
+    if on_tmpfs(tmp_path):
+        pytest.skip("the temporary directory is in memory: there is no cold read")
+    path = tmp_path / "f"
+    data = write_file(path, 8 << 20, 6)
+    step = 64 << 10
+    ranges = [Range(str(path), at, step) for at in range(0, len(data), 2 * step)]
+    drop_from_cache(path)
+
+    before = read_from_disk()
+    got = [b.to_pybytes() for b in ReadAhead(ranges, mode="pread")]
+    fetched = read_from_disk() - before
+
+    assert got == [data[r.offset : r.end] for r in ranges]
+    assert len(data) // 2 <= fetched <= len(data) // 2 + step
