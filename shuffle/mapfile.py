@@ -64,6 +64,10 @@ MAX_IN_FLIGHT = 8
 #: Read buffer of one streamed run, unless the reader asks for less.
 STREAM_BUFFER = 1 << 20
 
+#: Streams of tables up to this size are serialised in memory, then written at
+#: once (see ``MapOutputWriter._write_stream``).
+SMALL_STREAM_BYTES = 1 << 20
+
 #: Copy buffer used when regrouping spilled runs by partition.
 _COPY_CHUNK = 4 * 2**20
 
@@ -195,21 +199,39 @@ class MapOutputWriter:
             if table.num_rows == 0:
                 continue
             offset = self._file.tell()
-            sink = _ChecksummingSink(self._file)
-            # Straight into the file: Arrow hands the sink its own buffers, so
-            # nothing is copied on the way but into the page cache.
-            with pa.ipc.new_stream(
-                pa.PythonFile(sink, mode="w"), table.schema, options=self._options
-            ) as writer:
-                writer.write_table(table, max_chunksize=self._batch_rows or None)
+            size, checksum = self._write_stream(table)
             if self._probing:
-                self._judge_compression(table.nbytes, sink.size)
+                self._judge_compression(table.nbytes, size)
             p, bucket = divmod(sid, buckets)
-            ref = StreamRef(offset, sink.size, table.num_rows, sink.checksum, bucket)
-            refs.setdefault(p, []).append(ref)
+            refs.setdefault(p, []).append(StreamRef(offset, size, table.num_rows, checksum, bucket))
             self.rows_written += table.num_rows
-            self.bytes_written += sink.size
+            self.bytes_written += size
         self._runs.append(refs)
+
+    def _write_stream(self, table: pa.Table) -> tuple[int, int]:
+        """Append ``table`` as one IPC stream; its size and checksum.
+
+        A small stream is serialised in memory and written with one call: through
+        the file object each Arrow buffer is a Python call (a dozen per stream),
+        which cost 110-160 us per 32 KiB stream against 60 in memory (1024
+        streams, one 32 MiB run, as a 256-reducer hash shuffle writes). A large
+        one goes straight into the file: Arrow hands the sink its own buffers,
+        so nothing is copied on the way but into the page cache.
+        """
+        assert self._file is not None
+        options = self._options
+        chunk = self._batch_rows or None
+        if table.nbytes <= SMALL_STREAM_BYTES:
+            memory = pa.BufferOutputStream()
+            with pa.ipc.new_stream(memory, table.schema, options=options) as writer:
+                writer.write_table(table, max_chunksize=chunk)
+            data = memory.getvalue()
+            self._file.write(memoryview(data))
+            return data.size, stream_checksum(data)
+        sink = _ChecksummingSink(self._file)
+        with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema, options=options) as w:
+            w.write_table(table, max_chunksize=chunk)
+        return sink.size, sink.checksum
 
     @property
     def _probing(self) -> bool:
