@@ -64,9 +64,10 @@ MAX_IN_FLIGHT = 8
 #: Read buffer of one streamed run, unless the reader asks for less.
 STREAM_BUFFER = 1 << 20
 
-#: Streams of tables up to this size are serialised in memory, then written at
-#: once (see ``MapOutputWriter._write_stream``).
-SMALL_STREAM_BYTES = 1 << 20
+#: Streams of tables up to this many rows are serialised in memory, then
+#: written at once (see ``MapOutputWriter._write_stream``). Rows, not bytes:
+#: ``Table.nbytes`` of a slice took as long as serialising it.
+SMALL_STREAM_ROWS = DEFAULT_BATCH_ROWS
 
 #: Copy buffer used when regrouping spilled runs by partition.
 _COPY_CHUNK = 4 * 2**20
@@ -211,17 +212,17 @@ class MapOutputWriter:
     def _write_stream(self, table: pa.Table) -> tuple[int, int]:
         """Append ``table`` as one IPC stream; its size and checksum.
 
-        A small stream is serialised in memory and written with one call: through
+        A stream of one batch is serialised in memory and written with one call: through
         the file object each Arrow buffer is a Python call (a dozen per stream),
         which cost 110-160 us per 32 KiB stream against 60 in memory (1024
-        streams, one 32 MiB run, as a 256-reducer hash shuffle writes). A large
+        streams, one 32 MiB run, as a 256-reducer hash shuffle writes). A longer
         one goes straight into the file: Arrow hands the sink its own buffers,
         so nothing is copied on the way but into the page cache.
         """
         assert self._file is not None
         options = self._options
         chunk = self._batch_rows or None
-        if table.nbytes <= SMALL_STREAM_BYTES:
+        if table.num_rows <= SMALL_STREAM_ROWS:
             memory = pa.BufferOutputStream()
             with pa.ipc.new_stream(memory, table.schema, options=options) as writer:
                 writer.write_table(table, max_chunksize=chunk)

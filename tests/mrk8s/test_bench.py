@@ -104,6 +104,12 @@ def test_checksum_ignores_order_and_catches_damage(key_type: str) -> None:
     assert shuffle_job.checksum(shuffled, 90) == (rows, lo, hi)
     in_pieces = pa.concat_tables([table.slice(0, 300), table.slice(300)])
     assert shuffle_job.checksum(in_pieces, 90) == (rows, lo, hi)
+    # Many small batches, joined in groups before hashing (a group boundary mid-table).
+    small = pa.concat_tables([table.slice(i, 7) for i in range(0, 1000, 7)])
+    assert small.column(0).num_chunks == 143
+    joined = shuffle_job.row_hashes(small, 90)
+    assert (joined == shuffle_job.row_hashes(table, 90)).all()
+    assert shuffle_job.checksum(small, 90) == (rows, lo, hi)
     assert shuffle_job.checksum(table.slice(1), 90)[0] == 999
     # A row whose payload's last byte changed, or whose payload moved to another key.
     payloads = table.column("payload").to_pylist()
