@@ -22,11 +22,15 @@ and consumes :class:`mrk8s.tasks.plan.Split` only.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import math
+import os
 import posixpath
+import traceback
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -373,6 +377,37 @@ def _open(split: Split, storage_options: Mapping[str, Any] | None) -> IO[bytes]:
     return f
 
 
+#: Where the standard library's decompressors raise (a damaged or truncated file).
+_DECOMPRESSOR_FILES = ("gzip.py", "bz2.py", "_compression.py")
+
+
+@contextlib.contextmanager
+def _decompressing(split: Split) -> Iterator[None]:
+    """A compressed input that does not decompress is the user's to fix.
+
+    gzip and bz2 raise ``EOFError`` for a truncated file and ``OSError`` or
+    ``zlib.error`` for damaged data; without this, a map task would fail with
+    an internal error and be retried to no avail. Only errors raised by the
+    decompressor itself are translated: a failing read of the store
+    underneath stays what it is (retryable).
+    """
+    if split.compression is None:
+        yield
+        return
+    try:
+        yield
+    except (EOFError, OSError, zlib.error) as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        if not frames or os.path.basename(frames[-1].filename) not in _DECOMPRESSOR_FILES:
+            raise
+        raise InputError(
+            f"input {split.url!r} is not a valid {split.compression} file ({exc}): it is "
+            f"truncated or damaged; compress or download it again, or leave it out of the "
+            "inputs",
+            split=split.describe(),
+        ) from exc
+
+
 def _owned_blocks(
     split: Split, storage_options: Mapping[str, Any] | None, chunk_bytes: int
 ) -> Iterator[bytes]:
@@ -395,7 +430,7 @@ def _owned_blocks(
     read_pos = split.start - 1 if skipping else (0 if whole else split.start)
     line_start = read_pos  # file offset of the first byte of `pending`
     pending: list[bytes] = []  # the start of a line whose newline is not read yet
-    with _open(split, storage_options) as f:
+    with _decompressing(split), _open(split, storage_options) as f:
         if read_pos > 0:
             f.seek(read_pos)
         while True:
@@ -519,7 +554,7 @@ def _jsonl_records(split: Split, storage_options: Mapping[str, Any] | None) -> I
 def _csv_records(split: Split, storage_options: Mapping[str, Any] | None) -> Iterator[object]:
     # Parsed by pyarrow in batches (fast), but every column is read as text so
     # a row is what csv.DictReader would give, and no column can fail to convert.
-    with _open(split, storage_options) as f:
+    with _decompressing(split), _open(split, storage_options) as f:
         try:
             names = pa_csv.open_csv(f, parse_options=_CSV_PARSE).schema.names
         except pa.ArrowInvalid as exc:
@@ -534,7 +569,7 @@ def _csv_batches(
     storage_options: Mapping[str, Any] | None,
     convert: pa_csv.ConvertOptions | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    with _open(split, storage_options) as f:
+    with _decompressing(split), _open(split, storage_options) as f:
         try:
             yield from pa_csv.open_csv(f, parse_options=_CSV_PARSE, convert_options=convert)
         except pa.ArrowInvalid as exc:
