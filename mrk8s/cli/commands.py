@@ -173,8 +173,8 @@ def _run_job(argv: list[str], known: argparse.Namespace, executor: Any) -> int:
         job_id=args.job_id,
         output_format=args.output_format,
         overwrite=args.overwrite,
-        memory_per_worker=parse_size(args.memory_per_worker),
-        max_split_bytes=parse_size(args.split_size),
+        memory_per_worker=parse_size(args.memory_per_worker, "--memory-per-worker"),
+        max_split_bytes=parse_size(args.split_size, "--split-size"),
         max_attempts=args.max_attempts,
         retry_user_errors=args.retry_user_errors,
         keep_shuffle=args.keep_shuffle,
@@ -223,6 +223,11 @@ def _validate(settings: Any) -> None:
         raise UsageError(f"--reducers {settings.reducers}: give at least 1")
     if settings.max_attempts < 1:
         raise UsageError(f"--max-attempts {settings.max_attempts}: give at least 1")
+    if settings.max_split_bytes < 1:
+        raise UsageError(
+            f"--split-size {settings.max_split_bytes} bytes: give a positive size, e.g. 64MiB "
+            "(the default is 128MiB)"
+        )
     if settings.memory_per_worker < 16 << 20:
         raise UsageError(
             f"--memory-per-worker {settings.memory_per_worker} bytes is too small: give at "

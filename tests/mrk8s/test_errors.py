@@ -67,3 +67,34 @@ def test_a_damaged_compressed_input_is_an_input_error_naming_the_file(
     assert "internal error" not in res.stderr
     assert "retrying" not in res.stderr  # a user error: one attempt only
     assert "Traceback" not in res.stderr
+
+
+# -- sizes -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--split-size", "0"], "--split-size 0 bytes: give a positive size, e.g. 64MiB"),
+        (["--split-size", "0.4"], "--split-size 0 bytes: give a positive size, e.g. 64MiB"),
+        (["--split-size", "0MiB"], "--split-size 0 bytes: give a positive size, e.g. 64MiB"),
+        (["--split-size", "-1"], "--split-size '-1' is not a size: write a number"),
+        (["--split-size", "big"], "--split-size 'big' is not a size: write a number"),
+        (["--memory-per-worker", "12 apples"], "--memory-per-worker '12 apples' is not a size"),
+    ],
+)
+def test_a_bad_size_is_a_usage_error_naming_the_option(
+    cli: Run, tmp_path: Path, args: list[str], message: str
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("a b\n")
+    res = cli("run", _script(tmp_path, WORDCOUNT), str(src), *args)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(f"mrk8s: error: {message}"), res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_a_bad_bench_size_is_a_usage_error_naming_the_option(cli: Run) -> None:
+    res = cli("bench", "shuffle", "--size", "lots")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("mrk8s: error: --size 'lots' is not a size"), res.stderr
