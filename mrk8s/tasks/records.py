@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mrk8s.errors import ResultEncodingError
 from mrk8s.job import Record, as_records
 from mrk8s.tasks.usercode import Where, guarded
 from shuffle import codec
@@ -179,6 +180,9 @@ class RecordBuffer:
             exc.message = f"{self.what} yielded a key or value the shuffle cannot carry: " + (
                 exc.message
             )
+            raise self.where.wrap(exc, self.what) from None
+        except ResultEncodingError as exc:
+            exc.message = f"{self.what} yielded a result that cannot be written: {exc.message}"
             raise self.where.wrap(exc, self.what) from None
 
 

@@ -98,3 +98,108 @@ def test_a_bad_bench_size_is_a_usage_error_naming_the_option(cli: Run) -> None:
     res = cli("bench", "shuffle", "--size", "lots")
     assert res.returncode == 2, res.stderr
     assert res.stderr.startswith("mrk8s: error: --size 'lots' is not a size"), res.stderr
+
+
+# -- results that cannot be written ------------------------------------------------------------
+
+_BAD_RESULT = """
+from mrk8s import MapReduce
+
+class BadResult(MapReduce):
+    def mapper(self, _, line):
+        for word in line.split():
+            yield word, 1
+
+    def reducer(self, word, counts):
+        n = sum(counts)
+        if word == "c":
+            yield {bad}
+        else:
+            yield word, n
+"""
+
+
+@pytest.mark.parametrize(
+    ("fmt", "bad", "part", "message"),
+    [
+        (
+            "text",
+            "word, {n}",
+            "part-00000",
+            "the value of key 'c' cannot be written as text to output part part-00000: set "
+            "values cannot be written as JSON (JSON has no sets): yield a list, e.g. "
+            "sorted(the_set)",
+        ),
+        (
+            "text",
+            "frozenset([word]), n",
+            "part-00000",
+            "the key frozenset({'c'}) cannot be written as text to output part part-00000: "
+            "frozenset values cannot be written as JSON (JSON has no sets)",
+        ),
+        (
+            "jsonl",
+            "word, object()",
+            "part-00000.jsonl",
+            "the value of key 'c' cannot be written as jsonl to output part part-00000.jsonl: "
+            "object values cannot be written as JSON: yield str, int, float, bool, None, or "
+            "lists and dicts of them",
+        ),
+        (
+            "parquet",
+            "word, object()",
+            "part-00000.parquet",
+            "the value of key 'c' cannot be written as parquet to output part "
+            "part-00000.parquet: object values cannot be written as JSON",
+        ),
+    ],
+)
+def test_a_result_that_cannot_be_written_is_a_user_error_naming_key_reducer_and_part(
+    cli: Run, tmp_path: Path, fmt: str, bad: str, part: str, message: str
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("a b\nc a\n")
+    job = _script(tmp_path, _BAD_RESULT.replace("{bad}", bad))
+    out = tmp_path / "out"
+
+    res = cli("run", job, str(src), "-o", str(out), "--output-format", fmt, "-r", "1", "-q")
+
+    assert res.returncode == 2, res.stderr
+    assert f"reducer yielded a result that cannot be written: {message}" in res.stderr
+    assert "stage=reduce, task=0, partition=0" in res.stderr
+    assert part in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not out.exists()
+
+
+def test_an_mrjob_result_its_output_protocol_cannot_write_names_key_and_part(
+    cli: Run, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("a b\nc a\n")
+    job = _script(
+        tmp_path,
+        """
+        from mrjob.job import MRJob
+
+        class MRSets(MRJob):
+            def mapper(self, _, line):
+                for word in line.split():
+                    yield word, 1
+
+            def reducer(self, word, counts):
+                yield word, set(counts)
+
+        if __name__ == "__main__":
+            MRSets.run()
+        """,
+    )
+    res = cli("run", job, str(src), "-r", "1", "-q")
+    assert res.returncode == 2, res.stderr
+    assert (
+        "reducer yielded a result that cannot be written: the result of key 'a' cannot be "
+        "written by the job's OUTPUT_PROTOCOL to output part part-00000: Object of type set "
+        "is not JSON serializable"
+    ) in res.stderr
+    assert res.stdout == ""
+    assert "Traceback" not in res.stderr
