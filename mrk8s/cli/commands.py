@@ -349,8 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     try:
         return command(argv[1:])
-    except KeyboardInterrupt:
-        print("mrk8s: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # One line: what the job kept (the driver's note) goes on it.
+        print("; ".join(["mrk8s: interrupted", *_notes(exc)]), file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader of our stdout went away (e.g. `| head`): stop quietly.
@@ -358,11 +359,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except JobFailedError as exc:
-        print(f"mrk8s: job failed: {exc}", file=sys.stderr)
+        _print_error(f"job failed: {exc}", exc)
         return EXIT_USER_ERROR if exc.user_error else EXIT_FAILURE
     except UserError as exc:
-        print(f"mrk8s: error: {exc}", file=sys.stderr)
+        _print_error(f"error: {exc}", exc)
         return EXIT_USER_ERROR
     except MRError as exc:
-        print(f"mrk8s: error: {exc}", file=sys.stderr)
+        _print_error(f"error: {exc}", exc)
         return EXIT_FAILURE
+
+
+def _notes(exc: BaseException) -> list[str]:
+    """The lines the driver added to an error (what the job kept, and why)."""
+    return [str(note) for note in getattr(exc, "__notes__", ())]
+
+
+def _print_error(text: str, exc: BaseException) -> None:
+    for line in [text, *_notes(exc)]:
+        print(f"mrk8s: {line}", file=sys.stderr)

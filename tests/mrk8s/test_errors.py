@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import os
 import random
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.conftest import CLIResult
+from tests.conftest import REPO, CLIResult
+from tests.mrk8s.test_disk import _mount
 from tests.util import WORDCOUNT
 
 pytestmark = pytest.mark.timeout(120)
@@ -203,3 +210,226 @@ def test_an_mrjob_result_its_output_protocol_cannot_write_names_key_and_part(
     ) in res.stderr
     assert res.stdout == ""
     assert "Traceback" not in res.stderr
+
+
+# -- what a stopped job leaves behind ---------------------------------------------------------
+
+
+def _hidden(directory: Path) -> list[str]:
+    """Hidden names in ``directory``: where a staging directory beside ``-o`` would be."""
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+_FAILS_IN_REDUCE = """
+import os
+from mrk8s import MapReduce
+
+class FailsInReduce(MapReduce):
+    def mapper(self, _, line):
+        for word in line.split():
+            yield word, 1
+
+    def reducer(self, word, counts):
+        if word == "c":
+            {fail}
+        yield word, sum(counts)
+"""
+
+
+def test_a_job_a_rerun_cannot_fix_does_not_advise_resuming_and_keeps_nothing(
+    cli: Run, tmp_path: Path, shuffle_dir: Path
+) -> None:
+    src = tmp_path / "in.txt.gz"
+    src.write_bytes(gzip.compress(_random_text(20_000))[:60_000])
+
+    res = cli("run", _script(tmp_path, WORDCOUNT), str(src), "--job-id", "bad-input", "-q")
+
+    assert res.returncode == 2, res.stderr
+    assert "resume" not in res.stderr and "--job-id" not in res.stderr
+    assert res.stderr.splitlines()[-1] == (
+        "mrk8s: job bad-input kept nothing: it can only succeed once its script or input "
+        "changes, and a changed job starts over (--keep-shuffle keeps its data to inspect)"
+    )
+    assert list(shuffle_dir.iterdir()) == []
+
+
+def test_a_failed_job_with_keep_shuffle_says_what_it_keeps_and_clean_removes_it(
+    cli: Run, tmp_path: Path, shuffle_dir: Path
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("a b\nc a\nd e f g\n")
+    job = _script(tmp_path, _FAILS_IN_REDUCE.replace("{fail}", 'raise ValueError("no c")'))
+    out = tmp_path / "out"
+
+    res = cli("run", job, str(src), "-o", str(out), "--job-id", "kept", "--keep-shuffle", "-q")
+
+    assert res.returncode == 2, res.stderr
+    assert "reducer raised ValueError: no c" in res.stderr
+    assert "resume" not in res.stderr and "--job-id" not in res.stderr
+    assert res.stderr.splitlines()[-1] == (
+        f"mrk8s: job kept failed on something a rerun cannot fix; its data is kept in "
+        f"{shuffle_dir / 'kept'} because of --keep-shuffle (`mrk8s status kept` shows it): "
+        "remove it with `mrk8s clean kept`"
+    )
+    assert not out.exists()
+    assert _hidden(tmp_path) == []  # the other reducer's staged part is gone too
+    assert (shuffle_dir / "kept" / "plan.json").exists()
+
+    cleaned = cli("clean", "kept")
+
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert list(shuffle_dir.iterdir()) == []
+
+
+def test_a_job_stopped_by_lost_workers_keeps_its_tasks_to_resume_but_no_staging(
+    cli: Run, tmp_path: Path, shuffle_dir: Path
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("a b\nc a\nd e f g\n")
+    job = _script(tmp_path, _FAILS_IN_REDUCE.replace("{fail}", "os._exit(3)"))
+    out = tmp_path / "out"
+
+    res = cli("run", job, str(src), "-o", str(out), "--max-attempts", "1", "-q")
+
+    assert res.returncode == 1, res.stderr
+    job_id = next(shuffle_dir.iterdir()).name
+    assert res.stderr.splitlines()[-1] == (
+        f"mrk8s: job {job_id} stopped; its finished tasks are kept in {shuffle_dir / job_id}: "
+        f"fix the cause, then rerun the same command with --job-id {job_id} to resume (or "
+        f"remove them with `mrk8s clean {job_id}`)"
+    )
+    assert not out.exists()
+    assert _hidden(tmp_path) == []
+    assert sorted(p.name for p in (shuffle_dir / job_id / "commits").iterdir() if "map" in p.name)
+
+
+def _start(shuffle_dir: Path, *args: str, **popen: object) -> subprocess.Popen[bytes]:
+    """``mrk8s ARGS`` running in its own process group, as a shell runs a command."""
+    env = {**os.environ, "MRK8S_SHUFFLE_DIR": str(shuffle_dir)}
+    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+        [sys.executable, "-m", "mrk8s.cli", *args],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
+
+
+def _workers(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    return psutil.Process(proc.pid).children(recursive=True)
+
+
+def _assert_all_gone(processes: list[psutil.Process]) -> None:
+    _, alive = psutil.wait_procs(processes, timeout=15)
+    assert alive == [], f"still running: {alive}"
+
+
+def test_ctrl_c_during_reduce_prints_one_line_and_leaves_nothing_beside_the_output(
+    tmp_path: Path, shuffle_dir: Path
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("a b\nc a\nd e f g\n")
+    reducing = tmp_path / "reducing"
+    job = _script(
+        tmp_path,
+        f"""
+        import time
+        from mrk8s import MapReduce
+
+        class SlowReduce(MapReduce):
+            def mapper(self, _, line):
+                for word in line.split():
+                    yield word, 1
+
+            def reducer(self, word, counts):
+                open({str(reducing)!r}, "a").close()
+                time.sleep(60)
+                yield word, sum(counts)
+        """,
+    )
+    out = tmp_path / "out"
+    proc = _start(shuffle_dir, "run", job, str(src), "-o", str(out), "-w", "2", "-q")
+    deadline = time.monotonic() + 60
+    while not reducing.exists():
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        assert time.monotonic() < deadline, "the reducer never started"
+        time.sleep(0.05)
+    workers = _workers(proc)
+    assert len(workers) == 2
+
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    _, err = proc.communicate(timeout=60)
+
+    stderr = err.decode()
+    assert proc.returncode == 130, stderr
+    job_id = next(shuffle_dir.iterdir()).name
+    assert stderr.splitlines() == [
+        f"mrk8s: interrupted; job {job_id} stopped; its finished tasks are kept in "
+        f"{shuffle_dir / job_id}: fix the cause, then rerun the same command with --job-id "
+        f"{job_id} to resume (or remove them with `mrk8s clean {job_id}`)"
+    ]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert not out.exists()
+    assert _hidden(tmp_path) == []
+    _assert_all_gone(workers)
+
+
+def test_a_reader_that_closes_the_pipe_early_ends_the_job_quietly_and_removes_its_data(
+    tmp_path: Path, shuffle_dir: Path
+) -> None:
+    src = tmp_path / "in.txt"
+    words = [f"word{i:06d}" for i in range(60_000)]  # ~1 MB of results: more than a pipe holds
+    src.write_text("\n".join(words) + "\n")
+    proc = _start(
+        shuffle_dir, "run", _script(tmp_path, WORDCOUNT), str(src), "-q", stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    first = [proc.stdout.readline(), proc.stdout.readline()]  # what `| head -2` reads
+    workers = _workers(proc)
+    assert workers, "the job's workers should still be up while it writes its results"
+
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+
+    assert [line.split(b"\t")[1] for line in first] == [b"1\n", b"1\n"]
+    assert err.decode() == ""
+    assert proc.returncode == 141
+    assert list(shuffle_dir.iterdir()) == []
+    _assert_all_gone(workers)
+
+
+def test_a_read_only_output_names_the_job_id_to_rerun_with_and_the_rerun_resumes(
+    cli: Run, tmp_path: Path, shuffle_dir: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _mount(ro, "size=1m,ro")
+    try:
+        src = tmp_path / "in.txt"
+        src.write_text("a b\nc a\n")
+        args = ["run", _script(tmp_path, WORDCOUNT), str(src), "-o", str(ro / "out"), "-q"]
+
+        failed = cli(*args)
+
+        assert failed.returncode == 2, failed.stderr
+        assert "read-only file system" in failed.stderr
+        job_id = next(shuffle_dir.iterdir()).name  # chosen by mrk8s: no --job-id was given
+        assert failed.stderr.splitlines()[-1] == (
+            f"mrk8s: job {job_id} stopped; its finished tasks are kept in "
+            f"{shuffle_dir / job_id}: fix the cause, then rerun the same command with "
+            f"--job-id {job_id} to resume (or remove them with `mrk8s clean {job_id}`)"
+        )
+        assert not (ro / "out").exists()
+
+        subprocess.run(["mount", "-o", "remount,rw", str(ro)], check=True)
+        again = cli(*args[:-1], "--job-id", job_id)
+
+        assert again.returncode == 0, again.stderr
+        assert f"resuming job {job_id}" in again.stderr
+        assert (ro / "out" / "_SUCCESS").exists()
+        assert _hidden(ro) == []
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
