@@ -34,6 +34,13 @@ examples:
 """
 
 
+BENCH_USAGE = """\
+usage: mrk8s bench SUBCOMMAND [OPTIONS]
+
+subcommands:
+  shuffle   shuffle throughput through the real engine, verified (mrk8s bench shuffle --help)"""
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     from mrk8s.engine.settings import default_shuffle_dir
 
@@ -289,8 +296,9 @@ def _cmd_bench(argv: Sequence[str]) -> int:
     from mrk8s.engine import progress
 
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: mrk8s bench shuffle [OPTIONS]   (mrk8s bench shuffle --help)")
-        return 0
+        # Without a subcommand there is nothing to run: say what there is, as a usage error.
+        print(BENCH_USAGE, file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else EXIT_USER_ERROR
     if argv[0] != "shuffle":
         raise UsageError(f"mrk8s bench {argv[0]!r}: the only benchmark is 'shuffle'")
     args = bench.shuffle_parser().parse_args(argv[1:])

@@ -433,3 +433,17 @@ def test_a_read_only_output_names_the_job_id_to_rerun_with_and_the_rerun_resumes
         assert _hidden(ro) == []
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=False)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def test_bench_without_a_subcommand_lists_the_subcommands_and_exits_2(cli: Run) -> None:
+    res = cli("bench")
+    assert res.returncode == 2
+    assert res.stdout == ""
+    assert res.stderr.startswith("usage: mrk8s bench SUBCOMMAND [OPTIONS]\n\nsubcommands:\n")
+    assert "\n  shuffle   shuffle throughput" in res.stderr
+    helped = cli("bench", "--help")
+    assert helped.returncode == 0
+    assert "  shuffle   shuffle throughput" in helped.stdout
