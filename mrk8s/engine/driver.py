@@ -38,7 +38,7 @@ from mrk8s.io.split import Split
 from mrk8s.job import MapReduce, Step
 from mrk8s.tasks import loader
 from mrk8s.tasks.plan import JobId, JobPlan, StepPlan
-from mrk8s.tasks.run import CODE_DIR, FILES_DIR, PLAN_FILE
+from mrk8s.tasks.run import CODE_DIR, FILES_DIR, INPUT_COUNTERS, INVALID_UTF8, PLAN_FILE
 from scheduler import placement
 from scheduler.stage import Executor, StageSpec, TaskEvent, pending
 from shuffle import commit, partition
@@ -467,6 +467,7 @@ class Driver:
                         executor, plan, job_store, sp.index, "reduce", sp.num_reducers, 0
                     )
         summary = self.summarize(plan, job_store, time.perf_counter() - t0)
+        _warn_about_input(summary)
         staging = FsspecStore(plan.staging_url, s.storage_options)
         last = plan.steps[-1]
         n_parts = last.num_reducers or len(last.splits)
@@ -697,6 +698,20 @@ class _closing:
     def __exit__(self, *exc: object) -> None:
         if self.own:
             self.executor.__exit__(*exc)
+
+
+def _warn_about_input(summary: Mapping[str, Any]) -> None:
+    """One warning line for the whole job if its input was not all valid UTF-8."""
+    bad = summary.get("counters", {}).get(INPUT_COUNTERS, {}).get(INVALID_UTF8, 0)
+    if bad:
+        logger.warning(
+            "%d input bytes were not valid UTF-8 and were read as U+FFFD (counter %s/%s in "
+            "summary.json): if the input is in another encoding, convert it to UTF-8 first, "
+            "e.g. with iconv -f latin1 -t utf-8",
+            bad,
+            INPUT_COUNTERS,
+            INVALID_UTF8,
+        )
 
 
 def _print_counters(summary: Mapping[str, Any], progress: Progress) -> None:

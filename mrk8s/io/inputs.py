@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import posixpath
+import re
 import traceback
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,6 +52,7 @@ from mrk8s.io.split import Split
 __all__ = [
     "FORMATS",
     "InputFile",
+    "ReadStats",
     "infer_format",
     "list_inputs",
     "plan_splits",
@@ -110,6 +112,18 @@ class InputFile:
     size: int
     format: str
     compression: str | None = None
+
+
+@dataclass(slots=True)
+class ReadStats:
+    """What reading a split noticed about its bytes, for the task's counters.
+
+    ``invalid_utf8_bytes``: bytes of text or jsonl input that are not valid
+    UTF-8; each run of them reaches the job as one U+FFFD, as Python's
+    ``errors="replace"`` decodes it, and the count says how much was replaced.
+    """
+
+    invalid_utf8_bytes: int = 0
 
 
 # --------------------------------------------------------------------- listing
@@ -479,17 +493,30 @@ def _owned_blocks(
             line_start += len(block)
 
 
-def _decode_lines(block: bytes) -> str:
-    """A block of whole lines as text, each line ending in ``"\\n"`` without its ``"\\r"``."""
-    text = block.decode("utf-8", "replace")
+#: What ``surrogateescape`` makes of each byte that is not valid UTF-8.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _decode_lines(block: bytes, stats: ReadStats | None = None) -> str:
+    """A block of whole lines as text, each line ending in ``"\\n"`` without its ``"\\r"``.
+
+    Bytes that are not valid UTF-8 are replaced (U+FFFD) and counted in ``stats``.
+    """
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        text = block.decode("utf-8", "replace")
+        if stats is not None:
+            escaped = block.decode("utf-8", "surrogateescape")
+            stats.invalid_utf8_bytes += len(_ESCAPED_BYTE.findall(escaped))
     if "\r" in text:
         # Removes exactly one "\r" before each "\n": "a\r\r\n" keeps one.
         text = text.replace("\r\n", "\n")
     return text
 
 
-def _split_lines(block: bytes) -> list[str]:
-    lines = _decode_lines(block).split("\n")
+def _split_lines(block: bytes, stats: ReadStats | None = None) -> list[str]:
+    lines = _decode_lines(block, stats).split("\n")
     lines.pop()  # the empty string after the block's final newline
     return lines
 
@@ -499,22 +526,28 @@ def read_lines(
     storage_options: Mapping[str, Any] | None = None,
     *,
     chunk_bytes: int = 2**20,
+    stats: ReadStats | None = None,
 ) -> Iterator[str]:
     """The lines of a ``text`` or ``jsonl`` split, without ``"\\n"`` or one trailing ``"\\r"``.
 
     Lines are split on ``"\\n"`` only and decoded as UTF-8, replacing bad
-    bytes. A final line without a newline is a line; a file ending in a
-    newline has no empty last line. The file is read ``chunk_bytes`` at a
-    time, so memory is bounded by the chunk size plus the longest line.
+    bytes (counted in ``stats``, when given). A final line without a newline
+    is a line; a file ending in a newline has no empty last line. The file is
+    read ``chunk_bytes`` at a time, so memory is bounded by the chunk size
+    plus the longest line.
     """
     # chain over lists iterates in C: about twice as fast per short line as a
     # generator that yields each line (this is the word-count hot path).
     blocks = _owned_blocks(split, storage_options, chunk_bytes)
-    return itertools.chain.from_iterable(map(_split_lines, blocks))
+    if stats is None:
+        return itertools.chain.from_iterable(map(_split_lines, blocks))
+    return itertools.chain.from_iterable(_split_lines(block, stats) for block in blocks)
 
 
 def read_records(
-    split: Split, storage_options: Mapping[str, Any] | None = None
+    split: Split,
+    storage_options: Mapping[str, Any] | None = None,
+    stats: ReadStats | None = None,
 ) -> Iterator[object]:
     """The records a record-API mapper gets, one Python value each.
 
@@ -524,9 +557,9 @@ def read_records(
     Python values.
     """
     if split.format == "text":
-        return read_lines(split, storage_options)
+        return read_lines(split, storage_options, stats=stats)
     if split.format == "jsonl":
-        return _jsonl_records(split, storage_options)
+        return _jsonl_records(split, storage_options, stats)
     if split.format == "csv":
         return _csv_records(split, storage_options)
     if split.format in ("parquet", "arrow"):
@@ -535,9 +568,11 @@ def read_records(
     raise _unknown_format(split)
 
 
-def _jsonl_records(split: Split, storage_options: Mapping[str, Any] | None) -> Iterator[object]:
+def _jsonl_records(
+    split: Split, storage_options: Mapping[str, Any] | None, stats: ReadStats | None = None
+) -> Iterator[object]:
     loads = json.loads
-    for number, line in enumerate(read_lines(split, storage_options), 1):
+    for number, line in enumerate(read_lines(split, storage_options, stats=stats), 1):
         try:
             yield loads(line)
         except json.JSONDecodeError as exc:
@@ -591,6 +626,7 @@ def read_tables(
     *,
     batch_rows: int = 65536,
     chunk_bytes: int = 8 * 2**20,
+    stats: ReadStats | None = None,
 ) -> Iterator[pa.Table]:
     """The tables a columnar ``map_batch`` gets, each of at most ``batch_rows`` rows.
 
@@ -604,7 +640,7 @@ def read_tables(
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
     if split.format == "text":
-        tables: Iterator[pa.Table] = _text_tables(split, storage_options, chunk_bytes)
+        tables: Iterator[pa.Table] = _text_tables(split, storage_options, chunk_bytes, stats)
     elif split.format == "jsonl":
         tables = _jsonl_tables(split, storage_options, chunk_bytes)
     elif split.format == "csv":
@@ -621,13 +657,16 @@ def read_tables(
 
 
 def _text_tables(
-    split: Split, storage_options: Mapping[str, Any] | None, chunk_bytes: int
+    split: Split,
+    storage_options: Mapping[str, Any] | None,
+    chunk_bytes: int,
+    stats: ReadStats | None = None,
 ) -> Iterator[pa.Table]:
     for block in _owned_blocks(split, storage_options, chunk_bytes):
         kind = pa.string() if len(block) <= _MAX_STRING_BYTES else pa.large_string()
         whole = _utf8_array(block, kind)
         if whole is None:  # bad UTF-8 (to replace) or "\r\n" line ends: Python decodes
-            whole = pa.array([_decode_lines(block)], kind)
+            whole = pa.array([_decode_lines(block, stats)], kind)
         # Split in C++; the trailing empty string after the final "\n" is dropped.
         parts = pc.split_pattern(whole, "\n").flatten()
         lines = parts.slice(0, len(parts) - 1)

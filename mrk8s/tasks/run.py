@@ -77,6 +77,10 @@ REDUCE_BYTES_PER_ROW = 128
 #: (each is a full re-run of a map task).
 MAX_RECOMPUTED_MAPS = 3
 
+#: The counter of input bytes that were not valid UTF-8 (group, name), in summary.json.
+INPUT_COUNTERS = "mrk8s"
+INVALID_UTF8 = "invalid_utf8_bytes"
+
 PLAN_FILE = "plan.json"
 CODE_DIR = "code"
 FILES_DIR = "files"
@@ -151,21 +155,23 @@ def _fetch_script(store: FsspecStore, plan: JobPlan) -> str:
 
 
 def _input_records(
-    split: Split, storage_options: Mapping[str, Any], step_index: int
+    split: Split, storage_options: Mapping[str, Any], stats: inputs.ReadStats
 ) -> Iterator[tuple[Any, Any]]:
     if split.format == "shuffle":
         return itertools.chain.from_iterable(
             zip(*table_records(table), strict=True)
             for table in _shuffle_tables(split, storage_options)
         )
-    return zip(itertools.repeat(None), inputs.read_records(split, storage_options))
+    return zip(itertools.repeat(None), inputs.read_records(split, storage_options, stats))
 
 
-def _input_tables(split: Split, storage_options: Mapping[str, Any]) -> Iterator[pa.Table]:
+def _input_tables(
+    split: Split, storage_options: Mapping[str, Any], stats: inputs.ReadStats
+) -> Iterator[pa.Table]:
     if split.format == "shuffle":
         yield from _shuffle_tables(split, storage_options)
     else:
-        yield from inputs.read_tables(split, storage_options)
+        yield from inputs.read_tables(split, storage_options, stats=stats)
 
 
 def _shuffle_tables(split: Split, storage_options: Mapping[str, Any]) -> Iterator[pa.Table]:
@@ -318,11 +324,32 @@ def _feed_map(
     where: Where,
     sink: Callable[[pa.Table], None],
 ) -> int:
-    """Run the step's map side over the split; returns the number of input records."""
+    """Run the step's map side over the split; returns the number of input records.
+
+    Input bytes that were not valid UTF-8 are added to the job's counter
+    ``INPUT_COUNTERS``/``INVALID_UTF8`` (the driver warns about them once).
+    """
+    stats = inputs.ReadStats()
+    try:
+        return _feed_map_body(ctx, job, step, split, where, sink, stats)
+    finally:
+        if stats.invalid_utf8_bytes:
+            job.increment_counter(INPUT_COUNTERS, INVALID_UTF8, stats.invalid_utf8_bytes)
+
+
+def _feed_map_body(
+    ctx: JobContext,
+    job: MapReduce,
+    step: Step,
+    split: Split,
+    where: Where,
+    sink: Callable[[pa.Table], None],
+    stats: inputs.ReadStats,
+) -> int:
     opts = ctx.storage_options
     if step.map_batch is not None:
         count = 0
-        for table in _input_tables(split, opts):
+        for table in _input_tables(split, opts, stats):
             count += table.num_rows
             out = call(where, "map_batch", step.map_batch, table)
             _check_map_table(out, where, "map_batch")
@@ -339,7 +366,7 @@ def _feed_map(
         emit(buf, where, "mapper_final", step.mapper_final)
         buf.flush()
         return 1
-    records = _input_records(split, opts, where.step)
+    records = _input_records(split, opts, stats)
     with guarded(where, "mapper"):
         count = buf.run(step.mapper, records)
     emit(buf, where, "mapper_final", step.mapper_final)

@@ -10,7 +10,9 @@ never retried), and nothing is left that the user did not ask to keep.
 from __future__ import annotations
 
 import bz2
+import collections
 import gzip
+import json
 import os
 import random
 import signal
@@ -24,7 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import REPO, CLIResult
+from tests.conftest import EXAMPLES, REPO, CLIResult
 from tests.mrk8s.test_disk import _mount
 from tests.util import WORDCOUNT
 
@@ -447,3 +449,49 @@ def test_bench_without_a_subcommand_lists_the_subcommands_and_exits_2(cli: Run) 
     helped = cli("bench", "--help")
     assert helped.returncode == 0
     assert "  shuffle   shuffle throughput" in helped.stdout
+
+
+# -- input that is not UTF-8 -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("example", ["wordcount.py", "wordcount_columnar.py"])
+def test_input_bytes_that_are_not_utf8_are_counted_and_warned_about_once(
+    cli: Run, tmp_path: Path, example: str
+) -> None:
+    # Latin-1 text among UTF-8: each \xe9 before a space, and each \xff, is one bad byte.
+    lines = [b"caf\xe9 ok \xc3\xa9t\xc3\xa9", b"plain words only", b"\xff\xff na\xefve"] * 3000
+    src = tmp_path / "mixed.txt"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    bad_bytes = 3000 * (1 + 2 + 1)
+    out = tmp_path / "out"
+
+    res = cli("run", str(EXAMPLES / example), str(src), "-o", str(out), "-w", "2", "-q")
+
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stages"]["step0-map"]["tasks"] > 1  # counted across map tasks
+    assert summary["counters"]["mrk8s"]["invalid_utf8_bytes"] == bad_bytes
+    [line] = res.stderr.splitlines()
+    assert line.startswith("mrk8s WARNING ")
+    assert line.endswith(
+        f": {bad_bytes} input bytes were not valid UTF-8 and were read as U+FFFD (counter "
+        "mrk8s/invalid_utf8_bytes in summary.json): if the input is in another encoding, "
+        "convert it to UTF-8 first, e.g. with iconv -f latin1 -t utf-8"
+    )
+    # The words themselves are read as before: each bad byte run is one U+FFFD.
+    text = "".join(p.read_text() for p in sorted(out.glob("part-*")))
+    got = {json.loads(k): int(v) for k, v in (line.split("\t") for line in text.splitlines())}
+    expected = collections.Counter(
+        w for line in lines for w in line.decode("utf-8", "replace").split()
+    )
+    assert got == dict(expected)
+
+
+def test_valid_utf8_input_has_no_invalid_utf8_counter(cli: Run, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("café 東京 ok\n" * 100, encoding="utf-8")
+    out = tmp_path / "out"
+    res = cli("run", str(EXAMPLES / "wordcount.py"), str(src), "-o", str(out), "-q")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""
+    assert "mrk8s" not in json.loads((out / "summary.json").read_text())["counters"]
