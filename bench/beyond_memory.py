@@ -11,7 +11,7 @@ size held constant (128 MiB per reducer):
    sorted by key). Every run is verified (each partition's rows and checksums
    against the rows generated again outside the job). Each JSON line carries
    the disk bytes each stage read and wrote and the peak anonymous memory of
-   its tasks (:mod:`mrk8s.benchstats`).
+   its tasks (:mod:`mrk8s.bench.benchstats`).
 2. The small hash run once through each read path of the reducers
    (``MRK8S_READ_AHEAD``: ``mmap``, ``fadvise``, ``pread``), with the page
    cache kept, then dropped between the map and the reduce stage.
@@ -41,8 +41,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mrk8s import bench, progress
-from mrk8s.settings import RunSettings, default_shuffle_dir, parse_size
+from mrk8s.bench import shuffle_bench as bench
+from mrk8s.engine import progress
+from mrk8s.engine.settings import RunSettings, default_shuffle_dir, parse_size
 
 RESULTS = Path(__file__).parent / "results"
 

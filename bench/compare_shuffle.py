@@ -4,7 +4,7 @@
 
 Contestants, run interleaved ``--repeat`` times at each size (16 maps -> 16
 reducers, int64 key + 90-byte payload, rows from
-``mrk8s.benchjobs.shuffle_job.generate_chunk`` so every contestant moves the
+``mrk8s.bench.jobs.shuffle_job.generate_chunk`` so every contestant moves the
 same rows, generated inside its map tasks; every reducer materialises and
 checksums its partition in memory and writes no output):
 
@@ -75,7 +75,7 @@ MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 def _lb_map(task: int, chunks: list[int], out_dir: str) -> None:
-    from mrk8s.benchjobs.shuffle_job import generate_chunk
+    from mrk8s.bench.jobs.shuffle_job import generate_chunk
 
     writers: dict[int, Any] = {}
     for chunk, rows in enumerate(chunks):
@@ -100,7 +100,7 @@ def _lb_map(task: int, chunks: list[int], out_dir: str) -> None:
 
 
 def _lb_reduce(partition: int, out_dir: str) -> tuple[int, tuple[int, int, int]]:
-    from mrk8s.benchjobs.shuffle_job import checksum
+    from mrk8s.bench.jobs.shuffle_job import checksum
 
     tables = []
     for task in range(MAPS):
@@ -119,7 +119,7 @@ def lower_bound_spawn(size: int, workers: int) -> dict[str, Any]:
 
 
 def lower_bound(size: int, workers: int, start_method: str = "fork") -> dict[str, Any]:
-    from mrk8s.bench import task_chunks
+    from mrk8s.bench.shuffle_bench import task_chunks
 
     rows = size // (8 + PAYLOAD)
     chunks = task_chunks(rows, MAPS, 8 + PAYLOAD)
@@ -293,7 +293,7 @@ CONTESTANTS: dict[str, Callable[[int, int], dict[str, Any]]] = {
 
 
 def main(argv: list[str]) -> int:
-    from mrk8s.settings import parse_size
+    from mrk8s.engine.settings import parse_size
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="1GiB,4GiB")

@@ -690,7 +690,7 @@ def profile_pyinstrument(name: str, path: str, workers: int, work: str) -> dict[
     """No ptrace: run the job, keep its shuffle, re-run map task 0 and reduce task 0 in here."""
     from pyinstrument import Profiler
 
-    from mrk8s import worker
+    from mrk8s.cli import worker
 
     out = os.path.join(work, f"{name}-out")
     shuffle = os.path.join(work, "shuffle")
@@ -773,7 +773,7 @@ def profile(args: argparse.Namespace, path: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from mrk8s.settings import parse_size
+    from mrk8s.engine.settings import parse_size
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="512MiB", help="corpus size (default 512MiB)")

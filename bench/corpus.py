@@ -54,7 +54,7 @@ def generate(path: str, size: int, *, vocab: int = 1_000_000, seed: int = 0) -> 
 
 
 def main(argv: list[str]) -> int:
-    from mrk8s.settings import parse_size
+    from mrk8s.engine.settings import parse_size
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("path")

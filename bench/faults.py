@@ -53,7 +53,7 @@ def _read_output(out: Path) -> dict[str, int]:
 
 
 def _settings(work: Path, corpus: Path, **extra: Any) -> Any:
-    from mrk8s.settings import RunSettings
+    from mrk8s.engine.settings import RunSettings
 
     base: dict[str, Any] = {
         "script": str(JOB),
@@ -69,7 +69,7 @@ def _settings(work: Path, corpus: Path, **extra: Any) -> Any:
 
 
 def clean(work: Path, corpus: Path) -> dict[str, int]:
-    from mrk8s.driver import Driver
+    from mrk8s.engine.driver import Driver
 
     Driver(_settings(work, corpus)).run()
     return _read_output(work / "out")
@@ -90,7 +90,7 @@ def _kill_first(fault_dir: Path, stage: str, stop: threading.Event) -> None:
 
 def worker_killed(stage: str) -> Callable[[Path, Path], dict[str, int]]:
     def run(work: Path, corpus: Path) -> dict[str, int]:
-        from mrk8s.driver import Driver
+        from mrk8s.engine.driver import Driver
 
         fault_dir = work / "faults"
         fault_dir.mkdir()
@@ -130,7 +130,7 @@ def driver_killed(work: Path, corpus: Path) -> dict[str, int]:
 
 def map_output_damaged(damage: str) -> Callable[[Path, Path], dict[str, int]]:
     def run(work: Path, corpus: Path) -> dict[str, int]:
-        from mrk8s.driver import Driver
+        from mrk8s.engine.driver import Driver
         from scheduler.backends.local import LocalExecutor
         from shuffle import commit
         from shuffle.store import FsspecStore
@@ -166,7 +166,7 @@ def s3_run(faulty: bool) -> Callable[[Path, Path], dict[str, int]]:
         import s3fs
         from moto.server import ThreadedMotoServer
 
-        from mrk8s.driver import Driver
+        from mrk8s.engine.driver import Driver
         from tests.faultproxy import fault_proxy
 
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
@@ -239,7 +239,7 @@ SCENARIOS: dict[str, tuple[Callable[[Path, Path], dict[str, int]], str, str]] = 
 
 def main(argv: list[str]) -> int:
     from bench import corpus as gen
-    from mrk8s.settings import parse_size
+    from mrk8s.engine.settings import parse_size
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="20MiB")

@@ -27,9 +27,9 @@ whole shuffle.
 Fairness rules, the same as for the other contestants:
 
 - Same rows: ``rows = size // 98`` rows from
-  ``mrk8s.benchjobs.shuffle_job.generate_chunk(seed=1, task=t, chunk=c,
+  ``mrk8s.bench.jobs.shuffle_job.generate_chunk(seed=1, task=t, chunk=c,
   rows=r, key_type="int64", payload_bytes=90)`` with the chunks of
-  ``mrk8s.bench.task_chunks(rows, 16, 98)``: 16 input partitions (one per map
+  ``mrk8s.bench.shuffle_bench.task_chunks(rows, 16, 98)``: 16 input partitions (one per map
   task ``t``) -> 16 output partitions. The rows are generated inside the
   peer's workers (Ray tasks, Dask worker processes), as mrk8s's and the lower
   bound's map tasks do, and the generation is inside the timed section.
@@ -110,14 +110,14 @@ class Part(NamedTuple):
 
 
 def _chunks(size: int) -> tuple[int, list[list[int]]]:
-    from mrk8s.bench import task_chunks
+    from mrk8s.bench.shuffle_bench import task_chunks
 
     rows = size // ROW_BYTES
     return rows, task_chunks(rows, MAPS, ROW_BYTES)
 
 
 def _generate(task: int, chunks: list[int]) -> Iterator[pa.Table]:
-    from mrk8s.benchjobs.shuffle_job import generate_chunk
+    from mrk8s.bench.jobs.shuffle_job import generate_chunk
 
     for chunk, rows in enumerate(chunks):
         yield generate_chunk(
@@ -126,7 +126,7 @@ def _generate(task: int, chunks: list[int]) -> Iterator[pa.Table]:
 
 
 def _check(table: pa.Table, pids: np.ndarray | None) -> Part:
-    from mrk8s.benchjobs.shuffle_job import checksum
+    from mrk8s.bench.jobs.shuffle_job import checksum
 
     rows, lo, hi = checksum(table, PAYLOAD)
     if pids is None or not len(pids):
@@ -137,7 +137,7 @@ def _check(table: pa.Table, pids: np.ndarray | None) -> Part:
 @functools.cache
 def expected_checksum(size: int) -> tuple[int, int, int]:
     """The generated rows' checksum, summed over every chunk of every input partition."""
-    from mrk8s.benchjobs.shuffle_job import checksum
+    from mrk8s.bench.jobs.shuffle_job import checksum
 
     _, chunks = _chunks(size)
     total = [0, 0, 0]
@@ -367,7 +367,7 @@ CONTESTANTS: dict[str, Callable[[int, int], dict[str, Any]]] = {
 
 
 def main(argv: list[str]) -> int:
-    from mrk8s.settings import parse_size
+    from mrk8s.engine.settings import parse_size
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="256MiB")

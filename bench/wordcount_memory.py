@@ -24,7 +24,7 @@ import tempfile
 import time
 
 from bench import corpus
-from mrk8s.settings import parse_size
+from mrk8s.engine.settings import parse_size
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

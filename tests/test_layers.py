@@ -1,16 +1,21 @@
-"""The layers hold: mrk8s -> scheduler -> shuffle, and ``import mrk8s`` stays cheap.
+"""The layers hold: mrk8s -> scheduler -> shuffle, room by room inside mrk8s,
+no import cycles anywhere, and ``import mrk8s`` stays cheap.
 
 The import-linter contracts in ``pyproject.toml`` are checked by running
-``lint-imports`` itself. What a fresh interpreter actually imports is checked
-in a subprocess that records every attempt to import a watched package (even
-one that is not installed here), as well as what ends up in ``sys.modules``.
+``lint-imports`` itself, on the tree as it is and on a copy with one
+offending import added (so a contract that could not fail would be noticed).
+What a fresh interpreter actually imports is checked in a subprocess that
+records every attempt to import a watched package (even one that is not
+installed here), as well as what ends up in ``sys.modules``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -65,14 +70,78 @@ def imports_of(packages: list[str], watched: list[str]) -> tuple[list[str], list
     return found["attempted"], loaded
 
 
-@pytest.mark.timeout(60)
-def test_import_linter_contracts_are_kept():
-    lint_imports = Path(sys.executable).parent / "lint-imports"
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """``lint-imports`` run on the tree at ``root`` (import-linter puts the cwd on sys.path)."""
+    exe = Path(sys.executable).parent / "lint-imports"
+    return subprocess.run(
+        [str(exe), "--no-cache"], capture_output=True, text=True, cwd=root, timeout=120
+    )
 
-    proc = subprocess.run([str(lint_imports)], capture_output=True, text=True, cwd=REPO, timeout=60)
+
+def copy_with_import(tmp_path: Path, module: str, imported: str) -> Path:
+    """A copy of the three packages and the contracts, with ``import IMPORTED`` added to MODULE."""
+    for package in ("mrk8s", "scheduler", "shuffle"):
+        shutil.copytree(
+            REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    path = tmp_path / (module.replace(".", "/") + ".py")
+    path.write_text(path.read_text() + f"\nimport {imported}  # noqa\n")
+    return tmp_path
+
+
+@pytest.mark.timeout(120)
+def test_import_linter_contracts_are_kept():
+    proc = lint_imports(REPO)
 
     assert proc.returncode == 0, f"lint-imports failed:\n{proc.stdout}\n{proc.stderr}"
     assert "0 broken" in proc.stdout
+
+
+def rooms_contract() -> dict[str, object]:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    (contract,) = [
+        c
+        for c in config["tool"]["importlinter"]["contracts"]
+        if c["type"] == "layers" and c.get("containers") == ["mrk8s"]
+    ]
+    return contract
+
+
+def test_every_room_of_mrk8s_has_its_place_in_the_layers():
+    """A new module or sub-package of mrk8s must be given a layer (or it could import anything)."""
+    placed = {
+        name.strip() for layer in rooms_contract()["layers"] for name in str(layer).split("|")
+    }
+    rooms = {
+        p.stem
+        for p in (REPO / "mrk8s").iterdir()
+        if (p.is_dir() and (p / "__init__.py").exists())
+        or (p.suffix == ".py" and not p.name.startswith("_"))
+    }
+
+    assert rooms == placed
+
+
+@pytest.mark.timeout(120)
+def test_an_import_up_the_rooms_breaks_the_contract(tmp_path: Path):
+    root = copy_with_import(tmp_path, "mrk8s.io.split", "mrk8s.engine.driver")
+
+    proc = lint_imports(root)
+
+    assert proc.returncode != 0
+    assert "mrk8s.io is not allowed to import mrk8s.engine" in proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_a_cycle_inside_a_room_breaks_the_contract(tmp_path: Path):
+    # run imports records; records importing run back closes a cycle in mrk8s.tasks.
+    root = copy_with_import(tmp_path, "mrk8s.tasks.records", "mrk8s.tasks.run")
+
+    proc = lint_imports(root)
+
+    assert proc.returncode != 0
+    assert "No cycles are allowed in mrk8s.tasks" in proc.stdout
 
 
 @pytest.mark.timeout(60)

@@ -9,7 +9,7 @@ The modules mirror mrjob's import paths, so a job migrates by renaming
 
 An unedited job (``from mrjob.job import MRJob``) runs with ``mrk8s run``:
 the loader sees the import and, in the job's own processes only, makes
-``mrjob.*`` resolve to this package (:mod:`mrk8s.mrjob.aliases`).
+``mrjob.*`` resolve to this package (:mod:`mrk8s.tasks.run.aliases`).
 
 This is an adapter in the top layer. :class:`~mrk8s.mrjob.job.MRJob` is a
 :class:`mrk8s.MapReduce` whose :meth:`~mrk8s.MapReduce.engine_steps` wrap

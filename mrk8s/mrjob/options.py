@@ -6,7 +6,7 @@ settings). This module declares the ones ``MRJob(args=[...])`` accepts,
 rewrites the ones ``mrk8s run`` can honour into its own options
 (:func:`translate_cli_args`, through :meth:`mrk8s.MapReduce.adapt_cli_args`),
 and refuses the rest with a message. ``-r NAME`` itself is read by
-``mrk8s run`` (see :func:`mrk8s.cli._runner_names`), since there ``-r`` also
+``mrk8s run`` (see :func:`mrk8s.cli.commands._runner_names`), since there ``-r`` also
 means ``--reducers``.
 """
 

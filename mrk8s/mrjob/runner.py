@@ -17,21 +17,30 @@ import os
 import shutil
 import sys
 import tempfile
+from argparse import Namespace
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mrk8s.errors import UsageError
 from mrk8s.mrjob import options
 
 if TYPE_CHECKING:
-    from mrk8s.driver import JobResult
-    from mrk8s.mrjob.job import MRJob
+    from mrk8s.engine.driver import JobResult
+
+
+class RunnableJob(Protocol):
+    """What the runner uses of an :class:`~mrk8s.mrjob.job.MRJob` (which imports this module)."""
+
+    options: Namespace
+    _stdin: bytes | None
+
+    def job_args(self) -> dict[str, Any]: ...
 
 
 class MRJobRunner:
     """Runs one :class:`~mrk8s.mrjob.job.MRJob` on mrk8s (the local backend)."""
 
-    def __init__(self, job: MRJob) -> None:
+    def __init__(self, job: RunnableJob) -> None:
         self.job = job
         opts = job.options
         self.backend = opts.backend or options.check_runner_name(opts.runner)

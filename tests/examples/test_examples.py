@@ -26,7 +26,7 @@ WORD = re.compile(r"[\w']+")
 
 def run(
     tmp_path: Path, example: str, inputs: list[Path], **options: object
-) -> mrk8s.driver.JobResult:
+) -> mrk8s.engine.driver.JobResult:
     options.setdefault("shuffle_dir", str(tmp_path / "shuffle"))
     options.setdefault("workers", 2)
     return mrk8s.run(

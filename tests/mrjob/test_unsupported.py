@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from mrk8s import JobDefinitionError, UsageError
-from mrk8s.mrjob import aliases
 from mrk8s.mrjob.job import MRJob
 from mrk8s.mrjob.step import JarStep, MRStep, SparkJarStep, SparkScriptStep, SparkStep
+from mrk8s.tasks import aliases
 from tests.mrjob.conftest import run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:mrjob")

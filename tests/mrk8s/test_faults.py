@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 import mrk8s
-from mrk8s.driver import Driver
-from mrk8s.settings import RunSettings
+from mrk8s.engine.driver import Driver
+from mrk8s.engine.settings import RunSettings
 from scheduler.backends.local import LocalExecutor
 from scheduler.stage import EventSink, StageSpec
 from shuffle import commit

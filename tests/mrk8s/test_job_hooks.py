@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import mrk8s
-from mrk8s.cli import _runner_names
+from mrk8s.cli.commands import _runner_names
 
 pytestmark = pytest.mark.timeout(180)
 

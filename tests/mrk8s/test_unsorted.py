@@ -16,8 +16,8 @@ import pytest
 import mrk8s
 from mrk8s import Step
 from mrk8s.errors import JobDefinitionError
-from mrk8s.tasks import bucket_ranges
-from tests.mrk8s.test_driver import read_parts, run, write_script
+from mrk8s.tasks.run import bucket_ranges
+from tests.mrk8s.engine.test_driver import read_parts, run, write_script
 from tests.util import make_words
 
 pytestmark = pytest.mark.timeout(300)

@@ -1,0 +1,68 @@
+"""``mrk8s worker``: run one task of a job, as a Kubernetes pod runs it.
+
+    mrk8s worker --job URL --step S --stage map|reduce [--index I]
+
+``--index`` defaults to ``$JOB_COMPLETION_INDEX`` (set by an Indexed Job).
+The task body is the same :func:`mrk8s.tasks.run.run_task` that the local
+backend's long-lived workers call. Exit codes: 0 done; 2 a user error (do not
+retry: the pod failure policy fails the job at once); 1 anything else (retry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from scheduler.stage import TaskError
+
+EXIT_OK = 0
+EXIT_RETRY = 1
+EXIT_USER_ERROR = 2
+
+
+def _index(arg: int | None, environ: Mapping[str, str]) -> int:
+    if arg is not None:
+        return arg
+    value = environ.get("JOB_COMPLETION_INDEX")
+    if value is None:
+        raise SystemExit(
+            "mrk8s worker: no --index given and $JOB_COMPLETION_INDEX is not set: pass "
+            "--index I (an Indexed Job sets the variable)"
+        )
+    return int(value)
+
+
+def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
+    p = argparse.ArgumentParser(prog="mrk8s worker", description=__doc__.split("\n\n")[0])
+    p.add_argument("--job", required=True, metavar="URL", help="the job's directory URL")
+    p.add_argument("--step", type=int, required=True)
+    p.add_argument("--stage", choices=("map", "reduce"), required=True)
+    p.add_argument("--index", type=int, help="task index (default: $JOB_COMPLETION_INDEX)")
+    p.add_argument("--attempt", type=int, default=int(environ.get("MRK8S_ATTEMPT", "1")))
+    p.add_argument("--storage-options", default=environ.get("MRK8S_STORAGE_OPTIONS", "{}"))
+    args = p.parse_args(list(argv))
+    logging.basicConfig(level=logging.WARNING, format="mrk8s %(levelname)s %(name)s: %(message)s")
+    index = _index(args.index, environ)
+    payload = {
+        "job_dir": args.job,
+        "storage_options": json.loads(args.storage_options),
+        "step": args.step,
+        "stage": args.stage,
+    }
+    from mrk8s.tasks.run import run_task
+
+    try:
+        result = run_task(payload, index, args.attempt)
+    except Exception as exc:
+        error = TaskError.from_exception(exc)
+        print(
+            f"mrk8s worker: task {index} of step {args.step} {args.stage} failed: {error.message}",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR if error.user_error else EXIT_RETRY
+    print(json.dumps({"index": index, "records_out": result.get("records_out", 0)}))
+    return EXIT_OK
