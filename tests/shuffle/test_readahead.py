@@ -64,7 +64,9 @@ def test_no_more_than_the_budget_is_read_ahead_of_the_consumer(
     padding = 64 * (budget // size)  # Arrow rounds each allocation up to 64 bytes
     most = 0
 
-    with ReadAhead(ranges, budget=budget, readers=4, batch_bytes=batch_bytes) as ahead:
+    with ReadAhead(
+        ranges, budget=budget, readers=4, batch_bytes=batch_bytes, mode="pread"
+    ) as ahead:
         for i, buf in enumerate(ahead):
             time.sleep(0.01)  # the readers run ahead as far as they are allowed
             assert buf.to_pybytes() == data[i * size : (i + 1) * size]
@@ -83,7 +85,7 @@ def test_a_range_larger_than_the_budget_is_read_alone(tmp_path: Path) -> None:
     path = tmp_path / "f"
     data = write_file(path, 1 << 20, 2)
     ranges = [Range(str(path), 0, 600_000), Range(str(path), 600_000, 1000)]
-    ahead = ReadAhead(ranges, budget=1000)
+    ahead = ReadAhead(ranges, budget=1000, mode="pread")
     assert [b.to_pybytes() for b in ahead] == [data[:600_000], data[600_000:601_000]]
     assert ahead.peak_held == 600_000
 
@@ -200,3 +202,59 @@ def test_a_cold_read_fetches_the_ranges_asked_for_and_no_more(tmp_path: Path) ->
 
     assert got == [data[r.offset : r.end] for r in ranges]
     assert len(data) // 2 <= fetched <= len(data) // 2 + step
+
+
+def test_auto_maps_the_ranges_in_the_page_cache_and_reads_the_others(tmp_path: Path) -> None:
+    """Half a cold file warmed: its ranges are mapped, the other half's read, each in turn."""
+    if on_tmpfs(tmp_path):
+        pytest.skip("the temporary directory is in memory: every range is resident")
+    path = tmp_path / "f"
+    size, count = 256 << 10, 16
+    data = write_file(path, size * count, 7)
+    ranges = [Range(str(path), i * size, size) for i in range(count)]
+    drop_from_cache(path)
+    warm = {i for i in range(count) if i % 4 in (1, 2)}  # every other pair of ranges
+    fd = os.open(path, os.O_RDONLY)
+    try:  # with the kernel's read-ahead off, so that only these ranges come in
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        for i in warm:
+            assert os.pread(fd, size, i * size) == data[i * size : (i + 1) * size]
+    finally:
+        os.close(fd)
+
+    took = []
+    got = []
+    before = read_from_disk()
+    with ReadAhead(ranges, budget=1 << 20, mode="auto") as ahead:
+        for buf in ahead:  # a counter moves just before its range is handed out
+            took.append("map" if ahead.mapped > took.count("map") else "read")
+            got.append(buf.to_pybytes())
+    fetched = read_from_disk() - before
+
+    assert got == [data[r.offset : r.end] for r in ranges]
+    assert took == ["map" if i in warm else "read" for i in range(count)]
+    assert (ahead.mapped, ahead.read) == (len(warm), count - len(warm))
+    assert (count - len(warm)) * size <= fetched <= (count - len(warm) + 1) * size
+
+
+def test_resident_asks_the_kernel_page_by_page(tmp_path: Path) -> None:
+    if on_tmpfs(tmp_path):
+        pytest.skip("the temporary directory is in memory: every page is resident")
+    path = tmp_path / "f"
+    write_file(path, 1 << 20, 8)
+    drop_from_cache(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:  # one page, 600_000 // 4096 = page 146, comes into the cache, and no other
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        assert len(os.pread(fd, 1, 600_000)) == 1
+    finally:
+        os.close(fd)
+    mapper = readahead._Mapper()
+    at = {
+        (o, n): mapper.view(Range(str(path), o, n))
+        for o, n in [(0, 4096), (598_016, 4096), (598_016, 8192), (599_000, 2000)]
+    }
+    assert not readahead.resident(at[0, 4096])
+    assert readahead.resident(at[598_016, 4096])
+    assert not readahead.resident(at[598_016, 8192])  # its second page is not
+    assert readahead.resident(at[599_000, 2000])  # within the page, unaligned
