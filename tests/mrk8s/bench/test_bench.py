@@ -228,3 +228,20 @@ def test_disk_bytes_and_anonymous_memory_are_reported_per_stage(
         assert line[f"{stage}_memory_samples"] > 0
     assert line["peak_anon_max"] == max(line["map_peak_anon_max"], line["reduce_peak_anon_max"])
     assert len(line["load_average_before"]) == 3
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("reducers", "spills"), [(16, True), (128, False)])
+def test_a_hash_map_task_buffers_more_only_for_many_reducers(
+    cli: Run, reducers: int, spills: bool
+) -> None:
+    """One map task of 48 MiB of rows: with 16 reducers it spills at 32 MiB (streams of
+    512 KiB are large enough), with 128 it holds all 48 (64 MiB: streams of 128 KiB)."""
+    result = cli(
+        "bench", "shuffle", "--size", "48MiB", "--maps", "1", "--reducers", str(reducers),
+        "--repeat", "1", "--workers", "1", "--no-warmup",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [line] = json_lines(result)
+    assert line["verified"] is True
+    assert (line["map_spills"] >= 1) is spills, line["map_spills"]
