@@ -37,7 +37,7 @@ from mrk8s.tasks.records import (
     emit,
 )
 from mrk8s.tasks.usercode import Where, call, guarded
-from shuffle import codec, commit, mapfile, merge
+from shuffle import codec, commit, mapfile, merge, nodelocal
 from shuffle.errors import CorruptSegmentError
 from shuffle.sorter import FunctionPartitioner, HashPartitioner, MapSorter, RangePartitioner
 from shuffle.store import FsspecStore
@@ -76,6 +76,9 @@ REDUCE_BYTES_PER_ROW = 128
 #: Damaged map outputs one reduce attempt may recompute before it gives up
 #: (each is a full re-run of a map task).
 MAX_RECOMPUTED_MAPS = 3
+
+#: Node-local map outputs are named by absolute path (see shuffle.nodelocal).
+_ROOT_STORE = FsspecStore("/")
 
 PLAN_FILE = "plan.json"
 CODE_DIR = "code"
@@ -254,7 +257,17 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
     if not step_plan.has_reduce:
         return _run_map_only(ctx, job, step, step_plan, split, where, index, attempt, started)
 
-    spill_dir = ctx.store.local_path(f"s{step_index}/tmp") if ctx.store.is_local else None
+    # A backend may keep map outputs on its node's own disk (shuffle.nodelocal); a
+    # shuffle on object storage stays there.
+    node_dir = nodelocal.node_dir() if ctx.store.is_local else None
+    if node_dir is not None:
+        out_store = _ROOT_STORE
+        data_path = nodelocal.map_output_path(node_dir, plan.job_id, step_index, index, attempt)
+        spill_dir: str | None = os.path.dirname(data_path)
+    else:
+        out_store = ctx.store
+        data_path = f"s{step_index}/map-{index:05d}-a{attempt}.arrow"
+        spill_dir = ctx.store.local_path(f"s{step_index}/tmp") if ctx.store.is_local else None
     sorted_ = step_plan.sort_keys
     writer = mapfile.MapOutputWriter(
         spill_dir=spill_dir,
@@ -284,8 +297,7 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
         )
         records_in = _feed_map(ctx, job, step, split, where, sorter.add)
         sorter.finish()
-        data_path = f"s{step_index}/map-{index:05d}-a{attempt}.arrow"
-        index_ = writer.finish(ctx.store, data_path)
+        index_ = writer.finish(out_store, data_path)
     except BaseException:
         writer.abort()
         raise
@@ -496,16 +508,41 @@ def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> di
             recomputed += 1
 
 
-Segments = list[tuple[str, list[mapfile.StreamRef]]]
+#: A partition's segments: (store to read through, map output path, its streams).
+Segments = list[tuple[FsspecStore, str, list[mapfile.StreamRef]]]
 
 
-def _sorted_tables(
-    store: FsspecStore, located: Segments, share: int, *, whole: bool
-) -> Iterable[pa.Table]:
+def _locate(ctx: JobContext, maps: list[commit.Record], partition: int) -> Segments:
+    """Where each committed map output's streams of ``partition`` are read from.
+
+    A node-local map output (``shuffle.nodelocal``) is read from this node's
+    disk when it was written here, else through the backend's remote reader.
+    """
+    here = process.node_name()
+    located: Segments = []
+    for m in maps:
+        refs = m.partition_refs(partition)
+        if refs:
+            store, path = nodelocal.segment_store(ctx.store, m.node, m.data_path, here)
+            located.append((store, path, refs))
+    return located
+
+
+def _read_segments(located: Segments, **options: Any) -> list[Iterator[pa.RecordBatch]]:
+    """``mapfile.read_segments`` over segments that may live in several stores."""
+    by_store: dict[int, tuple[FsspecStore, list[tuple[str, list[mapfile.StreamRef]]]]] = {}
+    for store, path, refs in located:
+        by_store.setdefault(id(store), (store, []))[1].append((path, refs))
+    runs: list[Iterator[pa.RecordBatch]] = []
+    for store, segments in by_store.values():
+        runs += mapfile.read_segments(store, segments, **options)
+    return runs
+
+
+def _sorted_tables(located: Segments, share: int, *, whole: bool) -> Iterable[pa.Table]:
     """A partition's rows in key order: one sort if it fits (or ``whole``), else a merge."""
-    n_streams = sum(len(refs) for _, refs in located)
-    runs = mapfile.read_segments(
-        store,
+    n_streams = sum(len(refs) for _, _, refs in located)
+    runs = _read_segments(
         located,
         # Small segments in one read each, all of them within the share...
         whole_read_limit=min(mapfile.WHOLE_READ_LIMIT, share // max(1, len(located))),
@@ -514,7 +551,7 @@ def _sorted_tables(
     )
     # Each merge pass holds about this many rows, decoded for the reducer too.
     pass_rows = max(1024, share // REDUCE_BYTES_PER_ROW)
-    rows_in = sum(r.rows for _, refs in located for r in refs)
+    rows_in = sum(r.rows for _, _, refs in located for r in refs)
     if whole or rows_in <= pass_rows:
         # The partition fits (or reduce_batch wants it whole): one sort, no merge.
         table = merge.concat_sorted(runs)
@@ -544,23 +581,22 @@ def bucket_ranges(sizes: Mapping[int, int], limit: int) -> list[list[int]]:
     return groups
 
 
-def _unsorted_pieces(store: FsspecStore, located: Segments, share: int) -> Iterator[pa.Table]:
+def _unsorted_pieces(located: Segments, share: int) -> Iterator[pa.Table]:
     """A partition of an unsorted shuffle, in as few pieces as fit in ``share``.
 
     A piece is a range of the partition's hash buckets, read from every map
     output; a key's rows share a bucket, so each piece holds whole keys.
     """
     sizes: dict[int, int] = {}
-    for _, refs in located:
+    for _, _, refs in located:
         for ref in refs:
             sizes[ref.bucket] = sizes.get(ref.bucket, 0) + ref.length
     for group in bucket_ranges(sizes, share):
         wanted = set(group)
-        segments = [(path, [r for r in refs if r.bucket in wanted]) for path, refs in located]
-        segments = [(path, refs) for path, refs in segments if refs]
-        piece = sum(r.length for _, refs in segments for r in refs)
-        runs = mapfile.read_segments(
-            store,
+        segments = [(st, p, [r for r in refs if r.bucket in wanted]) for st, p, refs in located]
+        segments = [(st, p, refs) for st, p, refs in segments if refs]
+        piece = sum(r.length for _, _, refs in segments for r in refs)
+        runs = _read_segments(
             segments,
             whole_read_limit=max(mapfile.WHOLE_READ_LIMIT, piece),
         )
@@ -587,16 +623,15 @@ def _reduce_once(
     started = time.perf_counter()
 
     maps = commit.read_stage(ctx.store, step_index, "map", len(step_plan.splits))
-    located = [(m.data_path, m.partition_refs(index)) for m in maps]
-    located = [(path, refs) for path, refs in located if refs]
-    bytes_in = sum(r.length for _, refs in located for r in refs)
+    located = _locate(ctx, maps, index)
+    bytes_in = sum(r.length for _, _, refs in located for r in refs)
     budget = plan.memory_per_worker
     share = int(budget * REDUCE_IN_MEMORY_SHARE)
     tables: Iterable[pa.Table]
     if not step_plan.sort_keys:
-        tables = _unsorted_pieces(ctx.store, located, min(share, UNSORTED_PIECE_BYTES))
+        tables = _unsorted_pieces(located, min(share, UNSORTED_PIECE_BYTES))
     else:
-        tables = _sorted_tables(ctx.store, located, share, whole=step.reduce_batch is not None)
+        tables = _sorted_tables(located, share, whole=step.reduce_batch is not None)
 
     store, path = _part_target(ctx, step_index, index)
     writer = _part_writer(ctx, job, step_index, store, path)

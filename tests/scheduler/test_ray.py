@@ -1,0 +1,167 @@
+"""The Ray backend's executor on a real local Ray (one node, two CPUs), shared by the module.
+
+Stages are built from :mod:`tests.scheduler.tasks_for_tests`, as for the local
+backend; the worker actors import it from the driver's ``sys.path``, which a
+local Ray hands to its workers. Multi-node behaviour (placement, node-local
+reads, a lost node) is in ``tests/mrk8s/test_ray_cluster.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from scheduler.backends.ray import RayExecutor, ship  # noqa: E402
+from scheduler.errors import JobFailedError  # noqa: E402
+from scheduler.stage import TaskEvent  # noqa: E402
+from tests.scheduler.util import of_kind, runs, spec  # noqa: E402
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def executor(local_ray: None) -> Iterator[RayExecutor]:
+    with RayExecutor() as ex:
+        yield ex
+
+
+def test_the_pool_has_one_worker_per_cpu_pinned_to_the_node(executor: RayExecutor):
+    node = ray.get_runtime_context().get_node_id()
+
+    assert executor.nodes() == {node: 2}
+    assert [n for n, _ in executor.worker_actors()] == [node, node]
+
+
+def test_every_task_runs_and_returns_its_result(executor: RayExecutor, tmp_path: Path):
+    events: list[TaskEvent] = []
+
+    results = executor.run_stage(
+        spec(tmp_path, "echo", 5, payload={"tag": "t"}),
+        indexes=range(5),
+        on_event=events.append,
+    )
+
+    assert sorted(results) == [0, 1, 2, 3, 4]
+    assert all(r["tag"] == "t" and r["attempt"] == 1 for r in results.values())
+    assert runs(tmp_path) == {i: [1] for i in range(5)}
+    assert sorted(of_kind(events, "finished")) == [(i, 1) for i in range(5)]
+    # Two actors, two processes, neither of them this one.
+    assert len({r["pid"] for r in results.values()}) <= 2
+    assert os.getpid() not in {r["pid"] for r in results.values()}
+
+
+def test_a_worker_whose_process_dies_is_replaced_and_its_task_retried(
+    executor: RayExecutor, tmp_path: Path
+):
+    events: list[TaskEvent] = []
+    before = {id(h) for _, h in executor.worker_actors()}
+
+    results = executor.run_stage(
+        spec(tmp_path, "die_on_first_attempt", 3, payload={"how": "sigkill"}),
+        indexes=range(3),
+        on_event=events.append,
+    )
+
+    assert sorted(results) == [0, 1, 2]
+    assert all(r["attempt"] == 2 for r in results.values())
+    failed = [e for e in events if e.kind == "failed"]
+    assert sorted((e.index, e.attempt) for e in failed) == [(0, 1), (1, 1), (2, 1)]
+    assert all(e.error is not None and e.error.kind == "WorkerLostError" for e in failed)
+    assert "was lost" in failed[0].error.message  # type: ignore[union-attr]
+    # Dead actors were replaced: the pool is back to two, with new handles.
+    assert len(executor.worker_actors()) == 2
+    assert {id(h) for _, h in executor.worker_actors()} != before
+
+
+def test_a_task_that_always_kills_its_worker_fails_the_stage_after_max_attempts(
+    executor: RayExecutor, tmp_path: Path
+):
+    with pytest.raises(JobFailedError) as info:
+        executor.run_stage(spec(tmp_path, "always_die", 1, max_attempts=2), indexes=[0])
+
+    assert "was lost" in str(info.value)
+    assert "failed on all 2 attempts" in str(info.value)
+    assert runs(tmp_path) == {0: [1, 2]}
+    assert len(executor.worker_actors()) == 2  # the pool recovers for the next stage
+
+
+def test_a_user_error_fails_at_once_with_its_message(executor: RayExecutor, tmp_path: Path):
+    with pytest.raises(JobFailedError) as info:
+        executor.run_stage(spec(tmp_path, "raise_user_error", 1), indexes=[0])
+
+    assert info.value.user_error
+    assert "record 7 of task 0 is not valid JSON" in str(info.value)
+    assert runs(tmp_path) == {0: [1]}
+
+
+def test_a_placed_task_runs_on_its_node(executor: RayExecutor, tmp_path: Path):
+    node = ray.get_runtime_context().get_node_id()
+
+    results = executor.run_stage(
+        spec(tmp_path, "environ", 2, payload={"names": ["MRK8S_NODE"]}),
+        indexes=[0, 1],
+        placement={0: node, 1: "a-node-that-is-not-there"},  # the second falls back
+    )
+
+    assert {r["env"]["MRK8S_NODE"] for r in results.values()} == {node}
+
+
+def test_a_killed_actor_between_stages_is_replaced_before_the_next(
+    executor: RayExecutor, tmp_path: Path
+):
+    node, victim = executor.worker_actors()[0]
+    ray.kill(victim, no_restart=True)
+
+    assert executor.nodes() == {node: 2}
+    assert victim not in [h for _, h in executor.worker_actors()]
+    results = executor.run_stage(spec(tmp_path, "echo", 4), indexes=range(4))
+    assert sorted(results) == [0, 1, 2, 3]
+
+
+# -- shipping the script's directory -------------------------------------------------
+
+
+def test_ship_measures_the_directory_without_git_and_virtual_environments(tmp_path: Path):
+    (tmp_path / "job.py").write_text("x = 1\n")
+    (tmp_path / "helper.py").write_text("y = 2\n")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "pack").write_bytes(b"0" * 5000)
+    env = tmp_path / "myenv"  # a virtual environment under another name
+    env.mkdir()
+    (env / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (env / "big.so").write_bytes(b"0" * 5000)
+
+    package = ship.measure(str(tmp_path), limit=1000)
+
+    assert (package.files, package.size) == (2, 12)
+    assert package.venvs == ("myenv",)
+    excludes = package.runtime_env()["excludes"]
+    assert ".git" in excludes and ".venv" in excludes and "/myenv" in excludes  # type: ignore[operator]
+
+
+def test_ship_refuses_a_directory_past_the_limit_naming_the_largest_entries(tmp_path: Path):
+    (tmp_path / "job.py").write_text("x = 1\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "corpus.txt").write_bytes(b"w " * (1 << 20))
+
+    with pytest.raises(ship.ShipTooLargeError) as info:
+        ship.measure(str(tmp_path), limit=1 << 20)
+
+    message = str(info.value)
+    assert "2.0 MiB" in message and "data (2.0 MiB)" in message
+    assert "more than the 1 MiB" in message
+    assert "MRK8S_RAY_SHIP_LIMIT" in message
