@@ -148,9 +148,14 @@ def test_ship_measures_the_directory_without_git_and_virtual_environments(tmp_pa
     package = ship.measure(str(tmp_path), limit=1000)
 
     assert (package.files, package.size) == (2, 12)
+    assert package.paths == ("helper.py", "job.py")
     assert package.venvs == ("myenv",)
-    excludes = package.runtime_env()["excludes"]
-    assert ".git" in excludes and ".venv" in excludes and "/myenv" in excludes  # type: ignore[operator]
+    digest, data = ship.pack(package)
+    unpacked = Path(ship.unpack(digest, data, base=str(tmp_path / "unpacked")))
+    assert sorted(p.name for p in unpacked.iterdir()) == ["helper.py", "job.py"]
+    assert (unpacked / "helper.py").read_text() == "y = 2\n"
+    # The same content unpacks to the same directory, once.
+    assert ship.unpack(digest, data, base=str(tmp_path / "unpacked")) == str(unpacked)
 
 
 def test_ship_refuses_a_directory_past_the_limit_naming_the_largest_entries(tmp_path: Path):

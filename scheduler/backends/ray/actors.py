@@ -49,8 +49,10 @@ class TaskWorker:
     Parameters: ``node_id`` (where it was pinned), ``local_dir`` (the base of
     node directories), ``reader_prefix`` (name prefix of the reader actors),
     ``namespace`` (theirs), ``env`` (set before anything loads, e.g.
-    ``OMP_NUM_THREADS``) and ``preload`` (``module`` or ``module:function``
-    to import and call first, as a local worker does).
+    ``OMP_NUM_THREADS``), ``preload`` (``module`` or ``module:function``
+    to import and call first, as a local worker does) and ``code`` (the
+    shipped script directory: its digest and, wrapped in a list so that Ray
+    passes the reference rather than the value, the zip's object reference).
     """
 
     def __init__(
@@ -61,8 +63,20 @@ class TaskWorker:
         namespace: str,
         env: Mapping[str, str],
         preload: Sequence[str],
+        code: tuple[str, list[Any]] | None = None,
     ) -> None:
         os.environ.update(env)
+        if code is not None:
+            # The job script's directory, shipped (see ship.py): the working
+            # directory, and first on sys.path, as when the script runs alone.
+            import ray
+
+            from scheduler.backends.ray import ship
+
+            digest, (ref,) = code
+            directory = ship.unpack(digest, ray.get(ref))
+            os.chdir(directory)
+            sys.path.insert(0, directory)
         os.environ["MRK8S_NODE"] = node_id
         os.environ[nodelocal.NODE_DIR_ENV] = node_directory(local_dir, node_id)
         # A user's print() must never mix with results on the driver's stdout:

@@ -116,7 +116,7 @@ class RayExecutor:
         self.reader_prefix = f"mrk8s-reader-{secrets.token_hex(4)}-"
         self._started_ray = False
         self._namespace = ""
-        self._runtime_env: dict[str, object] | None = None
+        self._code: tuple[str, list[Any]] | None = None
         self._slots: list[_Slot] = []
         self._readers: dict[str, Any] = {}
         self._spawned = 0
@@ -139,7 +139,6 @@ class RayExecutor:
         package = None
         if self.working_dir is not None and (self.address is not None or ray.is_initialized()):
             package = ship.measure(self.working_dir, self.ship_limit)
-            self._runtime_env = package.runtime_env()
         if not ray.is_initialized():
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             options: dict[str, Any] = {
@@ -159,6 +158,8 @@ class RayExecutor:
                 package.files,
                 package.size / 2**20,
             )
+            digest, data = ship.pack(package)
+            self._code = (digest, [ray.put(data)])
         plan = self._pool_plan()
         if not plan:
             raise JobFailedError(
@@ -199,6 +200,7 @@ class RayExecutor:
             ray.kill(reader, no_restart=True)
         self._slots = []
         self._readers = {}
+        self._code = None
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
@@ -258,8 +260,6 @@ class RayExecutor:
             "max_restarts": 0,
             "scheduling_strategy": self._pin(node),
         }
-        if self._runtime_env is not None:
-            options["runtime_env"] = self._runtime_env
         handle = (
             ray.remote(actors.TaskWorker)
             .options(**options)
@@ -270,6 +270,7 @@ class RayExecutor:
                 self._namespace,
                 self.env,
                 self.preload,
+                self._code,
             )
         )
         slot = _Slot(f"ray-{node[:8]}-{self._spawned}", node, handle)

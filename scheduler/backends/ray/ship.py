@@ -1,20 +1,29 @@
 """Shipping the job's script and the modules beside it to a Ray cluster.
 
 Called by :class:`scheduler.backends.ray.executor.RayExecutor` when it
-connects to an existing cluster: the directory holding the job script goes
-to every node as Ray's ``working_dir`` runtime environment (workers start in
-their node's copy, which is on their ``sys.path``), so a script that imports
-a module beside it runs on a remote cluster without an ImportError.
+connects to an existing cluster: the directory holding the job script is
+packed into a zip (:func:`pack`), put once into Ray's object store, and
+unpacked by every worker actor into a directory of its node
+(:func:`unpack`, once per node and content), which becomes the worker's
+working directory and the head of its ``sys.path``. So a script that imports
+a module beside it runs on a remote cluster without an ImportError. (Ray's
+own ``working_dir`` runtime environment would do the same, but only for the
+whole Ray job, at ``ray.init``, which a driver connecting to a cluster that
+is already initialised cannot use.)
 
-Before anything is uploaded the directory is measured, without what never
+Before anything is packed the directory is measured, without what never
 belongs in a job (``.git``, virtual environments, caches): past
 :data:`DEFAULT_LIMIT` the job is refused with the largest entries named,
-rather than uploading a home directory by accident.
+rather than shipping a home directory by accident.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import tempfile
+import zipfile
 from dataclasses import dataclass
 
 from shuffle.errors import UserError
@@ -52,13 +61,10 @@ class Package:
     directory: str
     size: int
     files: int
+    #: The files to ship, relative to ``directory``, in a stable order.
+    paths: tuple[str, ...] = ()
     #: Virtual environments found under other names (by their ``pyvenv.cfg``), relative.
     venvs: tuple[str, ...] = ()
-
-    def runtime_env(self) -> dict[str, object]:
-        """Ray's runtime environment that ships this directory."""
-        excludes = [*EXCLUDES, *(f"/{v}" for v in self.venvs)]
-        return {"working_dir": self.directory, "excludes": excludes}
 
 
 def _is_venv(path: str) -> bool:
@@ -71,6 +77,7 @@ def measure(directory: str, limit: int = DEFAULT_LIMIT) -> Package:
     total = files = 0
     sizes: dict[str, int] = {}  # per top-level entry, for the error message
     venvs: list[str] = []
+    paths: list[str] = []
     for root, dirs, names in os.walk(directory):
         for d in [d for d in dirs if d not in EXCLUDES and _is_venv(os.path.join(root, d))]:
             venvs.append(os.path.relpath(os.path.join(root, d), directory))
@@ -85,6 +92,7 @@ def measure(directory: str, limit: int = DEFAULT_LIMIT) -> Package:
                 continue
             total += size
             files += 1
+            paths.append(os.path.relpath(path, directory))
             key = top or name
             sizes[key] = sizes.get(key, 0) + size
     if total > limit:
@@ -97,4 +105,43 @@ def measure(directory: str, limit: int = DEFAULT_LIMIT) -> Package:
             "imports into a directory of their own (data belongs in the inputs, not "
             "beside the script), or raise the limit with $MRK8S_RAY_SHIP_LIMIT"
         )
-    return Package(directory, total, files, tuple(venvs))
+    return Package(directory, total, files, tuple(sorted(paths)), tuple(venvs))
+
+
+def pack(package: Package) -> tuple[str, bytes]:
+    """The package as a zip: (sha256 of its contents, the zip's bytes)."""
+    digest = hashlib.sha256()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for rel in package.paths:
+            path = os.path.join(package.directory, rel)
+            if os.path.islink(path) and not os.path.exists(path):
+                continue  # a dangling link: nothing to ship
+            with open(path, "rb") as f:
+                data = f.read()
+            digest.update(rel.encode() + b"\0" + data + b"\0")
+            zf.writestr(rel, data)
+    return digest.hexdigest(), buffer.getvalue()
+
+
+def unpack(digest: str, data: bytes, base: str | None = None) -> str:
+    """Unpack a shipped zip once per node and content; the directory it is in.
+
+    Unpacked beside its final name and renamed into place, so a second worker
+    of the node starting at the same time never sees half a directory.
+    """
+    base = base or os.path.join(tempfile.gettempdir(), "mrk8s-code")
+    target = os.path.join(base, digest[:24])
+    if os.path.isdir(target):
+        return target
+    os.makedirs(base, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".unpack-", dir=base)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        zf.extractall(staging)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another worker of this node was first
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
