@@ -361,6 +361,42 @@ def test_a_node_lost_after_the_map_stage_has_its_map_outputs_recomputed(
     assert victim.node_id not in {m.node for m in maps} | {r.node for r in reduces}
 
 
+class ReaderKillingDriver(Driver):
+    """Kills one node's reader actor right after the first map stage (the node stays)."""
+
+    victim_node: str = ""
+
+    def run_stage(self, executor: Any, plan: Any, store: Any, step: int, stage: str,
+                  *args: Any, **kwargs: Any) -> None:  # fmt: skip
+        super().run_stage(executor, plan, store, step, stage, *args, **kwargs)
+        if step == 0 and stage == "map" and not self.victim_node:
+            maps = commit.read_stage(store, 0, "map", len(plan.steps[0].splits))
+            counts = collections.Counter(m.node for m in maps)
+            node = counts.most_common(1)[0][0]
+            ReaderKillingDriver.victim_node = node
+            ray.kill(executor.reader_actors()[node], no_restart=True)
+
+
+def test_a_reducer_that_cannot_read_a_node_recomputes_the_map_output_itself(
+    executor: RayExecutor, tmp_path: Path, corpus: Path
+):
+    ReaderKillingDriver.victim_node = ""
+    # Few, large splits: a reduce attempt recomputes at most MAX_RECOMPUTED_MAPS outputs.
+    result = run(
+        executor, tmp_path, "wordcount.py", [corpus], driver=ReaderKillingDriver, reducers=3,
+        max_split_bytes=128 << 10, keep_shuffle=True,
+    )  # fmt: skip
+
+    assert dict(result.records()) == dict(collections.Counter(corpus.read_text().split()))
+    victim = ReaderKillingDriver.victim_node
+    reduces = records_of(tmp_path, result, 0, "reduce", 3)
+    # A reducer on another node met the dead reader and recomputed what it needed;
+    # the reducer on the node itself read its disk and recomputed nothing.
+    assert any(r.recomputed >= 1 for r in reduces if r.node != victim)
+    assert all(r.recomputed == 0 for r in reduces if r.node == victim)
+    assert result.summary["stages"]["step0-reduce"]["recomputed_map_tasks"] >= 1
+
+
 def test_the_script_and_the_modules_beside_it_are_shipped_without_git_and_venvs(
     executor: RayExecutor, cluster: Cluster, node_root: Path, tmp_path: Path
 ):

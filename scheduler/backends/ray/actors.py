@@ -34,6 +34,11 @@ from shuffle import nodelocal
 logger = logging.getLogger(__name__)
 
 
+#: A node's own say in where its disk is (e.g. a Kubernetes emptyDir), read by
+#: the actors on that node; it wins over the base the driver passes.
+LOCAL_DIR_ENV = "MRK8S_RAY_LOCAL_DIR"
+
+
 def node_directory(base: str, node_id: str) -> str:
     """A node's directory for node-local map outputs: ``base/node_id``.
 
@@ -41,6 +46,10 @@ def node_directory(base: str, node_id: str) -> str:
     simulated on one machine the node ids keep the nodes' directories apart.
     """
     return os.path.join(os.path.abspath(base), node_id)
+
+
+def _node_base(local_dir: str) -> str:
+    return os.environ.get(LOCAL_DIR_ENV) or local_dir
 
 
 class TaskWorker:
@@ -78,7 +87,7 @@ class TaskWorker:
             os.chdir(directory)
             sys.path.insert(0, directory)
         os.environ["MRK8S_NODE"] = node_id
-        os.environ[nodelocal.NODE_DIR_ENV] = node_directory(local_dir, node_id)
+        os.environ[nodelocal.NODE_DIR_ENV] = node_directory(_node_base(local_dir), node_id)
         # A user's print() must never mix with results on the driver's stdout:
         # Ray forwards what a worker writes to stderr to the driver's stderr.
         sys.stdout = sys.stderr
@@ -118,7 +127,7 @@ class NodeReader:
     """
 
     def __init__(self, node_id: str, local_dir: str) -> None:
-        self.root = node_directory(local_dir, node_id)
+        self.root = node_directory(_node_base(local_dir), node_id)
         os.makedirs(self.root, exist_ok=True)
 
     def _checked(self, path: str) -> str:

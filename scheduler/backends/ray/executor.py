@@ -292,6 +292,10 @@ class RayExecutor:
         """(node id, actor handle) of every live worker (for tests and monitoring)."""
         return [(s.node, s.handle) for s in self._slots]
 
+    def reader_actors(self) -> dict[str, Any]:
+        """The reader actor of each node (for tests and monitoring)."""
+        return dict(self._readers)
+
     def busy_workers(self) -> list[tuple[str, Any, int]]:
         """(node id, actor handle, task index) of the workers running a task now."""
         return [(s.node, s.handle, s.task[0]) for s in self._slots if s.task is not None]
