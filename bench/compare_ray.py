@@ -20,6 +20,16 @@ fresh process:
   disks (through their reader actors), with the locality achieved and the
   best possible. Starting the cluster is not timed; both warm their actors
   up with a small unmeasured job first.
+- ``terasort-3node-locality`` and ``terasort-3node-random``: the same two
+  placements for ``examples/terasort.py`` (range partitioner, 12 reducers)
+  on input that arrives clustered by key, as time-partitioned logs or the
+  output of an earlier sort do: ``size`` bytes of 100-byte TeraSort
+  records, sorted, then cut into 12 Parquet files, one map task each, so
+  most of a partition's bytes come from one map task and so from one node.
+  That is where placement can win; in the hash shuffle above every
+  partition is spread evenly over the nodes and no placement reads much
+  more locally than a third. Generating the input and checking that the
+  output is exactly the sorted input are not timed.
 - ``mrk8s-ray``: the same on a single-node local Ray with two CPUs (what
   ``mrk8s run --backend ray -w 2`` starts), the same two CPUs the peers get;
 - ``mrk8s-local``: the local backend, two workers (``compare_shuffle``'s
@@ -103,6 +113,106 @@ def _three_nodes(size: int, placement: str) -> dict[str, Any]:
         cluster.shutdown()
 
 
+#: Reducers (and input files, one map task each) of the clustered TeraSort runs.
+TERASORT_PARTS = 12
+
+
+def _clustered_terasort_input(size: int, directory: Path) -> None:
+    """``size`` bytes of TeraSort records, sorted by key and cut into TERASORT_PARTS files."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = size // 100
+    rng = np.random.default_rng(SEED)
+
+    def column(width: int, low: int, high: int) -> pa.Array:
+        data = rng.integers(low, high, size=rows * width, dtype=np.uint8)
+        offsets = np.arange(0, (rows + 1) * width, width, dtype=np.int32)
+        return pa.Array.from_buffers(
+            pa.binary(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+        )
+
+    table = pa.table({"key": column(10, 0, 256), "value": column(90, 32, 127)})
+    table = table.sort_by("key")
+    directory.mkdir(parents=True)
+    per_file = -(-rows // TERASORT_PARTS)
+    for i in range(TERASORT_PARTS):
+        part = table.slice(i * per_file, per_file)
+        # One row group: one split, so one map task per file.
+        pq.write_table(part, directory / f"part-{i:02d}.parquet", row_group_size=max(1, rows))
+
+
+def _terasort_three_nodes(size: int, placement: str) -> dict[str, Any]:
+    import tempfile
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from mrk8s.engine.driver import Driver
+    from mrk8s.engine.executors import LOCAL_PRELOAD
+    from mrk8s.engine.settings import RunSettings
+    from scheduler.backends.ray import RayExecutor
+
+    sys.path.insert(0, str(REPO / "examples"))
+    import terasort_data
+
+    with tempfile.TemporaryDirectory(prefix="compare-ray-") as tmp:
+        work = Path(tmp)
+        _clustered_terasort_input(size, work / "in")
+        _clustered_terasort_input(1 << 20, work / "warm-in")
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 1, "include_dashboard": False,
+                            "object_store_memory": 200 << 20},
+        )  # fmt: skip
+        try:
+            for _ in range(2):
+                cluster.add_node(num_cpus=1, object_store_memory=200 << 20)
+            cluster.wait_for_nodes()
+            ray.init(address=cluster.address, log_to_driver=False)
+            with RayExecutor(local_dir=str(work / "nodes"), preload=LOCAL_PRELOAD) as ex:
+
+                def job(src: str, out: str) -> dict[str, Any]:
+                    settings = RunSettings(
+                        script=str(REPO / "examples" / "terasort.py"), inputs=(src,),
+                        output=out, output_format="parquet", overwrite=True, backend="ray",
+                        reducers=TERASORT_PARTS, placement=placement,
+                        shuffle_dir=str(work / "shuffle"), max_split_bytes=4 << 30,
+                    )  # fmt: skip
+                    return Driver(settings).run(ex).summary
+
+                job(str(work / "warm-in"), str(work / "warm-out"))  # actors warm, not timed
+                summary = job(str(work / "in"), str(work / "out"))
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+        verdict = terasort_data.validate(str(work / "in"), str(work / "out"))
+    stages, timings = summary["stages"], summary["timings"]
+    return {
+        "seconds": round(timings["s0-map"] + timings["s0-reduce"], 3),
+        "map_seconds": timings["s0-map"],
+        "reduce_seconds": timings["s0-reduce"],
+        "wall_seconds": summary["seconds"],
+        "rows": stages["step0-reduce"]["records_out"],
+        "verified": bool(verdict["ok"]) and verdict["parts"] == TERASORT_PARTS,
+        "peak_rss_max": max(s["peak_rss_max"] for s in stages.values()),
+        **{
+            k: summary[k]
+            for k in ("shuffle_bytes", "shuffle_bytes_remote", "locality", "locality_best")
+        },
+    }
+
+
+def terasort_3node_locality(size: int, workers: int) -> dict[str, Any]:
+    return _terasort_three_nodes(size, "locality")
+
+
+def terasort_3node_random(size: int, workers: int) -> dict[str, Any]:
+    return _terasort_three_nodes(size, "random")
+
+
 def mrk8s_ray_3node_locality(size: int, workers: int) -> dict[str, Any]:
     return _three_nodes(size, "locality")
 
@@ -114,6 +224,8 @@ def mrk8s_ray_3node_random(size: int, workers: int) -> dict[str, Any]:
 CONTESTANTS = {
     "mrk8s-ray-3node-locality": mrk8s_ray_3node_locality,
     "mrk8s-ray-3node-random": mrk8s_ray_3node_random,
+    "terasort-3node-locality": terasort_3node_locality,
+    "terasort-3node-random": terasort_3node_random,
     "mrk8s-ray": mrk8s_ray,
     "mrk8s-local": mrk8s_local,
     "ray-data-hash": peers.ray_data_hash,
@@ -170,6 +282,9 @@ def summarise(results: list[dict[str, Any]], names: list[str]) -> dict[str, Any]
             else None
         ),
         "locality_speedup_over_random": ratio("mrk8s-ray-3node-locality", "mrk8s-ray-3node-random"),
+        "terasort_locality_speedup_over_random": ratio(
+            "terasort-3node-locality", "terasort-3node-random"
+        ),
     }
 
 
@@ -234,9 +349,11 @@ def _plot(summary: dict[str, Any], names: list[str], path: Path) -> None:
     left.invert_yaxis()
     left.set_xlabel("seconds, median (lower is better)")
     left.set_title("1 GiB shuffle, 16 -> 16 partitions, 2 cores", fontsize=10)
-    three = [n for n in names if n.startswith("mrk8s-ray-3node")]
+    three = [n for n in names if "-3node-" in n]
     moved = [med[n].get("shuffle_bytes_remote", 0) / 2**20 for n in three]
-    bars = right.bar([n.removeprefix("mrk8s-ray-3node-") for n in three], moved, color="tab:orange")
+    labels = [n.replace("mrk8s-ray-3node-", "hash\n").replace("terasort-3node-", "terasort\n")
+              for n in three]  # fmt: skip
+    bars = right.bar(labels, moved, color="tab:orange")
     right.bar_label(bars, labels=[f"{m:.0f} MiB" for m in moved], fontsize=8)
     right.set_ylabel("MiB read from other nodes (median)")
     right.set_title("3 simulated nodes: reducer placement", fontsize=10)
