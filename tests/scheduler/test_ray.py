@@ -170,3 +170,74 @@ def test_ship_refuses_a_directory_past_the_limit_naming_the_largest_entries(tmp_
     assert "2.0 MiB" in message and "data (2.0 MiB)" in message
     assert "more than the 1 MiB" in message
     assert "MRK8S_RAY_SHIP_LIMIT" in message
+
+
+# -- reading another node's map outputs: the reader actor and its filesystem --------------
+
+
+def test_a_reader_serves_only_its_nodes_directory(tmp_path: Path):
+    from scheduler.backends.ray.actors import NodeReader, node_directory
+
+    reader = NodeReader("node-a", str(tmp_path))
+    mine = Path(node_directory(str(tmp_path), "node-a")) / "job" / "map-00000-a1.arrow"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"0123456789")
+    (tmp_path / "secret").write_text("not yours")
+
+    assert reader.read(str(mine), 2, 5) == b"23456"
+    assert reader.read(str(mine), 8, 5) == b"89"  # the end of the file
+    assert reader.size(str(mine)) == 10
+    for outside in (tmp_path / "secret", mine.parent / ".." / ".." / ".." / "secret"):
+        with pytest.raises(PermissionError, match="not under this node's shuffle directory"):
+            reader.read(str(outside), 0, 4)
+
+
+def test_a_remote_read_comes_in_bounded_pieces_and_equals_the_file(
+    executor: RayExecutor, tmp_path: Path
+):
+    from scheduler.backends.ray import nodefs
+    from shuffle import nodelocal
+
+    node = ray.get_runtime_context().get_node_id()
+    directory = Path(executor.local_dir) / node / "job-remote-read"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "map-00000-a1.arrow"
+    data = os.urandom(nodefs.PIECE_BYTES * 2 + 12345)
+    path.write_bytes(data)
+    try:
+        nodefs.install(executor.reader_prefix, ray.get_runtime_context().namespace)
+        store, name = nodelocal.segment_store(None, node, str(path), here="another-node")  # type: ignore[arg-type]
+        fs = store.fs
+        before = fs.bytes_read
+
+        assert store.read_range(name, 7, len(data) - 7) == data[7:]  # three pieces
+        assert fs.bytes_read - before == len(data) - 7
+        with store.open_read(name) as f:  # streamed, a piece per cache miss
+            f.seek(nodefs.PIECE_BYTES - 3)
+            assert f.read(10) == data[nodefs.PIECE_BYTES - 3 : nodefs.PIECE_BYTES + 7]
+    finally:
+        nodelocal.set_remote_opener(None)
+        path.unlink()
+        directory.rmdir()
+
+
+def test_a_remote_read_from_a_dead_reader_names_the_map_output_to_recompute(
+    executor: RayExecutor,
+):
+    # The last test of the module: it kills the module's reader.
+    from scheduler.backends.ray import nodefs
+    from shuffle import nodelocal
+    from shuffle.errors import CorruptSegmentError
+
+    node = ray.get_runtime_context().get_node_id()
+    path = str(Path(executor.local_dir) / node / "job" / "map-00003-a1.arrow")
+    ray.kill(executor.reader_actors()[node], no_restart=True)
+    nodefs.install(executor.reader_prefix, ray.get_runtime_context().namespace)
+    try:
+        store, name = nodelocal.segment_store(None, node, path, here="elsewhere")  # type: ignore[arg-type]
+        with pytest.raises(CorruptSegmentError, match="its map task must run again") as info:
+            store.read_range(name, 0, 10)
+    finally:
+        nodelocal.set_remote_opener(None)
+
+    assert info.value.data_path == path

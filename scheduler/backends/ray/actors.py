@@ -127,8 +127,9 @@ class NodeReader:
     """
 
     def __init__(self, node_id: str, local_dir: str) -> None:
-        self.root = node_directory(_node_base(local_dir), node_id)
-        os.makedirs(self.root, exist_ok=True)
+        os.makedirs(node_directory(_node_base(local_dir), node_id), exist_ok=True)
+        # Resolved, as the paths asked for are (a temp dir may be behind a symlink).
+        self.root = os.path.realpath(node_directory(_node_base(local_dir), node_id))
 
     def _checked(self, path: str) -> str:
         real = os.path.realpath(path)
