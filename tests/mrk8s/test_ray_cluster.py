@@ -270,7 +270,7 @@ from mrk8s import MapReduce
 
 class SlowWordCount(MapReduce):
     def mapper(self, _, line):
-        time.sleep(0.002)
+        time.sleep(0.01)  # a map stage of several seconds: time to kill a busy worker
         for word in line.split():
             yield word, 1
 

@@ -9,6 +9,7 @@ reads, a lost node) is in ``tests/mrk8s/test_ray_cluster.py``.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,6 +126,11 @@ def test_a_killed_actor_between_stages_is_replaced_before_the_next(
 ):
     node, victim = executor.worker_actors()[0]
     ray.kill(victim, no_restart=True)
+    # ray.kill returns before the actor is gone: wait until it no longer answers.
+    with pytest.raises(ray.exceptions.RayActorError):
+        for _ in range(100):
+            ray.get(victim.ping.remote(), timeout=30)
+            time.sleep(0.1)
 
     assert executor.nodes() == {node: 2}
     assert victim not in [h for _, h in executor.worker_actors()]
