@@ -205,7 +205,7 @@ class Driver:
             # Tasks of a job with files run in their own working directory.
             shuffle_dir = os.path.abspath(shuffle_dir)
         job_dir = join(shuffle_dir, job_id)
-        files = inputs.list_inputs(input_urls, s.storage_options)
+        files = inputs.list_inputs(input_urls, s.storage_options, format=job.input_format())
         if steps[0].mapper_raw is not None:
             # mapper_raw reads a whole file (as stored) per map task.
             splits = [

@@ -196,6 +196,12 @@ class MRJob(MapReduce):
         """mrjob's task status: one line on the worker's stderr."""
         print(f"mrk8s: {type(self).__name__} status: {msg}", file=sys.stderr, flush=True)
 
+    def input_format(self) -> str:
+        """Every input is lines of text, as under mrjob, whatever the file is called:
+        a ``.csv`` or ``.jsonl`` file is never parsed by its extension (``.gz`` and
+        ``.bz2`` files are still decompressed); ``INPUT_PROTOCOL`` reads the lines."""
+        return "text"
+
     # -- protocols (mrjob lets a job override these methods) ------------------------
 
     def input_protocol(self) -> Any:
