@@ -31,9 +31,9 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
-from mrk8s.errors import JobDefinitionError
+from mrk8s.errors import JobDefinitionError, UsageError
 from mrk8s.job import MapReduce, Record, Step, as_records
 from mrk8s.mrjob import compat, options
 from mrk8s.mrjob.protocol import JSONProtocol, RawValueProtocol, TextValueProtocol
@@ -139,6 +139,45 @@ class MRJob(MapReduce):
                 if value:
                     self._file_paths[dest] = os.path.abspath(value.split("#", 1)[0])
         super().__init__(parsed)
+        if args is not None:
+            self._load(parsed, args)
+
+    def _load(self, parsed: argparse.Namespace, args: Sequence[str] | argparse.Namespace) -> None:
+        """Run the job's ``load_args`` (or mrjob 0.5's ``load_options``), as mrjob's
+        ``__init__`` does: in the driver and in every task, before any of its functions.
+
+        The options are already parsed: the base :meth:`load_args` only sets
+        ``self.options``. ``self.arg_parser.error(msg)`` there raises
+        :class:`mrk8s.UsageError` (ValueError for ``MRJob(args=[...])``, as mrjob's).
+        """
+        self._parsed_options = parsed
+
+        def error(message: str) -> NoReturn:
+            if isinstance(args, argparse.Namespace):
+                raise UsageError(f"{type(self).__name__}: {message}")
+            raise ValueError(message)
+
+        self.arg_parser.error = error  # type: ignore[method-assign]
+        listed = [] if isinstance(args, argparse.Namespace) else list(args)
+        if type(self).load_options is not MRJob.load_options:
+            self.load_options(listed)
+        else:
+            self.load_args(listed)
+
+    def load_args(self, args: list[str]) -> None:
+        """Set ``self.options``; override it (calling ``super().load_args(args)``
+        first) to derive attributes from the options, as in mrjob.
+
+        It runs whenever the job is built with its options: in the driver and in
+        every task, before ``mapper_init``. ``args`` is the argument list given
+        to ``MRJob(args=[...])``; in mrk8s's own processes the options arrive
+        parsed and ``args`` is empty.
+        """
+        self.options = self._parsed_options
+
+    def load_options(self, args: list[str]) -> None:
+        """mrjob 0.5's name for :meth:`load_args`; an override of it runs instead."""
+        MRJob.load_args(self, args)
 
     # -- options ------------------------------------------------------------------
 
