@@ -179,7 +179,8 @@ def test_cli_warns_for_what_cannot_change_the_output(job_dir: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_cli_import_of_an_mrjob_module_not_provided(job_dir: Path) -> None:
-    (job_dir / "mr_util.py").write_text("from mrjob.util import cmd_line\n" + JOB)
+    (job_dir / "mr_util.py").write_text("from mrjob.hadoop import HadoopJobRunner\n" + JOB)
     proc = run_cli(["run", "mr_util.py", "in.txt"], cwd=job_dir, shuffle_dir=job_dir / "s")
     assert proc.returncode == 2, proc.stderr
-    assert "mrjob.util is not part of mrk8s's mrjob compatibility" in proc.stderr
+    assert "import of mrjob.hadoop: it is not part of mrk8s's mrjob compatibility" in proc.stderr
+    assert "mrk8s does not drive Hadoop" in proc.stderr
