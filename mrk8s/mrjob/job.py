@@ -283,8 +283,8 @@ class MRJob(MapReduce):
             if value:
                 raise JobDefinitionError(
                     f"{name}.{attr} is Hadoop configuration, which mrk8s does not read: remove "
-                    "it (mrk8s runs the job itself: choose reducers with --reducers, inputs are "
-                    "read as text, JSON lines, CSV or Parquet by their file names)"
+                    "it (mrk8s runs the job itself: choose reducers with --reducers; every "
+                    "input is read as text lines for INPUT_PROTOCOL, .gz and .bz2 decompressed)"
                 )
         if self.PARTITIONER not in ("hash", "range"):
             raise JobDefinitionError(
