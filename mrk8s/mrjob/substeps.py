@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar, Protocol
 
 from mrk8s.errors import UserError
 from mrk8s.job import Record, Step, as_records
@@ -39,8 +39,20 @@ from mrk8s.mrjob.commands import CommandPipe, LineSpool
 from mrk8s.mrjob.protocol import RawValueProtocol, TextValueProtocol
 from mrk8s.mrjob.step import MRStep
 
-if TYPE_CHECKING:
-    from mrk8s.mrjob.job import MRJob
+
+class MRJobLike(Protocol):
+    """What the builder uses of :class:`mrk8s.mrjob.job.MRJob` (typed here, not
+    imported: the job module imports this one)."""
+
+    SORT_VALUES: ClassVar[bool]
+    input_url: str | None
+
+    def input_protocol(self) -> Any: ...
+
+    def internal_protocol(self) -> Any: ...
+
+    def output_protocol(self) -> Any: ...
+
 
 __all__ = ["ProtocolError", "StepBuilder"]
 
@@ -141,7 +153,7 @@ def _identity_reducer(key: Any, values: Iterable[Any]) -> Iterator[Record]:
 class StepBuilder:
     """The engine steps of one job instance; see the module docstring."""
 
-    def __init__(self, job: MRJob, mr_steps: list[MRStep]) -> None:
+    def __init__(self, job: MRJobLike, mr_steps: list[MRStep]) -> None:
         self.job = job
         self.mr_steps = mr_steps
         n = len(mr_steps)
