@@ -17,9 +17,11 @@ of an MRStep (mapper, combiner, reducer) runs as mrjob's runners run it:
 
 Between parts, a record is one line (bytes) keyed by the bytes before its
 first tab, so keys group and sort by their serialized form, as under
-mrjob's runners. A record the job yields that its protocol cannot write is a
-:class:`ProtocolError` (a user error naming the record, the protocol and the
-function; the task adds the step), never a crash of mrk8s.
+mrjob's runners. A record the job yields that its protocol cannot write on
+its way to the next part is a :class:`ProtocolError` (a user error naming
+the record, the protocol and the function; the task adds the step), never a
+crash of mrk8s; the job's output lines are written by the part writer, which
+names what ``OUTPUT_PROTOCOL`` cannot write and the part file.
 
 Steps without commands take the direct path (:meth:`StepBuilder._plain_step`,
 the one the word count runs through); a step with a command or pre-filter
@@ -384,12 +386,12 @@ class StepBuilder:
 
     def text_line_writer(self) -> Callable[[Any, Any], bytes]:
         """The last part's records as output lines: a command's lines as they are;
-        a script's records written with ``OUTPUT_PROTOCOL``."""
+        a script's records written with ``OUTPUT_PROTOCOL`` (what it cannot write
+        raises as it does, for the part writer to name the key and the part file)."""
         if self.output_from_command:
             return lambda key, line: _line_bytes(line)
-        n = len(self.mr_steps)
-        part = "reducer" if self.mr_steps[-1].has_reducer() else "mapper"
-        return writer(self.job.output_protocol(), "OUTPUT_PROTOCOL", f"the {part} of step {n}")
+        write = self.job.output_protocol().write
+        return lambda key, value: _line_bytes(write(key, value))
 
 
 def _groups(pairs: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Iterator[Any]]]:
