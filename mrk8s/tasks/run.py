@@ -358,7 +358,9 @@ def _feed_map_body(
     buf = RecordBuffer(as_tables(sink), where, "mapper")
     if (step.mapper is not None or step.mapper_raw is not None) and step.combiner is not None:
         limit = int(ctx.plan.memory_per_worker * SORT_BUFFER_SHARE)
-        buf = CombiningBuffer(buf, step.combiner, where, limit)
+        buf = CombiningBuffer(
+            buf, step.combiner, where, limit, init=step.combiner_init, final=step.combiner_final
+        )
     emit(buf, where, "mapper_init", step.mapper_init)
     if step.mapper_raw is not None:
         with _local_file(split, opts) as path, guarded(where, "mapper_raw"):
