@@ -32,6 +32,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ from tests.cluster import pki, processes
 
 # Built by `make tests/cluster/bin/controlplane`.
 BINARY = Path(__file__).resolve().parent / "bin" / "controlplane"
+# The agent runs as `python -m tests.cluster.agent` from here.
+REPO = Path(__file__).resolve().parents[2]
 
 # What the controller manager runs: what Jobs, their pods, nodes going away,
 # namespaces and service accounts need, and nothing else (each controller
@@ -75,6 +78,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 def node_ips(count: int) -> dict[str, str]:
     """Node names and their loopback addresses: node-1 at 127.0.0.11, and so on."""
     return {f"node-{i}": f"127.0.0.{FIRST_NODE_HOST + i - 1}" for i in range(1, count + 1)}
+
+
+def _fetch(url: str, context: ssl.SSLContext) -> bytes | None:
+    """The body of a GET that answered 200; None for any other answer or none at all."""
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=5) as response:
+            return bytes(response.read())
+    except urllib.error.HTTPError as error:
+        error.close()  # it holds the connection open otherwise
+        return None
+    except OSError:
+        return None
 
 
 def _b64(path: Path) -> str:
@@ -190,7 +205,7 @@ class Cluster:
     def _run(self, component: str, args: list[str], argv0: list[str] | None = None) -> None:
         argv = (argv0 or [str(BINARY), component]) + args
         self.processes[component] = processes.spawn(
-            argv, log=self.state / "logs" / f"{component}.log"
+            argv, log=self.state / "logs" / f"{component}.log", cwd=REPO
         )
 
     def _etcd_args(self, keys: pki.Pki) -> list[str]:
@@ -226,6 +241,9 @@ class Cluster:
             f"--etcd-keyfile={keys.apiserver_etcd_client.key}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # The `kubernetes` Service's endpoints would have to be a non-loopback
+            # address, and nothing could route them here: none are kept.
+            "--endpoint-reconciler-type=none",
             f"--secure-port={self.ports['apiserver']}",
             f"--tls-cert-file={keys.apiserver.cert}",
             f"--tls-private-key-file={keys.apiserver.key}",
@@ -257,7 +275,6 @@ class Cluster:
             f"--tls-cert-file={serving.cert}",
             f"--tls-private-key-file={serving.key}",
             "--leader-elect=false",
-            "--profiling=false",
         ]
 
     def _controller_manager_args(self, keys: pki.Pki) -> list[str]:
@@ -309,7 +326,7 @@ class Cluster:
             if process.poll() is not None:
                 log = self.state / "logs" / f"{component}.log"
                 tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-                raise RuntimeError(
+                raise processes.ProcessDied(
                     f"{component} exited with {process.returncode} while the cluster started; "
                     f"the end of {log}:\n{tail}"
                 )
@@ -325,8 +342,7 @@ class Cluster:
 
         def healthy() -> bool:
             self._check_alive()
-            with urllib.request.urlopen(url, context=context, timeout=5) as response:
-                return bool(response.status == 200)
+            return _fetch(url, context) is not None
 
         processes.wait_for(
             healthy, timeout=max(deadline - time.monotonic(), 1), what=f"{what} at {url}"
@@ -336,13 +352,15 @@ class Cluster:
         """Every node Ready and the default namespace's service account made."""
         context = self._ssl_context(keys.admin)
 
-        def get(path: str) -> dict:  # type: ignore[type-arg]
-            with urllib.request.urlopen(self.server + path, context=context, timeout=5) as r:
-                return json.loads(r.read())  # type: ignore[no-any-return]
-
         def ready() -> bool:
             self._check_alive()
-            nodes = get("/api/v1/nodes")["items"]
+            nodes = json.loads(_fetch(self.server + "/api/v1/nodes", context) or "{}")
+            if (
+                _fetch(self.server + "/api/v1/namespaces/default/serviceaccounts/default", context)
+                is None
+            ):
+                return False
+            nodes = nodes.get("items", [])
             ready_nodes = {
                 n["metadata"]["name"]
                 for n in nodes
@@ -351,7 +369,6 @@ class Cluster:
                     for c in n["status"].get("conditions", [])
                 )
             }
-            get("/api/v1/namespaces/default/serviceaccounts/default")
             return ready_nodes == set(self.node_ips)
 
         processes.wait_for(

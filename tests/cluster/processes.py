@@ -85,6 +85,10 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
         os.killpg(process.pid, sig)
 
 
+class ProcessDied(RuntimeError):
+    """A process we wait for died: waiting longer cannot help."""
+
+
 def wait_for(predicate, *, timeout: float, interval: float = 0.2, what: str):  # type: ignore[no-untyped-def]
     """Call predicate until it returns something true, or fail naming what we waited for."""
     deadline = time.monotonic() + timeout
@@ -92,6 +96,8 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.2, what: str):  #
     while time.monotonic() < deadline:
         try:
             result = predicate()
+        except ProcessDied:
+            raise
         except Exception as error:  # the thing is not up yet: keep its last word
             last_error = error
         else:
