@@ -99,3 +99,4 @@ def test_killing_the_starter_with_sigkill_leaves_nothing_running(
     finally:
         starter.kill()
         starter.wait()
+        starter.stdout.close()  # type: ignore[union-attr]
