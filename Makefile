@@ -44,8 +44,8 @@ bench: $(BENCH_STAMP)
 
 # The test cluster (tests/cluster/): etcd and the Kubernetes control plane in
 # one binary built from the official source modules through the Go module
-# proxy. A file target: rebuilt only when the module or main.go changes (cold
-# about N minutes, see README), so a second make does no work.
+# proxy. A file target: rebuilt only when the module or main.go changes (cold:
+# about 30 minutes on 2 shared cores, see README), so a second make does no work.
 CONTROLPLANE_MOD := tests/cluster/controlplane
 CONTROLPLANE := tests/cluster/bin/controlplane
 GO ?= go

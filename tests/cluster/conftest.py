@@ -3,9 +3,12 @@
 `cluster` starts the real control plane (etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler, built by `make test`) and the node
 agent that runs pods as local processes, for three nodes, in a temporary
-directory, and stops it all at the end of the session. The tests talk to it
-as its admin (`system:masters`, a client certificate): the service accounts
-that mrk8s will run as are separate and get only what RBAC grants them.
+directory, once a test asks for it, and stops it all at the end of the
+session. (Tests of other packages, such as the coming Kubernetes backend's,
+get it by moving these fixtures into a plugin that tests/conftest.py names.)
+The tests talk to it as its admin (`system:masters`, a client certificate):
+the service accounts that mrk8s will run as are separate and get only what
+RBAC grants them.
 """
 
 from __future__ import annotations
