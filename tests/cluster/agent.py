@@ -294,7 +294,7 @@ class NodeAgent:
                 return
             if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
                 return
-            run = PodRun(pod, self.node, on_done=lambda _run: None)
+            run = PodRun(pod, self.node)
             self.runs[uid] = run
             self.by_name[(run.namespace, run.name)] = run
             if pod["metadata"].get("deletionTimestamp"):

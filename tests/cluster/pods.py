@@ -139,7 +139,7 @@ class PodRun:
     written (or the pod is gone).
     """
 
-    def __init__(self, pod: Pod, node: Node, on_done: Callable[[PodRun], None]) -> None:
+    def __init__(self, pod: Pod, node: Node) -> None:
         self.pod = pod
         self.node = node
         meta = pod["metadata"]
@@ -151,7 +151,6 @@ class PodRun:
         self.gone = threading.Event()  # the pod object no longer exists: no status to write
         self.finished = threading.Event()
         self.running: dict[str, subprocess.Popen[bytes]] = {}
-        self._on_done = on_done
         self._thread = threading.Thread(target=self._run, name=f"pod-{self.name}", daemon=True)
 
     def start(self) -> None:
@@ -184,7 +183,7 @@ class PodRun:
             mounts = self._volumes()
             init = self.pod["spec"].get("initContainers", [])
             for container in init:
-                statuses[container["name"]] = self._run_one(container, mounts, started, init=True)
+                statuses[container["name"]] = self._run_one(container, mounts)
                 code = statuses[container["name"]]["state"]["terminated"]["exitCode"]
                 if code != 0 or self.killed.is_set():
                     break
@@ -249,9 +248,7 @@ class PodRun:
             time.sleep(0.05)
         return done
 
-    def _run_one(
-        self, container: dict[str, Any], mounts: dict[str, Path], started: str, *, init: bool
-    ) -> dict[str, Any]:
+    def _run_one(self, container: dict[str, Any], mounts: dict[str, Path]) -> dict[str, Any]:
         """Run an init container to its end."""
         start = now()
         process = self._spawn(container, mounts)
@@ -291,7 +288,6 @@ class PodRun:
             logger.info("pod %s/%s %s %s", self.namespace, self.name, phase, codes)
         finally:
             self.finished.set()
-            self._on_done(self)
 
     # -- containers ---------------------------------------------------------------------
 
