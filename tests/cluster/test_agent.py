@@ -76,3 +76,39 @@ def test_a_pod_gets_env_volumes_and_working_dir_and_its_exit_code_is_reported(
     assert terminated.finished_at <= datetime.datetime.now(datetime.UTC)
     log = core.read_namespaced_pod_log("seer", namespace)
     assert log == "True True\nhello-seer seer $(POD_NAME)\n"
+
+
+@pytest.mark.timeout(60)
+def test_following_a_running_pods_log_streams_until_it_exits(api: Any, namespace: str) -> None:
+    core = kubernetes.client.CoreV1Api(api)
+    code = (
+        "import time\nfor i in range(5):\n    print('line', i, flush=True)\n    time.sleep(0.3)\n"
+    )
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "talker"},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {"name": "main", "image": "python", "command": ["python", "-c", code]}
+                ],
+            },
+        },
+    )
+
+    def running() -> bool:
+        return bool(core.read_namespaced_pod("talker", namespace).status.phase == "Running")
+
+    kube.wait_until(running, timeout=45, what="the pod to run")
+    stream = core.read_namespaced_pod_log("talker", namespace, follow=True, _preload_content=False)
+    try:
+        followed = b"".join(stream.stream()).decode()
+    finally:
+        stream.release_conn()
+    assert followed == "".join(f"line {i}\n" for i in range(5))
+
+    def succeeded() -> bool:
+        return bool(core.read_namespaced_pod("talker", namespace).status.phase == "Succeeded")
+
+    kube.wait_until(succeeded, timeout=10, what="the pod to succeed")
