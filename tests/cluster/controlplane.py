@@ -349,17 +349,16 @@ class Cluster:
         )
 
     def _wait_ready(self, deadline: float, keys: pki.Pki) -> None:
-        """Every node Ready and the default namespace's service account made."""
+        """Every node Ready; the default namespace's service account and CA bundle made."""
         context = self._ssl_context(keys.admin)
 
         def ready() -> bool:
             self._check_alive()
             nodes = json.loads(_fetch(self.server + "/api/v1/nodes", context) or "{}")
-            if (
-                _fetch(self.server + "/api/v1/namespaces/default/serviceaccounts/default", context)
-                is None
-            ):
-                return False
+            default = self.server + "/api/v1/namespaces/default"
+            for what in ("/serviceaccounts/default", "/configmaps/kube-root-ca.crt"):
+                if _fetch(default + what, context) is None:
+                    return False
             nodes = nodes.get("items", [])
             ready_nodes = {
                 n["metadata"]["name"]
@@ -374,7 +373,7 @@ class Cluster:
         processes.wait_for(
             ready,
             timeout=max(deadline - time.monotonic(), 1),
-            what="every node Ready and the default service account",
+            what="every node Ready, the default service account and kube-root-ca.crt",
         )
 
     # -- stopping -----------------------------------------------------------------------

@@ -8,7 +8,9 @@ first on PATH), as a process group of their own. It
 - builds each container's environment as a kubelet does: `env` values,
   `valueFrom` (`fieldRef`, `configMapKeyRef`, `secretKeyRef`), `envFrom`,
   `$(VAR)` expansion in env values, command and args, plus
-  KUBERNETES_SERVICE_HOST/PORT pointing at the API server;
+  KUBERNETES_SERVICE_HOST/PORT pointing at the API server; a config map or
+  secret that does not exist yet is waited for (the pod stays Pending in
+  ContainerCreating), as a kubelet waits;
 - maps volumes to directories: `hostPath` to the node's directory
   (`<node>/hostpath/<path>`), `emptyDir` and `projected` (service-account
   token, CA bundle, namespace) to the pod's own. No mount namespace is made:
@@ -28,6 +30,7 @@ container in place, counting restartCount); Always restarts any exit.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import json
@@ -53,6 +56,8 @@ Pod = dict[str, Any]
 # How long a container gets between SIGTERM and SIGKILL at most, whatever the pod asks:
 # tests should not wait for a 30 s default.
 MAX_GRACE = 10.0
+# Between reads of a config map or secret a pod needs and that does not exist yet.
+MISSING_RETRY = 0.5
 # Between restarts of a container under OnFailure/Always (the kubelet backs off from 10 s).
 RESTART_DELAY = 1.0
 
@@ -366,19 +371,30 @@ class PodRun:
         raise PodError(f"env {var['name']!r}: {sorted(source)} is not supported by the node agent")
 
     def _config_map(self, name: str) -> dict[str, str]:
-        response = self.node.api.read_namespaced_config_map(
-            name, self.namespace, _preload_content=False
-        )
-        return dict(json.loads(response.data).get("data", {}))
+        data = self._read("config map", self.node.api.read_namespaced_config_map, name)
+        return dict(data.get("data", {}))
 
     def _secret(self, name: str) -> dict[str, str]:
-        import base64
-
-        response = self.node.api.read_namespaced_secret(
-            name, self.namespace, _preload_content=False
-        )
-        data = json.loads(response.data).get("data", {})
+        data = self._read("secret", self.node.api.read_namespaced_secret, name).get("data", {})
         return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+    def _read(self, kind: str, read: Callable[..., Any], name: str) -> dict[str, Any]:
+        """An object the pod needs; one not there yet is waited for, as a kubelet waits
+        (the pod stays Pending in ContainerCreating), until it appears or the pod is deleted."""
+        from kubernetes.client.exceptions import ApiException
+
+        while True:
+            try:
+                response = read(name, self.namespace, _preload_content=False)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                if self.killed.wait(MISSING_RETRY):
+                    raise PodError(
+                        f"{kind} {self.namespace}/{name} never appeared before the pod was deleted"
+                    ) from error
+                continue
+            return dict(json.loads(response.data))
 
     # -- volumes ------------------------------------------------------------------------
 

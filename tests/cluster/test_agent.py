@@ -8,6 +8,7 @@ test, read back through the real API server (pod status, `pods/log`).
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Any
 
 import kubernetes.client
@@ -112,3 +113,58 @@ def test_following_a_running_pods_log_streams_until_it_exits(api: Any, namespace
         return bool(core.read_namespaced_pod("talker", namespace).status.phase == "Succeeded")
 
     kube.wait_until(succeeded, timeout=10, what="the pod to succeed")
+
+
+@pytest.mark.timeout(60)
+def test_a_pod_waits_for_a_config_map_that_does_not_exist_yet(api: Any, namespace: str) -> None:
+    # A kubelet keeps such a pod in ContainerCreating until the config map appears.
+    core = kubernetes.client.CoreV1Api(api)
+    code = "import os\nprint(open('/config/greeting').read(), os.environ['GREETING'])\n"
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "patient"},
+            "spec": {
+                "restartPolicy": "Never",
+                "volumes": [
+                    {"name": "config", "projected": {"sources": [{"configMap": {"name": "late"}}]}}
+                ],
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "python",
+                        "command": ["python", "-c", code],
+                        "volumeMounts": [{"name": "config", "mountPath": "/config"}],
+                        "env": [
+                            {
+                                "name": "GREETING",
+                                "valueFrom": {
+                                    "configMapKeyRef": {"name": "late", "key": "greeting"}
+                                },
+                            }
+                        ],
+                    }
+                ],
+            },
+        },
+    )
+
+    def creating() -> bool:
+        status = core.read_namespaced_pod("patient", namespace).status
+        waiting = status.container_statuses and status.container_statuses[0].state.waiting
+        return bool(waiting and waiting.reason == "ContainerCreating")
+
+    kube.wait_until(creating, timeout=30, what="the pod to wait in ContainerCreating")
+    time.sleep(1.5)
+    assert core.read_namespaced_pod("patient", namespace).status.phase == "Pending"
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "late"}, "data": {"greeting": "hi"}}
+    )
+
+    def finished() -> Any:
+        pod = core.read_namespaced_pod("patient", namespace)
+        return pod if pod.status.phase in ("Succeeded", "Failed") else None
+
+    pod = kube.wait_until(finished, timeout=30, what="the pod to finish")
+    assert pod.status.phase == "Succeeded"
+    assert core.read_namespaced_pod_log("patient", namespace) == "hi hi\n"
