@@ -10,6 +10,12 @@ STAMP := $(VENV)/.installed
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
+# The test cluster's control plane (built below). Defined before the rules that
+# name it: make expands a rule's prerequisites as it reads the rule.
+CONTROLPLANE_MOD := tests/cluster/controlplane
+CONTROLPLANE := tests/cluster/bin/controlplane
+GO ?= go
+
 .PHONY: run test lint check pytest bench clean cluster cluster-down
 
 $(STAMP): pyproject.toml
@@ -46,9 +52,6 @@ bench: $(BENCH_STAMP)
 # one binary built from the official source modules through the Go module
 # proxy. A file target: rebuilt only when the module or main.go changes (cold:
 # about 30 minutes on 2 shared cores, see README), so a second make does no work.
-CONTROLPLANE_MOD := tests/cluster/controlplane
-CONTROLPLANE := tests/cluster/bin/controlplane
-GO ?= go
 
 $(CONTROLPLANE): $(CONTROLPLANE_MOD)/go.mod $(CONTROLPLANE_MOD)/go.sum $(CONTROLPLANE_MOD)/main.go
 	@mkdir -p $(@D)
