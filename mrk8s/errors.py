@@ -11,6 +11,7 @@ a user meets while defining and running a job::
     |   +-- JobDefinitionError    the script has no job class, or two, or a bad step
     |   +-- InputError            no such input, or an input that cannot be read
     |   +-- OutputError           the output path is not empty, or not writable
+    |   |   +-- ResultEncodingError   a result the output format cannot represent
     |   +-- UserCodeError         the user's own mapper/reducer/... raised
     +-- ShuffleError, CorruptSegmentError, StoreError   (shuffle) retryable
     +-- TaskFailedError, WorkerLostError                (scheduler) retryable
@@ -36,6 +37,7 @@ __all__ = [
     "KeyEncodingError",
     "MRError",
     "OutputError",
+    "ResultEncodingError",
     "ShuffleError",
     "StoreError",
     "TaskFailedError",
@@ -60,6 +62,10 @@ class InputError(UserError):
 
 class OutputError(UserError):
     """The output location is not usable (not empty, not writable, ...)."""
+
+
+class ResultEncodingError(OutputError):
+    """A key or value a job yields as its result cannot be written in the output format."""
 
 
 class UserCodeError(UserError):

@@ -450,7 +450,7 @@ def settings_from_args(
         if value < least:
             raise UsageError(f"{flag} {value}: give at least {least}")
     bench = ShuffleBenchSettings(
-        size=parse_size(args.size),
+        size=parse_size(args.size, "--size"),
         maps=args.maps,
         reducers=args.reducers,
         key_type=args.key_type,
@@ -468,7 +468,7 @@ def settings_from_args(
             ray_address=args.ray_address,
             placement=args.placement,
             shuffle_dir=args.shuffle_dir,
-            memory_per_worker=parse_size(args.memory_per_worker),
+            memory_per_worker=parse_size(args.memory_per_worker, "--memory-per-worker"),
             storage_options=dict(storage_options),
         ),
     )

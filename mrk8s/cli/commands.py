@@ -34,6 +34,13 @@ examples:
 """
 
 
+BENCH_USAGE = """\
+usage: mrk8s bench SUBCOMMAND [OPTIONS]
+
+subcommands:
+  shuffle   shuffle throughput through the real engine, verified (mrk8s bench shuffle --help)"""
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     from mrk8s.engine.settings import default_shuffle_dir
 
@@ -185,8 +192,8 @@ def _run_job(argv: list[str], known: argparse.Namespace, executor: Any) -> int:
         job_id=args.job_id,
         output_format=args.output_format,
         overwrite=args.overwrite,
-        memory_per_worker=parse_size(args.memory_per_worker),
-        max_split_bytes=parse_size(args.split_size),
+        memory_per_worker=parse_size(args.memory_per_worker, "--memory-per-worker"),
+        max_split_bytes=parse_size(args.split_size, "--split-size"),
         max_attempts=args.max_attempts,
         retry_user_errors=args.retry_user_errors,
         keep_shuffle=args.keep_shuffle,
@@ -235,6 +242,11 @@ def _validate(settings: Any) -> None:
         raise UsageError(f"--reducers {settings.reducers}: give at least 1")
     if settings.max_attempts < 1:
         raise UsageError(f"--max-attempts {settings.max_attempts}: give at least 1")
+    if settings.max_split_bytes < 1:
+        raise UsageError(
+            f"--split-size {settings.max_split_bytes} bytes: give a positive size, e.g. 64MiB "
+            "(the default is 128MiB)"
+        )
     if settings.memory_per_worker < 16 << 20:
         raise UsageError(
             f"--memory-per-worker {settings.memory_per_worker} bytes is too small: give at "
@@ -296,8 +308,9 @@ def _cmd_bench(argv: Sequence[str]) -> int:
     from mrk8s.engine import progress
 
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: mrk8s bench shuffle [OPTIONS]   (mrk8s bench shuffle --help)")
-        return 0
+        # Without a subcommand there is nothing to run: say what there is, as a usage error.
+        print(BENCH_USAGE, file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else EXIT_USER_ERROR
     if argv[0] != "shuffle":
         raise UsageError(f"mrk8s bench {argv[0]!r}: the only benchmark is 'shuffle'")
     args = bench.shuffle_parser().parse_args(argv[1:])
@@ -356,8 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     try:
         return command(argv[1:])
-    except KeyboardInterrupt:
-        print("mrk8s: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # One line: what the job kept (the driver's note) goes on it.
+        print("; ".join(["mrk8s: interrupted", *_notes(exc)]), file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader of our stdout went away (e.g. `| head`): stop quietly.
@@ -365,11 +379,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except JobFailedError as exc:
-        print(f"mrk8s: job failed: {exc}", file=sys.stderr)
+        _print_error(f"job failed: {exc}", exc)
         return EXIT_USER_ERROR if exc.user_error else EXIT_FAILURE
     except UserError as exc:
-        print(f"mrk8s: error: {exc}", file=sys.stderr)
+        _print_error(f"error: {exc}", exc)
         return EXIT_USER_ERROR
     except MRError as exc:
-        print(f"mrk8s: error: {exc}", file=sys.stderr)
+        _print_error(f"error: {exc}", exc)
         return EXIT_FAILURE
+
+
+def _notes(exc: BaseException) -> list[str]:
+    """The lines the driver added to an error (what the job kept, and why)."""
+    return [str(note) for note in getattr(exc, "__notes__", ())]
+
+
+def _print_error(text: str, exc: BaseException) -> None:
+    for line in [text, *_notes(exc)]:
+        print(f"mrk8s: {line}", file=sys.stderr)

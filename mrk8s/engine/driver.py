@@ -29,16 +29,16 @@ from mrk8s.engine.settings import RunSettings, redact
 from mrk8s.errors import (
     JobDefinitionError,
     JobFailedError,
-    KeyEncodingError,
+    MRError,
     UsageError,
-    UserCodeError,
+    UserError,
 )
 from mrk8s.io import inputs, outputs
 from mrk8s.io.split import Split
 from mrk8s.job import MapReduce, Step
 from mrk8s.tasks import loader
 from mrk8s.tasks.plan import JobId, JobPlan, StepPlan
-from mrk8s.tasks.run import CODE_DIR, FILES_DIR, PLAN_FILE
+from mrk8s.tasks.run import CODE_DIR, FILES_DIR, INPUT_COUNTERS, INVALID_UTF8, PLAN_FILE
 from scheduler import placement
 from scheduler.stage import Executor, StageSpec, TaskEvent, pending
 from shuffle import commit, nodelocal, partition
@@ -205,7 +205,7 @@ class Driver:
             # Tasks of a job with files run in their own working directory.
             shuffle_dir = os.path.abspath(shuffle_dir)
         job_dir = join(shuffle_dir, job_id)
-        files = inputs.list_inputs(input_urls, s.storage_options)
+        files = inputs.list_inputs(input_urls, s.storage_options, format=job.input_format())
         if steps[0].mapper_raw is not None:
             # mapper_raw reads a whole file (as stored) per map task.
             splits = [
@@ -446,16 +446,44 @@ class Driver:
             outputs.check_output(s.output, s.storage_options, overwrite=s.overwrite)
         if s.restart:  # before stdin is spooled into the job's directory
             FsspecStore(join(s.shuffle_dir, job_id), s.storage_options).remove("", recursive=True)
-        input_urls = list(s.inputs)
-        if not input_urls:
-            spool = FsspecStore(join(s.shuffle_dir, job_id), s.storage_options)
-            input_urls = [self._spool_stdin(spool)]
-        plan = self.plan(job_class, job_id, input_urls)
-        job_store = FsspecStore(plan.job_dir, s.storage_options)
-        files = job_class(_namespace(s.job_args)).job_files() if plan.files else []
-        if s.restart:
-            FsspecStore(plan.staging_url, s.storage_options).remove("", recursive=True)
-        resumed = self.ship(plan, job_store, files)
+        new_job_dir = FsspecStore(join(s.shuffle_dir, job_id), s.storage_options)
+        existed = bool(new_job_dir.list(""))
+        try:
+            input_urls = list(s.inputs)
+            if not input_urls:
+                input_urls = [self._spool_stdin(new_job_dir)]
+            plan = self.plan(job_class, job_id, input_urls)
+            job_store = FsspecStore(plan.job_dir, s.storage_options)
+            files = job_class(_namespace(s.job_args)).job_files() if plan.files else []
+            if s.restart:
+                FsspecStore(plan.staging_url, s.storage_options).remove("", recursive=True)
+            resumed = self.ship(plan, job_store, files)
+        except BaseException:
+            if not existed:  # what this run wrote (a spooled stdin) is of no use to anyone
+                new_job_dir.remove("", recursive=True)
+            raise
+        try:
+            return self._run_shipped(
+                job_class, plan, job_store, executor, stdout, resumed=resumed, started=t0
+            )
+        except BaseException as exc:
+            self._after_failure(exc, plan, job_store)
+            raise
+
+    def _run_shipped(
+        self,
+        job_class: type[MapReduce],
+        plan: JobPlan,
+        job_store: FsspecStore,
+        executor: Executor | None,
+        stdout: IO[bytes] | None,
+        *,
+        resumed: bool,
+        started: float,
+    ) -> JobResult:
+        """The job's stages and its output, once its plan is in the job directory."""
+        s = self.settings
+        t0, job_id = started, plan.job_id
         if s.output is not None:
             # Fail now, not after the map stage, if the output cannot be written.
             FsspecStore(plan.staging_url, s.storage_options).makedirs("")
@@ -471,44 +499,22 @@ class Driver:
                 ray_address=s.ray_address,
                 script=s.script,
             )
-        try:
-            with _closing(executor, own_executor):
-                job = job_class(_namespace(s.job_args))
-                for sp in plan.steps:
-                    map_bytes = sum(x.size for x in sp.splits)
-                    if sp.partitioner == "range":
-                        self.sample_boundaries(plan, job_store, sp.index, job)
-                    self.run_stage(
-                        executor, plan, job_store, sp.index, "map", len(sp.splits), map_bytes
-                    )
-                    if sp.num_reducers:
-                        placed = self.place_reducers(executor, plan, job_store, sp.index)
-                        self.run_stage(
-                            executor,
-                            plan,
-                            job_store,
-                            sp.index,
-                            "reduce",
-                            sp.num_reducers,
-                            0,
-                            placed,
-                        )
-        except BaseException as exc:
-            if _is_job_error(exc):
-                # The job itself is wrong: rerunning cannot help until it changes, and a
-                # changed job cannot resume this one, so its data is of no use. (A full
-                # disk or an unwritable output keeps it: fix that and resume.)
-                if not s.keep_shuffle:
-                    job_store.remove("", recursive=True)
-                    FsspecStore(plan.staging_url, s.storage_options).remove("", recursive=True)
-            else:
-                self.progress.message(
-                    f"job {job_id} stopped; its finished tasks are kept in "
-                    f"{job_store.root_url}: run the same command with --job-id {job_id} "
-                    "to resume"
+        with _closing(executor, own_executor):
+            job = job_class(_namespace(s.job_args))
+            for sp in plan.steps:
+                map_bytes = sum(x.size for x in sp.splits)
+                if sp.partitioner == "range":
+                    self.sample_boundaries(plan, job_store, sp.index, job)
+                self.run_stage(
+                    executor, plan, job_store, sp.index, "map", len(sp.splits), map_bytes
                 )
-            raise
+                if sp.num_reducers:
+                    placed = self.place_reducers(executor, plan, job_store, sp.index)
+                    self.run_stage(
+                        executor, plan, job_store, sp.index, "reduce", sp.num_reducers, 0, placed
+                    )
         summary = self.summarize(plan, job_store, time.perf_counter() - t0)
+        _warn_about_input(summary)
         staging = FsspecStore(plan.staging_url, s.storage_options)
         last = plan.steps[-1]
         n_parts = last.num_reducers or len(last.splits)
@@ -521,6 +527,47 @@ class Driver:
             job_store.remove("", recursive=True)
         _print_counters(summary, self.progress)
         return JobResult(job_id, s.output, summary)
+
+    def _after_failure(self, exc: BaseException, plan: JobPlan, job_store: FsspecStore) -> None:
+        """Tidy up after a job that stopped, and say in one line what is kept and why.
+
+        Staged parts never stay beside the output (a resumed job writes them
+        again). A job stopped by something outside it (Ctrl-C, a full disk, an
+        unwritable output, a lost worker) keeps its finished tasks to resume; a
+        job that is itself wrong (bad input, bad code, a result that cannot be
+        written) keeps nothing, unless --keep-shuffle: a rerun can only succeed
+        once its script or input changes, and a changed job starts over. A
+        closed stdout (``| head``) keeps nothing and says nothing. The line is
+        added to the exception as a note, so the CLI prints it with the error.
+        """
+        s = self.settings
+        if s.output is not None:
+            _remove_quietly(FsspecStore(plan.staging_url, s.storage_options))
+        job_id, where = plan.job_id, job_store.root_url
+        clean = f"mrk8s clean {job_id}{_shuffle_dir_option(s.shuffle_dir)}"
+        if isinstance(exc, BrokenPipeError):
+            if not s.keep_shuffle:
+                _remove_quietly(job_store)
+            return
+        if rerun_can_fix(exc):
+            exc.add_note(
+                f"job {job_id} stopped; its finished tasks are kept in {where}: fix the cause, "
+                f"then rerun the same command with --job-id {job_id} to resume (or remove "
+                f"them with `{clean}`)"
+            )
+        elif s.keep_shuffle:
+            exc.add_note(
+                f"job {job_id} failed on something a rerun cannot fix; its data is kept in "
+                f"{where} because of --keep-shuffle (`mrk8s status {job_id}` shows it): "
+                f"remove it with `{clean}`"
+            )
+        else:
+            _remove_quietly(job_store)
+            exc.add_note(
+                f"job {job_id} kept nothing: it can only succeed once its script or input "
+                "changes, and a changed job starts over (--keep-shuffle keeps its data to "
+                "inspect)"
+            )
 
     def summarize(self, plan: JobPlan, store: FsspecStore, seconds: float) -> dict[str, Any]:
         counters: dict[str, dict[str, int]] = {}
@@ -657,14 +704,38 @@ def _writes_final_output(plan: JobPlan, step: int, stage: str) -> bool:
     return step == last.index and stage == ("reduce" if last.num_reducers else "map")
 
 
-#: Errors that mean the job's code or definition is wrong (not its environment).
-_JOB_ERRORS = ("UserCodeError", "KeyEncodingError", "JobDefinitionError")
+#: User errors that a rerun of the same job gets past once the cause outside it is fixed.
+_FIXABLE_OUTSIDE = ("UserErrorPermission", "OutOfSpaceError")
 
 
-def _is_job_error(exc: BaseException) -> bool:
+def rerun_can_fix(exc: BaseException) -> bool:
+    """Whether the same job, run again with its --job-id, may succeed (and so resume).
+
+    Not after a user error of the job's own (bad input, bad code, a bad
+    result, a bad definition); yes after an interruption, an infrastructure
+    failure, our own bug, a full disk or an unwritable location.
+    """
     if isinstance(exc, JobFailedError):
-        return exc.user_error and exc.kind in _JOB_ERRORS
-    return isinstance(exc, UserCodeError | KeyEncodingError | JobDefinitionError)
+        return not exc.user_error or exc.kind in _FIXABLE_OUTSIDE
+    if isinstance(exc, UserError):
+        return type(exc).__name__ in _FIXABLE_OUTSIDE
+    return True
+
+
+def _remove_quietly(store: FsspecStore) -> None:
+    """Remove a store's tree while handling another error: a failure here is only logged."""
+    try:
+        if store.exists(""):
+            store.remove("", recursive=True)
+    except (MRError, OSError) as exc:
+        logger.warning("could not remove %s: %s", store.root_url, exc)
+
+
+def _shuffle_dir_option(shuffle_dir: str) -> str:
+    """`` --shuffle-dir URL`` when the job's is not the default, for commands to copy."""
+    from mrk8s.engine.settings import default_shuffle_dir
+
+    return "" if shuffle_dir == default_shuffle_dir() else f" --shuffle-dir {shuffle_dir}"
 
 
 def _namespace(args: Mapping[str, Any]) -> Any:
@@ -686,6 +757,20 @@ class _closing:
     def __exit__(self, *exc: object) -> None:
         if self.own:
             self.executor.__exit__(*exc)
+
+
+def _warn_about_input(summary: Mapping[str, Any]) -> None:
+    """One warning line for the whole job if its input was not all valid UTF-8."""
+    bad = summary.get("counters", {}).get(INPUT_COUNTERS, {}).get(INVALID_UTF8, 0)
+    if bad:
+        logger.warning(
+            "%d input bytes were not valid UTF-8 and were read as U+FFFD (counter %s/%s in "
+            "summary.json): if the input is in another encoding, convert it to UTF-8 first, "
+            "e.g. with iconv -f latin1 -t utf-8",
+            bad,
+            INPUT_COUNTERS,
+            INVALID_UTF8,
+        )
 
 
 def _print_counters(summary: Mapping[str, Any], progress: Progress) -> None:

@@ -27,14 +27,18 @@ DEFAULT_MAX_SPLIT = 128 << 20
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
 
 
-def parse_size(text: str | int) -> int:
-    """``"512MiB"``, ``"1GB"``, ``"64m"`` or ``1048576`` -> bytes (k/m/g/t are powers of 1024)."""
+def parse_size(text: str | int, option: str = "") -> int:
+    """``"512MiB"``, ``"1GB"``, ``"64m"`` or ``1048576`` -> bytes (k/m/g/t are powers of 1024).
+
+    ``option`` (e.g. ``--split-size``) names the setting in the error message.
+    """
     if isinstance(text, int):
         return text
     m = _SIZE.match(text)
     if not m:
+        named = f"{option} {text!r}" if option else repr(text)
         raise UsageError(
-            f"{text!r} is not a size: write a number with an optional unit, e.g. 512MiB or 2GB"
+            f"{named} is not a size: write a number with an optional unit, e.g. 512MiB or 2GB"
         )
     number, unit = float(m.group(1)), m.group(2).lower()
     return int(number * 1024 ** " kmgt".index(unit or " "))

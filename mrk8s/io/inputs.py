@@ -22,11 +22,16 @@ and consumes :class:`mrk8s.tasks.plan.Split` only.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import math
+import os
 import posixpath
+import re
+import traceback
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -47,6 +52,7 @@ from mrk8s.io.split import Split
 __all__ = [
     "FORMATS",
     "InputFile",
+    "ReadStats",
     "infer_format",
     "list_inputs",
     "plan_splits",
@@ -108,15 +114,29 @@ class InputFile:
     compression: str | None = None
 
 
+@dataclass(slots=True)
+class ReadStats:
+    """What reading a split noticed about its bytes, for the task's counters.
+
+    ``invalid_utf8_bytes``: bytes of text or jsonl input that are not valid
+    UTF-8; each run of them reaches the job as one U+FFFD, as Python's
+    ``errors="replace"`` decodes it, and the count says how much was replaced.
+    """
+
+    invalid_utf8_bytes: int = 0
+
+
 # --------------------------------------------------------------------- listing
 
 
-def infer_format(name: str) -> tuple[str, str | None]:
+def infer_format(name: str, format: str | None = None) -> tuple[str, str | None]:
     """The ``(format, compression)`` of a file, from its name alone.
 
     ``x.jsonl.gz`` is gzip-compressed jsonl; a name with no known extension is
     text. Raises :class:`InputError` for a compressed Parquet or Arrow file,
-    which cannot be read without first decompressing the whole file.
+    which cannot be read without first decompressing the whole file. A
+    ``format`` given is the file's format whatever its name (mrjob jobs read
+    every file as text lines); only the compression then comes from the name.
     """
     base = posixpath.basename(name.rstrip("/")).lower()
     compression = None
@@ -124,7 +144,7 @@ def infer_format(name: str) -> tuple[str, str | None]:
     if ext in _COMPRESSIONS:
         compression = _COMPRESSIONS[ext]
         stem, ext = posixpath.splitext(stem)
-    fmt = _EXTENSIONS.get(ext, "text")
+    fmt = format or _EXTENSIONS.get(ext, "text")
     if compression is not None and fmt in ("parquet", "arrow"):
         raise InputError(
             f"input {name!r} is a {compression}-compressed {fmt} file, which mrk8s cannot "
@@ -134,9 +154,15 @@ def infer_format(name: str) -> tuple[str, str | None]:
 
 
 def list_inputs(
-    paths: Sequence[str], storage_options: Mapping[str, Any] | None = None
+    paths: Sequence[str],
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    format: str | None = None,
 ) -> list[InputFile]:
     """Expand input paths into the files they name, in order.
+
+    Each file's format comes from its name (:func:`infer_format`), or is
+    ``format`` for every file when that is given.
 
     Each path is a file, a directory (every file below it, recursively, sorted;
     names starting with ``_`` or ``.`` such as ``_SUCCESS`` are skipped at any
@@ -149,16 +175,18 @@ def list_inputs(
         paths = [paths]
     files: list[InputFile] = []
     for path in paths:
-        files.extend(_list_one(path, storage_options))
+        files.extend(_list_one(path, storage_options, format))
     return files
 
 
-def _list_one(url: str, storage_options: Mapping[str, Any] | None) -> list[InputFile]:
+def _list_one(
+    url: str, storage_options: Mapping[str, Any] | None, format: str | None
+) -> list[InputFile]:
     fs, path = _url_to_fs(url, storage_options)
     try:
         info = _info_or_none(fs, path)
         if info is not None and info.get("type") != "directory":
-            return [_input_file(fs, path, info)]
+            return [_input_file(fs, path, info, format)]
         if info is not None:
             found = _files_below(fs, path)
             if not found:
@@ -166,7 +194,7 @@ def _list_one(url: str, storage_options: Mapping[str, Any] | None) -> list[Input
                     f"input directory {url!r} contains no files (names starting with '_' or "
                     "'.' are skipped): check the path, or give the files themselves"
                 )
-            return [_input_file(fs, p, i) for p, i in found]
+            return [_input_file(fs, p, i, format) for p, i in found]
         if _GLOB_CHARS.isdisjoint(path):
             raise InputError(f"input {url!r} does not exist: {_MISSING_HINT}")
         found = _glob(fs, path)
@@ -175,7 +203,7 @@ def _list_one(url: str, storage_options: Mapping[str, Any] | None) -> list[Input
                 f"input glob {url!r} matches no file (names starting with '_' or '.' are "
                 "skipped): check the pattern"
             )
-        return [_input_file(fs, p, i) for p, i in found]
+        return [_input_file(fs, p, i, format) for p, i in found]
     except InputError:
         raise
     except (OSError, ValueError) as exc:
@@ -238,8 +266,10 @@ def _canonical_url(fs: Any, path: str) -> str:
     return url
 
 
-def _input_file(fs: Any, path: str, info: Mapping[str, Any]) -> InputFile:
-    fmt, compression = infer_format(path)
+def _input_file(
+    fs: Any, path: str, info: Mapping[str, Any], format: str | None = None
+) -> InputFile:
+    fmt, compression = infer_format(path, format)
     size = info.get("size")
     return InputFile(
         url=_canonical_url(fs, path),
@@ -373,6 +403,37 @@ def _open(split: Split, storage_options: Mapping[str, Any] | None) -> IO[bytes]:
     return f
 
 
+#: Where the standard library's decompressors raise (a damaged or truncated file).
+_DECOMPRESSOR_FILES = ("gzip.py", "bz2.py", "_compression.py")
+
+
+@contextlib.contextmanager
+def _decompressing(split: Split) -> Iterator[None]:
+    """A compressed input that does not decompress is the user's to fix.
+
+    gzip and bz2 raise ``EOFError`` for a truncated file and ``OSError`` or
+    ``zlib.error`` for damaged data; without this, a map task would fail with
+    an internal error and be retried to no avail. Only errors raised by the
+    decompressor itself are translated: a failing read of the store
+    underneath stays what it is (retryable).
+    """
+    if split.compression is None:
+        yield
+        return
+    try:
+        yield
+    except (EOFError, OSError, zlib.error) as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        if not frames or os.path.basename(frames[-1].filename) not in _DECOMPRESSOR_FILES:
+            raise
+        raise InputError(
+            f"input {split.url!r} is not a valid {split.compression} file ({exc}): it is "
+            f"truncated or damaged; compress or download it again, or leave it out of the "
+            "inputs",
+            split=split.describe(),
+        ) from exc
+
+
 def _owned_blocks(
     split: Split, storage_options: Mapping[str, Any] | None, chunk_bytes: int
 ) -> Iterator[bytes]:
@@ -395,7 +456,7 @@ def _owned_blocks(
     read_pos = split.start - 1 if skipping else (0 if whole else split.start)
     line_start = read_pos  # file offset of the first byte of `pending`
     pending: list[bytes] = []  # the start of a line whose newline is not read yet
-    with _open(split, storage_options) as f:
+    with _decompressing(split), _open(split, storage_options) as f:
         if read_pos > 0:
             f.seek(read_pos)
         while True:
@@ -444,17 +505,30 @@ def _owned_blocks(
             line_start += len(block)
 
 
-def _decode_lines(block: bytes) -> str:
-    """A block of whole lines as text, each line ending in ``"\\n"`` without its ``"\\r"``."""
-    text = block.decode("utf-8", "replace")
+#: What ``surrogateescape`` makes of each byte that is not valid UTF-8.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _decode_lines(block: bytes, stats: ReadStats | None = None) -> str:
+    """A block of whole lines as text, each line ending in ``"\\n"`` without its ``"\\r"``.
+
+    Bytes that are not valid UTF-8 are replaced (U+FFFD) and counted in ``stats``.
+    """
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        text = block.decode("utf-8", "replace")
+        if stats is not None:
+            escaped = block.decode("utf-8", "surrogateescape")
+            stats.invalid_utf8_bytes += len(_ESCAPED_BYTE.findall(escaped))
     if "\r" in text:
         # Removes exactly one "\r" before each "\n": "a\r\r\n" keeps one.
         text = text.replace("\r\n", "\n")
     return text
 
 
-def _split_lines(block: bytes) -> list[str]:
-    lines = _decode_lines(block).split("\n")
+def _split_lines(block: bytes, stats: ReadStats | None = None) -> list[str]:
+    lines = _decode_lines(block, stats).split("\n")
     lines.pop()  # the empty string after the block's final newline
     return lines
 
@@ -464,22 +538,28 @@ def read_lines(
     storage_options: Mapping[str, Any] | None = None,
     *,
     chunk_bytes: int = 2**20,
+    stats: ReadStats | None = None,
 ) -> Iterator[str]:
     """The lines of a ``text`` or ``jsonl`` split, without ``"\\n"`` or one trailing ``"\\r"``.
 
     Lines are split on ``"\\n"`` only and decoded as UTF-8, replacing bad
-    bytes. A final line without a newline is a line; a file ending in a
-    newline has no empty last line. The file is read ``chunk_bytes`` at a
-    time, so memory is bounded by the chunk size plus the longest line.
+    bytes (counted in ``stats``, when given). A final line without a newline
+    is a line; a file ending in a newline has no empty last line. The file is
+    read ``chunk_bytes`` at a time, so memory is bounded by the chunk size
+    plus the longest line.
     """
     # chain over lists iterates in C: about twice as fast per short line as a
     # generator that yields each line (this is the word-count hot path).
     blocks = _owned_blocks(split, storage_options, chunk_bytes)
-    return itertools.chain.from_iterable(map(_split_lines, blocks))
+    if stats is None:
+        return itertools.chain.from_iterable(map(_split_lines, blocks))
+    return itertools.chain.from_iterable(_split_lines(block, stats) for block in blocks)
 
 
 def read_records(
-    split: Split, storage_options: Mapping[str, Any] | None = None
+    split: Split,
+    storage_options: Mapping[str, Any] | None = None,
+    stats: ReadStats | None = None,
 ) -> Iterator[object]:
     """The records a record-API mapper gets, one Python value each.
 
@@ -489,9 +569,9 @@ def read_records(
     Python values.
     """
     if split.format == "text":
-        return read_lines(split, storage_options)
+        return read_lines(split, storage_options, stats=stats)
     if split.format == "jsonl":
-        return _jsonl_records(split, storage_options)
+        return _jsonl_records(split, storage_options, stats)
     if split.format == "csv":
         return _csv_records(split, storage_options)
     if split.format in ("parquet", "arrow"):
@@ -500,9 +580,11 @@ def read_records(
     raise _unknown_format(split)
 
 
-def _jsonl_records(split: Split, storage_options: Mapping[str, Any] | None) -> Iterator[object]:
+def _jsonl_records(
+    split: Split, storage_options: Mapping[str, Any] | None, stats: ReadStats | None = None
+) -> Iterator[object]:
     loads = json.loads
-    for number, line in enumerate(read_lines(split, storage_options), 1):
+    for number, line in enumerate(read_lines(split, storage_options, stats=stats), 1):
         try:
             yield loads(line)
         except json.JSONDecodeError as exc:
@@ -519,7 +601,7 @@ def _jsonl_records(split: Split, storage_options: Mapping[str, Any] | None) -> I
 def _csv_records(split: Split, storage_options: Mapping[str, Any] | None) -> Iterator[object]:
     # Parsed by pyarrow in batches (fast), but every column is read as text so
     # a row is what csv.DictReader would give, and no column can fail to convert.
-    with _open(split, storage_options) as f:
+    with _decompressing(split), _open(split, storage_options) as f:
         try:
             names = pa_csv.open_csv(f, parse_options=_CSV_PARSE).schema.names
         except pa.ArrowInvalid as exc:
@@ -534,7 +616,7 @@ def _csv_batches(
     storage_options: Mapping[str, Any] | None,
     convert: pa_csv.ConvertOptions | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    with _open(split, storage_options) as f:
+    with _decompressing(split), _open(split, storage_options) as f:
         try:
             yield from pa_csv.open_csv(f, parse_options=_CSV_PARSE, convert_options=convert)
         except pa.ArrowInvalid as exc:
@@ -556,6 +638,7 @@ def read_tables(
     *,
     batch_rows: int = 65536,
     chunk_bytes: int = 8 * 2**20,
+    stats: ReadStats | None = None,
 ) -> Iterator[pa.Table]:
     """The tables a columnar ``map_batch`` gets, each of at most ``batch_rows`` rows.
 
@@ -569,7 +652,7 @@ def read_tables(
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
     if split.format == "text":
-        tables: Iterator[pa.Table] = _text_tables(split, storage_options, chunk_bytes)
+        tables: Iterator[pa.Table] = _text_tables(split, storage_options, chunk_bytes, stats)
     elif split.format == "jsonl":
         tables = _jsonl_tables(split, storage_options, chunk_bytes)
     elif split.format == "csv":
@@ -586,13 +669,16 @@ def read_tables(
 
 
 def _text_tables(
-    split: Split, storage_options: Mapping[str, Any] | None, chunk_bytes: int
+    split: Split,
+    storage_options: Mapping[str, Any] | None,
+    chunk_bytes: int,
+    stats: ReadStats | None = None,
 ) -> Iterator[pa.Table]:
     for block in _owned_blocks(split, storage_options, chunk_bytes):
         kind = pa.string() if len(block) <= _MAX_STRING_BYTES else pa.large_string()
         whole = _utf8_array(block, kind)
         if whole is None:  # bad UTF-8 (to replace) or "\r\n" line ends: Python decodes
-            whole = pa.array([_decode_lines(block)], kind)
+            whole = pa.array([_decode_lines(block, stats)], kind)
         # Split in C++; the trailing empty string after the final "\n" is dropped.
         parts = pc.split_pattern(whole, "\n").flatten()
         lines = parts.slice(0, len(parts) - 1)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mrk8s.errors import OutputError
+from mrk8s.errors import OutputError, ResultEncodingError
 from shuffle import codec
 from shuffle.store import FsspecStore, translate_errors
 
@@ -37,14 +37,26 @@ def part_name(index: int, fmt: str) -> str:
 
 
 def _json_default(obj: object) -> object:
-    if isinstance(obj, tuple | set | frozenset):
-        return list(obj)
+    """What the JSON encoder calls for a type it does not know: always an error.
+
+    A set is not written as a list: JSON has no sets, and a list would come
+    back as a list (``json.dumps`` refuses a set too). Tuples need no help:
+    the encoder writes them as lists, as ``json.dumps`` does.
+    """
     if isinstance(obj, bytes):
         raise TypeError(
             "bytes cannot be written as JSON text: yield str (e.g. value.hex()) or use "
             "--output-format parquet"
         )
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+    if isinstance(obj, set | frozenset):
+        raise TypeError(
+            f"{type(obj).__name__} values cannot be written as JSON (JSON has no sets): yield "
+            "a list, e.g. sorted(the_set)"
+        )
+    raise TypeError(
+        f"{type(obj).__name__} values cannot be written as JSON: yield str, int, float, "
+        "bool, None, or lists and dicts of them"
+    )
 
 
 # One encoder for every record: json.dumps() with options builds a new one per call.
@@ -161,26 +173,62 @@ class PartWriter:
         self.records += len(keys)
         if self.line_writer is not None:
             write = self.line_writer
-            lines = [write(k, v) for k, v in zip(keys, values, strict=True)]
+            try:
+                lines = [write(k, v) for k, v in zip(keys, values, strict=True)]
+            except (TypeError, ValueError) as exc:
+                raise self._unwritable(keys, values, exc) from exc
             self._file.write(b"".join(_as_line(x) for x in lines))
         elif self.fmt == "text":
             try:
                 text = _text_lines(keys, values)
-            except TypeError as exc:
-                raise OutputError(f"cannot write a result as text: {exc}") from exc
+            except (TypeError, ValueError) as exc:
+                raise self._unwritable(keys, values, exc) from exc
             self._file.write(text.encode())
         elif self.fmt == "jsonl":
             try:
                 text = "".join(
                     _dumps({"key": k, "value": v}) + "\n" for k, v in zip(keys, values, strict=True)
                 )
-            except TypeError as exc:
-                raise OutputError(f"cannot write a result as JSON lines: {exc}") from exc
+            except (TypeError, ValueError) as exc:
+                raise self._unwritable(keys, values, exc) from exc
             self._file.write(text.encode())
         elif self.fmt == "parquet":
-            self._write_arrow(_records_to_plain_table(keys, values))
+            try:
+                table = _records_to_plain_table(keys, values)
+            except (TypeError, ValueError) as exc:
+                raise self._unwritable(keys, values, exc) from exc
+            self._write_arrow(table)
         else:
             self._write_arrow(codec.records_to_table(keys, values))
+
+    def _unwritable(self, keys: list[Any], values: list[Any], exc: Exception) -> OutputError:
+        """The error for a chunk that failed to encode, naming its first bad record."""
+        how = "by the job's OUTPUT_PROTOCOL" if self.line_writer else f"as {self.fmt}"
+        for key, value in zip(keys, values, strict=True):
+            found = self._encoding_error(key, value)
+            if found is not None:
+                part, error = found
+                subject = "the key" if part == "key" else f"the {part} of key"
+                return ResultEncodingError(
+                    f"{subject} {_short(key)} cannot be written {how} to output part "
+                    f"{self.path}: {error}"
+                )
+        return ResultEncodingError(f"a result cannot be written {how} to {self.path}: {exc}")
+
+    def _encoding_error(self, key: Any, value: Any) -> tuple[str, Exception] | None:
+        """Which part of one record does not encode (``key``, ``value``, ``result``), and why."""
+        if self.line_writer is not None:
+            try:
+                self.line_writer(key, value)
+            except (TypeError, ValueError) as exc:
+                return "result", exc
+            return None
+        for part, obj in (("key", key), ("value", value)):
+            try:
+                _dumps(obj)
+            except (TypeError, ValueError) as exc:
+                return part, exc
+        return None
 
     def add_table(self, table: pa.Table) -> None:
         with translate_errors(self.store.url(self.path), "write"):
@@ -245,6 +293,12 @@ class PartWriter:
         """Drop the temporary file: nothing appears at the part's path."""
         with contextlib.suppress(RuntimeError):
             self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def _short(obj: object, limit: int = 60) -> str:
+    """``repr(obj)``, cut to about ``limit`` characters for an error message."""
+    text = repr(obj)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _as_line(line: bytes | str) -> bytes:

@@ -80,6 +80,10 @@ MAX_RECOMPUTED_MAPS = 3
 #: Node-local map outputs are named by absolute path (see shuffle.nodelocal).
 _ROOT_STORE = FsspecStore("/")
 
+#: The counter of input bytes that were not valid UTF-8 (group, name), in summary.json.
+INPUT_COUNTERS = "mrk8s"
+INVALID_UTF8 = "invalid_utf8_bytes"
+
 PLAN_FILE = "plan.json"
 CODE_DIR = "code"
 FILES_DIR = "files"
@@ -154,21 +158,23 @@ def _fetch_script(store: FsspecStore, plan: JobPlan) -> str:
 
 
 def _input_records(
-    split: Split, storage_options: Mapping[str, Any], step_index: int
+    split: Split, storage_options: Mapping[str, Any], stats: inputs.ReadStats
 ) -> Iterator[tuple[Any, Any]]:
     if split.format == "shuffle":
         return itertools.chain.from_iterable(
             zip(*table_records(table), strict=True)
             for table in _shuffle_tables(split, storage_options)
         )
-    return zip(itertools.repeat(None), inputs.read_records(split, storage_options))
+    return zip(itertools.repeat(None), inputs.read_records(split, storage_options, stats))
 
 
-def _input_tables(split: Split, storage_options: Mapping[str, Any]) -> Iterator[pa.Table]:
+def _input_tables(
+    split: Split, storage_options: Mapping[str, Any], stats: inputs.ReadStats
+) -> Iterator[pa.Table]:
     if split.format == "shuffle":
         yield from _shuffle_tables(split, storage_options)
     else:
-        yield from inputs.read_tables(split, storage_options)
+        yield from inputs.read_tables(split, storage_options, stats=stats)
 
 
 def _shuffle_tables(split: Split, storage_options: Mapping[str, Any]) -> Iterator[pa.Table]:
@@ -330,11 +336,32 @@ def _feed_map(
     where: Where,
     sink: Callable[[pa.Table], None],
 ) -> int:
-    """Run the step's map side over the split; returns the number of input records."""
+    """Run the step's map side over the split; returns the number of input records.
+
+    Input bytes that were not valid UTF-8 are added to the job's counter
+    ``INPUT_COUNTERS``/``INVALID_UTF8`` (the driver warns about them once).
+    """
+    stats = inputs.ReadStats()
+    try:
+        return _feed_map_body(ctx, job, step, split, where, sink, stats)
+    finally:
+        if stats.invalid_utf8_bytes:
+            job.increment_counter(INPUT_COUNTERS, INVALID_UTF8, stats.invalid_utf8_bytes)
+
+
+def _feed_map_body(
+    ctx: JobContext,
+    job: MapReduce,
+    step: Step,
+    split: Split,
+    where: Where,
+    sink: Callable[[pa.Table], None],
+    stats: inputs.ReadStats,
+) -> int:
     opts = ctx.storage_options
     if step.map_batch is not None:
         count = 0
-        for table in _input_tables(split, opts):
+        for table in _input_tables(split, opts, stats):
             count += table.num_rows
             out = call(where, "map_batch", step.map_batch, table)
             _check_map_table(out, where, "map_batch")
@@ -343,7 +370,9 @@ def _feed_map(
     buf = RecordBuffer(as_tables(sink), where, "mapper")
     if (step.mapper is not None or step.mapper_raw is not None) and step.combiner is not None:
         limit = int(ctx.plan.memory_per_worker * SORT_BUFFER_SHARE)
-        buf = CombiningBuffer(buf, step.combiner, where, limit)
+        buf = CombiningBuffer(
+            buf, step.combiner, where, limit, init=step.combiner_init, final=step.combiner_final
+        )
     emit(buf, where, "mapper_init", step.mapper_init)
     if step.mapper_raw is not None:
         with _local_file(split, opts) as path, guarded(where, "mapper_raw"):
@@ -351,7 +380,7 @@ def _feed_map(
         emit(buf, where, "mapper_final", step.mapper_final)
         buf.flush()
         return 1
-    records = _input_records(split, opts, where.step)
+    records = _input_records(split, opts, stats)
     with guarded(where, "mapper"):
         count = buf.run(step.mapper, records)
     emit(buf, where, "mapper_final", step.mapper_final)

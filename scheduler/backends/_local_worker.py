@@ -57,7 +57,21 @@ def _preload(names: list[str]) -> None:
             logging.getLogger(__name__).debug("preload %s failed: %r", name, exc)
 
 
+def _leave_ctrl_c_to_the_driver() -> None:
+    """Let Ctrl-C (SIGINT to the whole process group) stop the driver, not this worker.
+
+    The driver stops its workers itself (a busy one is killed, an idle one
+    told to exit), so the user sees one line from it and no traceback from
+    here. A handler that does nothing, rather than SIG_IGN: an ignored signal
+    stays ignored in the processes a task starts, a handled one does not.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+
+
 def main(argv: list[str]) -> int:
+    _leave_ctrl_c_to_the_driver()
     _die_with_parent()
     fd_in, fd_out = int(argv[0]), int(argv[1])
     # Keep the pipes out of any process a task starts, so that the driver sees
