@@ -173,6 +173,13 @@ class MapReduce:
         """Rewrite ``mrk8s run``'s arguments before they are parsed (default: as they are)."""
         return argv
 
+    def input_format(self) -> str | None:
+        """The format every input file is read as, whatever its name (one of
+        :data:`mrk8s.inputs.FORMATS`); None (the default) reads each file by
+        its name (``.csv`` as CSV, ``.jsonl`` as JSON lines, ...). Called by
+        the driver while planning."""
+        return None
+
     def text_line_writer(self) -> Callable[[Any, Any], bytes | str] | None:
         """A function formatting one output record as one text line (no newline),
         used for the last step's ``text`` output instead of ``json TAB json``;

@@ -8,7 +8,9 @@ each reducer, chosen to maximise the bytes read locally.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import random
+from collections.abc import Iterable, Mapping
 
 
 def assign(
@@ -48,3 +50,41 @@ def locality(
         return 1.0
     local = sum(partition_bytes[p].get(n, 0) for p, n in placement.items() if p in partition_bytes)
     return local / total
+
+
+def capacity(num_partitions: int, slots: Mapping[str, int]) -> dict[str, int]:
+    """How many of ``num_partitions`` reducers each node may take: its share by slots.
+
+    ``slots`` is how many tasks each node runs at once (its workers). A node's
+    share is ``ceil(num_partitions * slots / total slots)``, so the shares add
+    up to at least ``num_partitions`` and a node with twice the workers takes
+    about twice the reducers, however the data lies. Nodes without slots get none.
+    """
+    total = sum(n for n in slots.values() if n > 0)
+    if total == 0:
+        return {}
+    return {
+        node: math.ceil(num_partitions * n / total) for node, n in sorted(slots.items()) if n > 0
+    }
+
+
+def random_assign(
+    partitions: Iterable[int], capacity: Mapping[str, int], *, seed: int = 0
+) -> dict[int, str]:
+    """Each partition on a random node with room, ignoring where its bytes are.
+
+    The baseline that locality-aware placement is measured against
+    (``bench/compare_ray.py``); seeded, so a run can be repeated.
+    """
+    rng = random.Random(seed)
+    room = {n: c for n, c in sorted(capacity.items()) if c > 0}
+    out: dict[int, str] = {}
+    for p in partitions:
+        if not room:
+            break
+        node = rng.choice(sorted(room))
+        out[p] = node
+        room[node] -= 1
+        if room[node] == 0:
+            del room[node]
+    return out

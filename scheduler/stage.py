@@ -175,6 +175,14 @@ class Executor(Protocol):
         on_event: EventSink | None = None,
     ) -> dict[int, dict[str, Any]]: ...
 
+    def nodes(self) -> dict[str, int]:
+        """The nodes tasks can run on now, and how many tasks each runs at once.
+
+        The capacity that reducer placement divides among the nodes; a node
+        missing here is gone, with whatever was kept on its disk.
+        """
+        ...
+
 
 _ENTRYPOINTS: dict[str, TaskFn] = {}
 

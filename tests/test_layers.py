@@ -169,3 +169,25 @@ def test_scheduler_does_not_import_mrk8s():
     assert [m for m in attempted if m.startswith("mrk8s")] == []
     assert [m for m in loaded if m.startswith("mrk8s")] == []
     assert "scheduler.backends.local" in loaded
+
+
+@pytest.mark.timeout(60)
+def test_the_local_backend_and_the_driver_import_no_optional_extra():
+    # Everything a local job loads; Ray is imported only by scheduler.backends.ray,
+    # through the registry, when --backend ray is chosen.
+    modules = ["scheduler.backends.local", "mrk8s.engine.executors", "mrk8s.engine.driver",
+               "mrk8s.tasks.run", "mrk8s.cli.commands"]  # fmt: skip
+    attempted, loaded = imports_of(modules, EXTRAS)
+
+    assert attempted == []
+    assert loaded == []
+
+
+@pytest.mark.timeout(120)
+def test_an_import_of_ray_in_the_local_backend_breaks_the_contract(tmp_path: Path):
+    root = copy_with_import(tmp_path, "scheduler.backends.local", "ray")
+
+    proc = lint_imports(root)
+
+    assert proc.returncode != 0
+    assert "scheduler.backends.local is not allowed to import ray" in proc.stdout

@@ -353,6 +353,8 @@ def _run_job(
         "map_tasks": stages["step0-map"]["tasks"],
         "reduce_tasks": stages["step0-reduce"]["tasks"],
         "locality": summary["locality"],
+        "locality_best": summary["locality_best"],
+        "shuffle_bytes_remote": summary["shuffle_bytes_remote"],
         # CPU seconds summed over tasks, inside the map and reduce seconds above.
         "generate_task_seconds": round(timed.get("map generate ns", 0) / 1e9, 3),
         "checksum_task_seconds": round(timed.get("reduce checksum ns", 0) / 1e9, 3),
@@ -401,7 +403,9 @@ def run_shuffle_bench(
     """
     report = _BenchProgress(report or progress.Progress(), drop_caches=bench.drop_caches)
     results = []
-    with make_executor(bench.run.backend, bench.run.num_workers()) as executor:
+    base = bench.run
+    workers = base.num_workers() if base.backend == "local" else base.workers
+    with make_executor(base.backend, workers, ray_address=base.ray_address) as executor:
         if bench.warmup:
             # Workers import pyarrow, numpy and the job on their first task; a
             # long-lived cluster has done so before anyone measures it.
@@ -423,6 +427,7 @@ def run_shuffle_bench(
                 "reducers": bench.reducers,
                 "backend": bench.run.backend,
                 "workers": bench.run.num_workers(),
+                "placement": bench.run.placement,
                 "shuffle_dir": bench.run.shuffle_dir,
             }
             measured = _run_job(bench, executor, report, None, expected)
@@ -503,6 +508,15 @@ def shuffle_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--backend", default="local", help="where tasks run (default: local)")
     p.add_argument("-w", "--workers", type=int, help="worker processes (default: CPUs)")
+    p.add_argument(
+        "--ray-address", metavar="ADDR", help="Ray cluster of --backend ray (default: start one)"
+    )
+    p.add_argument(
+        "--placement",
+        choices=("locality", "random"),
+        default="locality",
+        help="where reducers run: by their data (default) or at random (for comparison)",
+    )
     p.add_argument("--shuffle-dir", metavar="URL", default=default_shuffle_dir())
     p.add_argument("--storage-options", metavar="JSON", default="{}")
     p.add_argument(
@@ -565,6 +579,8 @@ def settings_from_args(
             script=JOB_SCRIPT,
             backend=args.backend,
             workers=args.workers,
+            ray_address=args.ray_address,
+            placement=args.placement,
             shuffle_dir=args.shuffle_dir,
             memory_per_worker=parse_size(args.memory_per_worker, "--memory-per-worker"),
             storage_options=dict(storage_options),

@@ -56,7 +56,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-w", "--workers", type=int, metavar="N", help="worker processes (default: CPUs)"
     )
-    p.add_argument("--backend", default="local", help="where tasks run (default: local)")
+    p.add_argument(
+        "--backend", default="local", help="where tasks run: local or ray (default: local)"
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster for --backend ray: auto, host:port or ray://host:port "
+        "(default: start a local Ray)",
+    )
     p.add_argument(
         "--shuffle-dir",
         metavar="URL",
@@ -136,7 +144,10 @@ def _cmd_run(argv: Sequence[str]) -> int:
     )
     # Started before this process loads pyarrow and the job (half a second here), so
     # that the workers' own start-up runs alongside.
-    with make_executor(known.backend, known.workers) as executor:
+    executor = make_executor(
+        known.backend, known.workers, ray_address=known.ray_address, script=known.script
+    )
+    with executor:
         if isinstance(executor, LocalExecutor):
             executor.start()
         return _run_job(argv, known, executor)
@@ -174,6 +185,7 @@ def _run_job(argv: list[str], known: argparse.Namespace, executor: Any) -> int:
         job_class=args.job_class or job_class.__name__,
         job_args={k: getattr(args, k) for k in job_defaults},
         backend=args.backend,
+        ray_address=args.ray_address,
         workers=args.workers,
         reducers=args.reducers,
         shuffle_dir=args.shuffle_dir,

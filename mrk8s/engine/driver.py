@@ -41,7 +41,7 @@ from mrk8s.tasks.plan import JobId, JobPlan, StepPlan
 from mrk8s.tasks.run import CODE_DIR, FILES_DIR, INPUT_COUNTERS, INVALID_UTF8, PLAN_FILE
 from scheduler import placement
 from scheduler.stage import Executor, StageSpec, TaskEvent, pending
-from shuffle import commit, partition
+from shuffle import commit, nodelocal, partition
 from shuffle.store import FsspecStore, join
 
 logger = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ class Driver:
             # Tasks of a job with files run in their own working directory.
             shuffle_dir = os.path.abspath(shuffle_dir)
         job_dir = join(shuffle_dir, job_id)
-        files = inputs.list_inputs(input_urls, s.storage_options)
+        files = inputs.list_inputs(input_urls, s.storage_options, format=job.input_format())
         if steps[0].mapper_raw is not None:
             # mapper_raw reads a whole file (as stored) per map task.
             splits = [
@@ -285,6 +285,7 @@ class Driver:
         stage: str,
         num_tasks: int,
         total_bytes: int,
+        placed: Mapping[int, str] | None = None,
     ) -> None:
         name = f"step {step + 1}/{len(plan.steps)} {stage}"
         done = commit.committed_indexes(store, step, stage)
@@ -340,9 +341,49 @@ class Driver:
             self.progress.task_event(event)
 
         if todo:
-            executor.run_stage(spec, indexes=todo, on_event=on_event)
+            executor.run_stage(spec, indexes=todo, placement=placed, on_event=on_event)
         self.timings[f"s{step}-{stage}"] = time.perf_counter() - started
         self.progress.stage_finished(name)
+
+    def place_reducers(
+        self, executor: Executor, plan: JobPlan, store: FsspecStore, step: int
+    ) -> dict[int, str]:
+        """Where each reducer of ``step`` runs, after recovering lost map outputs.
+
+        A map output kept on a node's own disk (``shuffle.nodelocal``) is lost
+        with its node: such map tasks run again, elsewhere, before any reducer
+        needs them (``recomputed_lost`` in the summary). Then each reducer goes
+        to the node holding most of its partition's bytes, within the node's
+        share of the reducers (``scheduler.placement``).
+        """
+        sp = plan.steps[step]
+        nodes = executor.nodes()
+        maps = commit.read_stage(store, step, "map", len(sp.splits))
+        lost = sorted(
+            int(m.index)
+            for m in maps
+            if nodelocal.is_node_local(m.data_path) and m.node not in nodes
+        )
+        if lost:
+            self.progress.message(
+                f"step {step + 1}: the map outputs of task(s) {', '.join(map(str, lost))} "
+                "were on node(s) that are gone; running those map tasks again"
+            )
+            for index in lost:
+                store.remove(commit.record_path(step, "map", index))
+            stats = self.stage_stats.setdefault(f"s{step}-map", {})
+            stats["recomputed_lost"] = stats.get("recomputed_lost", 0) + len(lost)
+            map_seconds = self.timings.get(f"s{step}-map", 0.0)
+            self.run_stage(executor, plan, store, step, "map", len(sp.splits), 0)
+            self.timings[f"s{step}-map"] += map_seconds
+            maps = commit.read_stage(store, step, "map", len(sp.splits))
+        by_partition = _partition_bytes(maps)
+        capacity = placement.capacity(sp.num_reducers, nodes)
+        if self.settings.placement == "random":
+            return placement.random_assign(range(sp.num_reducers), capacity, seed=step)
+        return placement.assign(
+            {p: by_partition.get(p, {}) for p in range(sp.num_reducers)}, capacity
+        )
 
     def _drop_commits_without_parts(
         self, plan: JobPlan, store: FsspecStore, step: int, stage: str, done: set[int]
@@ -452,7 +493,12 @@ class Driver:
 
         own_executor = executor is None
         if executor is None:
-            executor = make_executor(s.backend, s.num_workers())
+            executor = make_executor(
+                s.backend,
+                s.num_workers() if s.backend == "local" else s.workers,
+                ray_address=s.ray_address,
+                script=s.script,
+            )
         with _closing(executor, own_executor):
             job = job_class(_namespace(s.job_args))
             for sp in plan.steps:
@@ -463,8 +509,9 @@ class Driver:
                     executor, plan, job_store, sp.index, "map", len(sp.splits), map_bytes
                 )
                 if sp.num_reducers:
+                    placed = self.place_reducers(executor, plan, job_store, sp.index)
                     self.run_stage(
-                        executor, plan, job_store, sp.index, "reduce", sp.num_reducers, 0
+                        executor, plan, job_store, sp.index, "reduce", sp.num_reducers, 0, placed
                     )
         summary = self.summarize(plan, job_store, time.perf_counter() - t0)
         _warn_about_input(summary)
@@ -525,7 +572,7 @@ class Driver:
     def summarize(self, plan: JobPlan, store: FsspecStore, seconds: float) -> dict[str, Any]:
         counters: dict[str, dict[str, int]] = {}
         stages: dict[str, Any] = {}
-        local_bytes = total_bytes = 0
+        local_bytes = total_bytes = best_bytes = 0
         for sp in plan.steps:
             stage_sizes = {"map": len(sp.splits), "reduce": sp.num_reducers}
             for stage, n in stage_sizes.items():
@@ -553,16 +600,13 @@ class Driver:
                     "seconds": round(self.timings.get(f"s{sp.index}-{stage}", 0.0), 3),
                 }
                 if stage == "map" and sp.num_reducers:
-                    by_partition: dict[int, dict[str, int]] = {}
-                    for r in records:
-                        for p, b in r.partition_bytes().items():
-                            nodes = by_partition.setdefault(p, {})
-                            nodes[r.node] = nodes.get(r.node, 0) + b
+                    by_partition = _partition_bytes(records)
                     reduces = commit.read_stage(store, sp.index, "reduce", sp.num_reducers)
                     where = {int(r.index): r.node for r in reduces}
                     total = sum(sum(n.values()) for n in by_partition.values())
                     total_bytes += total
                     local_bytes += round(placement.locality(where, by_partition) * total)
+                    best_bytes += sum(max(n.values(), default=0) for n in by_partition.values())
         return {
             "job_id": plan.job_id,
             "steps": len(plan.steps),
@@ -570,7 +614,12 @@ class Driver:
             "counters": counters,
             "stages": stages,
             "shuffle_bytes": total_bytes,
+            # Bytes reducers read from their own node, and from other nodes (or a store).
+            "shuffle_bytes_local": local_bytes,
+            "shuffle_bytes_remote": total_bytes - local_bytes,
             "locality": round(local_bytes / total_bytes, 4) if total_bytes else 1.0,
+            # The locality if every reducer ran where most of its partition was.
+            "locality_best": round(best_bytes / total_bytes, 4) if total_bytes else 1.0,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "seconds": round(seconds, 3),
         }
@@ -585,6 +634,16 @@ class Driver:
         with store.open_write("stdin.txt") as f:
             shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
         return store.url("stdin.txt")
+
+
+def _partition_bytes(maps: list[commit.Record]) -> dict[int, dict[str, int]]:
+    """Bytes of each partition per node, from the map stage's commit records."""
+    by_partition: dict[int, dict[str, int]] = {}
+    for r in maps:
+        for p, b in r.partition_bytes().items():
+            nodes = by_partition.setdefault(p, {})
+            nodes[r.node] = nodes.get(r.node, 0) + b
+    return by_partition
 
 
 def _check_job_files(

@@ -1,33 +1,71 @@
 """The executor that runs a job's tasks: the backend named by ``--backend``.
 
-Light to import (no pyarrow), so that ``mrk8s run`` can start local workers
-before it loads anything heavy.
+Light to import (no pyarrow, no Ray), so that ``mrk8s run`` can start local
+workers before it loads anything heavy. A backend's optional library is
+imported only when that backend is chosen (the registry in
+:mod:`scheduler.backends`); a missing one is a usage error that names the
+install command.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Mapping
 
 from mrk8s.errors import UsageError
 from scheduler import backends
 from scheduler.stage import Executor
 
-#: What each local worker loads before its first task (``LocalExecutor``'s ``preload``).
+#: What each worker loads before its first task (``LocalExecutor``'s and
+#: ``RayExecutor``'s ``preload``).
 LOCAL_PRELOAD = ("mrk8s.tasks.run:warm_up",)
 
 
-def make_executor(backend: str, workers: int | None) -> Executor:
-    """The executor of ``backend`` with ``workers`` workers (None: one per CPU); not entered."""
+def make_executor(
+    backend: str,
+    workers: int | None,
+    *,
+    ray_address: str | None = None,
+    script: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Executor:
+    """The executor of ``backend`` with ``workers`` workers (None: one per CPU); not entered.
+
+    Ray: ``ray_address`` names an existing cluster (None starts a local Ray);
+    the directory of ``script`` is shipped to a cluster's workers, within
+    ``$MRK8S_RAY_SHIP_LIMIT`` bytes (a size such as 200MiB); node-local map
+    outputs go under ``$MRK8S_RAY_LOCAL_DIR`` on every node.
+    """
     if workers is not None and workers < 1:
         raise UsageError(f"--workers {workers}: give at least 1")
     if backend not in backends.REGISTRY:
         raise UsageError(
             f"--backend {backend!r} is not known: choose one of {', '.join(backends.names())}"
         )
+    if ray_address is not None and backend != "ray":
+        raise UsageError(f"--ray-address is for --backend ray, not --backend {backend}")
     try:
         cls = backends.load(backend)
     except ImportError as exc:
         raise UsageError(str(exc)) from exc
+    executor: Executor
     if backend == "local":
-        executor: Executor = cls(workers, preload=LOCAL_PRELOAD)
+        executor = cls(workers, preload=LOCAL_PRELOAD)
+    elif backend == "ray":
+        from mrk8s.engine.settings import parse_size
+
+        options: dict[str, object] = {}
+        limit = environ.get("MRK8S_RAY_SHIP_LIMIT")
+        if limit:
+            options["ship_limit"] = parse_size(limit)
+        executor = cls(
+            workers,
+            address=ray_address,
+            working_dir=os.path.dirname(os.path.abspath(script)) if script else None,
+            local_dir=environ.get("MRK8S_RAY_LOCAL_DIR") or None,
+            preload=LOCAL_PRELOAD,
+            **options,
+        )
     else:
         executor = cls(workers)
     return executor

@@ -64,7 +64,11 @@ class RunSettings:
     job_args: Mapping[str, Any] = field(default_factory=dict)
     """Values of the options the job declares in configure_args()."""
     backend: str = "local"
-    """Where tasks run: local (processes on this machine)."""
+    """Where tasks run: local (processes on this machine) or ray (actors on a Ray cluster)."""
+    ray_address: str | None = None
+    """The Ray cluster to connect to (auto, host:port, ray://...); None starts a local Ray."""
+    placement: str = "locality"
+    """Reducer placement: locality (where most of a partition is) or random (for benchmarks)."""
     workers: int | None = None
     """Worker processes (local backend); None means one per CPU."""
     reducers: int | None = None

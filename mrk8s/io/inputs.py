@@ -129,12 +129,14 @@ class ReadStats:
 # --------------------------------------------------------------------- listing
 
 
-def infer_format(name: str) -> tuple[str, str | None]:
+def infer_format(name: str, format: str | None = None) -> tuple[str, str | None]:
     """The ``(format, compression)`` of a file, from its name alone.
 
     ``x.jsonl.gz`` is gzip-compressed jsonl; a name with no known extension is
     text. Raises :class:`InputError` for a compressed Parquet or Arrow file,
-    which cannot be read without first decompressing the whole file.
+    which cannot be read without first decompressing the whole file. A
+    ``format`` given is the file's format whatever its name (mrjob jobs read
+    every file as text lines); only the compression then comes from the name.
     """
     base = posixpath.basename(name.rstrip("/")).lower()
     compression = None
@@ -142,7 +144,7 @@ def infer_format(name: str) -> tuple[str, str | None]:
     if ext in _COMPRESSIONS:
         compression = _COMPRESSIONS[ext]
         stem, ext = posixpath.splitext(stem)
-    fmt = _EXTENSIONS.get(ext, "text")
+    fmt = format or _EXTENSIONS.get(ext, "text")
     if compression is not None and fmt in ("parquet", "arrow"):
         raise InputError(
             f"input {name!r} is a {compression}-compressed {fmt} file, which mrk8s cannot "
@@ -152,9 +154,15 @@ def infer_format(name: str) -> tuple[str, str | None]:
 
 
 def list_inputs(
-    paths: Sequence[str], storage_options: Mapping[str, Any] | None = None
+    paths: Sequence[str],
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    format: str | None = None,
 ) -> list[InputFile]:
     """Expand input paths into the files they name, in order.
+
+    Each file's format comes from its name (:func:`infer_format`), or is
+    ``format`` for every file when that is given.
 
     Each path is a file, a directory (every file below it, recursively, sorted;
     names starting with ``_`` or ``.`` such as ``_SUCCESS`` are skipped at any
@@ -167,16 +175,18 @@ def list_inputs(
         paths = [paths]
     files: list[InputFile] = []
     for path in paths:
-        files.extend(_list_one(path, storage_options))
+        files.extend(_list_one(path, storage_options, format))
     return files
 
 
-def _list_one(url: str, storage_options: Mapping[str, Any] | None) -> list[InputFile]:
+def _list_one(
+    url: str, storage_options: Mapping[str, Any] | None, format: str | None
+) -> list[InputFile]:
     fs, path = _url_to_fs(url, storage_options)
     try:
         info = _info_or_none(fs, path)
         if info is not None and info.get("type") != "directory":
-            return [_input_file(fs, path, info)]
+            return [_input_file(fs, path, info, format)]
         if info is not None:
             found = _files_below(fs, path)
             if not found:
@@ -184,7 +194,7 @@ def _list_one(url: str, storage_options: Mapping[str, Any] | None) -> list[Input
                     f"input directory {url!r} contains no files (names starting with '_' or "
                     "'.' are skipped): check the path, or give the files themselves"
                 )
-            return [_input_file(fs, p, i) for p, i in found]
+            return [_input_file(fs, p, i, format) for p, i in found]
         if _GLOB_CHARS.isdisjoint(path):
             raise InputError(f"input {url!r} does not exist: {_MISSING_HINT}")
         found = _glob(fs, path)
@@ -193,7 +203,7 @@ def _list_one(url: str, storage_options: Mapping[str, Any] | None) -> list[Input
                 f"input glob {url!r} matches no file (names starting with '_' or '.' are "
                 "skipped): check the pattern"
             )
-        return [_input_file(fs, p, i) for p, i in found]
+        return [_input_file(fs, p, i, format) for p, i in found]
     except InputError:
         raise
     except (OSError, ValueError) as exc:
@@ -256,8 +266,10 @@ def _canonical_url(fs: Any, path: str) -> str:
     return url
 
 
-def _input_file(fs: Any, path: str, info: Mapping[str, Any]) -> InputFile:
-    fmt, compression = infer_format(path)
+def _input_file(
+    fs: Any, path: str, info: Mapping[str, Any], format: str | None = None
+) -> InputFile:
+    fmt, compression = infer_format(path, format)
     size = info.get("size")
     return InputFile(
         url=_canonical_url(fs, path),

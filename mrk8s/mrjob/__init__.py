@@ -19,4 +19,4 @@ below ``mrk8s`` knows mrjob exists. mrjob itself is never imported.
 """
 
 #: The mrjob modules this package provides (``mrjob.X`` -> ``mrk8s.mrjob.X``).
-PROVIDED_MODULES = ("compat", "job", "protocol", "step")
+PROVIDED_MODULES = ("compat", "job", "protocol", "py2", "step", "util")

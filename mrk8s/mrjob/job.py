@@ -31,45 +31,16 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
-from mrk8s.errors import JobDefinitionError
-from mrk8s.job import MapReduce, Record, Step, as_records
-from mrk8s.mrjob import compat, options
-from mrk8s.mrjob.protocol import JSONProtocol, RawValueProtocol, TextValueProtocol
-from mrk8s.mrjob.step import COMMANDS, FUNCTIONS, MRStep, command_error
+from mrk8s.errors import JobDefinitionError, UsageError
+from mrk8s.job import MapReduce, Step
+from mrk8s.mrjob import options
+from mrk8s.mrjob.protocol import JSONProtocol, RawValueProtocol
+from mrk8s.mrjob.step import COMMANDS, FUNCTIONS, MRStep
+from mrk8s.mrjob.substeps import StepBuilder
 
 __all__ = ["MRJob"]
-
-Encoder = Callable[[Any, Any], Record]
-
-
-def _line_bytes(line: bytes | str) -> bytes:
-    return line.encode() if isinstance(line, str) else line
-
-
-def _internal_encoder(write: Callable[[Any, Any], bytes | str]) -> Encoder:
-    """(key, value) -> (serialized key, serialized line), as a record for the shuffle."""
-
-    def encode(key: Any, value: Any) -> Record:
-        line = _line_bytes(write(key, value))
-        return line.partition(b"\t")[0], line
-
-    return encode
-
-
-def _encoded(records: Iterable[Any] | None, encode: Encoder | None, what: str) -> Iterator[Record]:
-    if encode is None:
-        yield from as_records(records, what=what)
-        return
-    for record in as_records(records, what=what):
-        try:
-            key, value = record
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"{what} yielded {record!r}, not a (key, value) pair: write `yield key, value`"
-            ) from None
-        yield encode(key, value)
 
 
 class MRJob(MapReduce):
@@ -139,6 +110,45 @@ class MRJob(MapReduce):
                 if value:
                     self._file_paths[dest] = os.path.abspath(value.split("#", 1)[0])
         super().__init__(parsed)
+        if args is not None:
+            self._load(parsed, args)
+
+    def _load(self, parsed: argparse.Namespace, args: Sequence[str] | argparse.Namespace) -> None:
+        """Run the job's ``load_args`` (or mrjob 0.5's ``load_options``), as mrjob's
+        ``__init__`` does: in the driver and in every task, before any of its functions.
+
+        The options are already parsed: the base :meth:`load_args` only sets
+        ``self.options``. ``self.arg_parser.error(msg)`` there raises
+        :class:`mrk8s.UsageError` (ValueError for ``MRJob(args=[...])``, as mrjob's).
+        """
+        self._parsed_options = parsed
+
+        def error(message: str) -> NoReturn:
+            if isinstance(args, argparse.Namespace):
+                raise UsageError(f"{type(self).__name__}: {message}")
+            raise ValueError(message)
+
+        self.arg_parser.error = error  # type: ignore[method-assign]
+        listed = [] if isinstance(args, argparse.Namespace) else list(args)
+        if type(self).load_options is not MRJob.load_options:
+            self.load_options(listed)
+        else:
+            self.load_args(listed)
+
+    def load_args(self, args: list[str]) -> None:
+        """Set ``self.options``; override it (calling ``super().load_args(args)``
+        first) to derive attributes from the options, as in mrjob.
+
+        It runs whenever the job is built with its options: in the driver and in
+        every task, before ``mapper_init``. ``args`` is the argument list given
+        to ``MRJob(args=[...])``; in mrk8s's own processes the options arrive
+        parsed and ``args`` is empty.
+        """
+        self.options = self._parsed_options
+
+    def load_options(self, args: list[str]) -> None:
+        """mrjob 0.5's name for :meth:`load_args`; an override of it runs instead."""
+        MRJob.load_args(self, args)
 
     # -- options ------------------------------------------------------------------
 
@@ -196,6 +206,12 @@ class MRJob(MapReduce):
         """mrjob's task status: one line on the worker's stderr."""
         print(f"mrk8s: {type(self).__name__} status: {msg}", file=sys.stderr, flush=True)
 
+    def input_format(self) -> str:
+        """Every input is lines of text, as under mrjob, whatever the file is called:
+        a ``.csv`` or ``.jsonl`` file is never parsed by its extension (``.gz`` and
+        ``.bz2`` files are still decompressed); ``INPUT_PROTOCOL`` reads the lines."""
+        return "text"
+
     # -- protocols (mrjob lets a job override these methods) ------------------------
 
     def input_protocol(self) -> Any:
@@ -228,10 +244,12 @@ class MRJob(MapReduce):
                 f"{type(self).__name__} defines spark(): mrk8s does not run Spark; express the "
                 "work as MRSteps, or as mrk8s map_batch/reduce_batch over Arrow tables"
             )
-        for name in COMMANDS:
-            if callable(getattr(self, name, None)):
-                raise command_error(name)
         found = {n: getattr(self, n) for n in FUNCTIONS if callable(getattr(self, n, None))}
+        for name in COMMANDS:
+            # As in mrjob, a *_cmd/*_pre_filter method returns the command.
+            method = getattr(self, name, None)
+            if callable(method):
+                found[name] = method()
         if not found:
             raise JobDefinitionError(
                 f"{type(self).__name__} defines no mapper, combiner or reducer: define some, "
@@ -251,8 +269,7 @@ class MRJob(MapReduce):
                     f"{type(self).__name__}.steps()[{i}] is {type(mr_step).__name__}: mrk8s "
                     "runs MRSteps only"
                 )
-        n = len(mr_steps)
-        return [self._engine_step(s, first=i == 0, last=i == n - 1) for i, s in enumerate(mr_steps)]
+        return StepBuilder(self, mr_steps).steps()
 
     def _check_class(self) -> None:
         name = type(self).__name__
@@ -266,8 +283,8 @@ class MRJob(MapReduce):
             if value:
                 raise JobDefinitionError(
                     f"{name}.{attr} is Hadoop configuration, which mrk8s does not read: remove "
-                    "it (mrk8s runs the job itself: choose reducers with --reducers, inputs are "
-                    "read as text, JSON lines, CSV or Parquet by their file names)"
+                    "it (mrk8s runs the job itself: choose reducers with --reducers; every "
+                    "input is read as text lines for INPUT_PROTOCOL, .gz and .bz2 decompressed)"
                 )
         if self.PARTITIONER not in ("hash", "range"):
             raise JobDefinitionError(
@@ -281,143 +298,10 @@ class MRJob(MapReduce):
                 "unpack them and list the directories in DIRS"
             )
 
-    def _engine_step(self, s: MRStep, *, first: bool, last: bool) -> Step:
-        internal = self.internal_protocol()
-        write_internal = _internal_encoder(internal.write)
-        read_internal = internal.read
-        has_reduce = s.has_reducer()
-        # What the map side yields: shuffle records, or (last map-only step) the records
-        # themselves, which the output protocol writes.
-        map_out: Encoder | None = None if (last and not has_reduce) else write_internal
-        reduce_out: Encoder | None = None if last else write_internal
-
-        mapper = self._map_function(s, first, map_out, read_internal)
-        mapper_raw = s["mapper_raw"]
-        step = Step(
-            mapper=None if mapper_raw else mapper,
-            mapper_raw=self._wrap_raw(mapper_raw, map_out) if mapper_raw else None,
-            mapper_init=self._wrap_hook(s["mapper_init"], map_out, "mapper_init", first=first),
-            mapper_final=self._wrap_hook(s["mapper_final"], map_out, "mapper_final"),
-            combiner=self._wrap_grouped(s["combiner"], read_internal, write_internal, "combiner"),
-            combiner_init=self._wrap_hook(s["combiner_init"], write_internal, "combiner_init"),
-            combiner_final=self._wrap_hook(s["combiner_final"], write_internal, "combiner_final"),
-            reducer=self._wrap_grouped(
-                s["reducer"] or (_identity_reducer if has_reduce else None),
-                read_internal,
-                reduce_out,
-                "reducer",
-                sort_values=bool(self.SORT_VALUES),
-            ),
-            reducer_init=self._wrap_hook(s["reducer_init"], reduce_out, "reducer_init"),
-            reducer_final=self._wrap_hook(s["reducer_final"], reduce_out, "reducer_final"),
-        )
-        return step
-
-    def _map_function(
-        self,
-        s: MRStep,
-        first: bool,
-        encode: Encoder | None,
-        read_internal: Callable[[bytes], tuple[Any, Any]],
-    ) -> Callable[..., Iterable[Record]] | None:
-        user = s["mapper"]
-        if not first and user is None and encode is not None:
-            return None  # the engine's identity: shuffle records pass through unchanged
-        if first:
-            protocol = self.input_protocol()
-            if type(protocol) is TextValueProtocol:
-                # The engine already gives text lines; skip a re-encode per line.
-                def decode(_: Any, line: Any) -> tuple[Any, Any]:
-                    return None, line
-            else:
-                read = protocol.read
-
-                def decode(_: Any, line: Any) -> tuple[Any, Any]:
-                    key, value = read(line.encode() if isinstance(line, str) else line)
-                    return key, value
-        else:
-
-            def decode(_: Any, line: Any) -> tuple[Any, Any]:
-                return read_internal(line)
-
-        if user is None:
-
-            def mapper(key: Any, line: Any) -> Iterator[Record]:
-                yield from _encoded([decode(key, line)], encode, "mapper")
-
-        elif encode is None:
-
-            def mapper(key: Any, line: Any) -> Iterator[Record]:
-                yield from as_records(user(*decode(key, line)), what="mapper")
-
-        else:
-
-            def mapper(key: Any, line: Any) -> Iterator[Record]:
-                for k, v in as_records(user(*decode(key, line)), what="mapper"):
-                    yield encode(k, v)
-
-        return mapper
-
-    def _wrap_raw(self, user: Callable[..., Any], encode: Encoder | None) -> Callable[..., Any]:
-        def mapper_raw(path: str, url: str) -> Iterator[Record]:
-            yield from _encoded(user(path, url), encode, "mapper_raw")
-
-        return mapper_raw
-
-    def _wrap_hook(
-        self,
-        user: Callable[..., Any] | None,
-        encode: Encoder | None,
-        what: str,
-        first: bool = False,
-    ) -> Callable[[], Iterator[Record]] | None:
-        if first:
-            # Every first-step map task says which file it reads, as Hadoop does.
-            def init() -> Iterator[Record]:
-                compat.set_input_file(self.input_url)
-                if user is not None:
-                    yield from _encoded(user(), encode, what)
-
-            return init
-        if user is None:
-            return None
-
-        def hook() -> Iterator[Record]:
-            yield from _encoded(user(), encode, what)
-
-        return hook
-
-    def _wrap_grouped(
-        self,
-        user: Callable[..., Any] | None,
-        read: Callable[[bytes], tuple[Any, Any]],
-        encode: Encoder | None,
-        what: str,
-        sort_values: bool = False,
-    ) -> Callable[[Any, Iterator[Any]], Iterator[Record]] | None:
-        if user is None:
-            return None
-
-        def grouped(_: Any, lines: Iterator[Any]) -> Iterator[Record]:
-            if sort_values:
-                # mrjob's runners sort a key's lines by their bytes; in memory here.
-                lines = iter(sorted(lines))
-            first_line = next(lines)
-            key, value = read(first_line)
-
-            def values() -> Iterator[Any]:
-                yield value
-                for line in lines:
-                    yield read(line)[1]
-
-            yield from _encoded(user(key, values()), encode, what)
-
-        return grouped
-
     def text_line_writer(self) -> Callable[[Any, Any], bytes]:
-        """The last step's lines are ``OUTPUT_PROTOCOL.write(key, value)``."""
-        write = self.output_protocol().write
-        return lambda key, value: _line_bytes(write(key, value))
+        """The last step's lines: ``OUTPUT_PROTOCOL.write(key, value)`` (or, when the
+        last part is a command, its lines as they are)."""
+        return StepBuilder(self, self.steps()).text_line_writer()
 
     # -- files --------------------------------------------------------------------------
 
@@ -463,11 +347,6 @@ class MRJob(MapReduce):
     def run(cls, argv: Sequence[str] | None = None) -> None:
         """``python job.py INPUT ...``: runs the job as ``mrk8s run job.py INPUT ...``."""
         super().run(argv)
-
-
-def _identity_reducer(key: Any, values: Iterable[Any]) -> Iterator[Record]:
-    for value in values:
-        yield key, value
 
 
 def _shipped_name(value: str) -> str:

@@ -53,6 +53,56 @@ def _provided_modules() -> tuple[str, ...]:
     return tuple(importlib.import_module(TARGET).PROVIDED_MODULES)
 
 
+def refusal(error: ImportError) -> ImportError:
+    """Mark ``error`` as an import of a part of mrjob that mrk8s deliberately does not
+    provide: its message is the whole story (the import, and what to use instead),
+    so the loader shows it as one paragraph, without a traceback into mrk8s. It
+    stays a plain ImportError (or ModuleNotFoundError) for the user's own code."""
+    error.mrk8s_refusal = True  # type: ignore[attr-defined]
+    return error
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Whether ``error`` came from :func:`refusal`."""
+    return getattr(error, "mrk8s_refusal", False) is True
+
+
+_RUNNERS = (
+    "mrk8s runs the job itself: run it with `mrk8s run SCRIPT INPUT...` (or "
+    "`python SCRIPT INPUT...`), or from Python with job.make_runner(), which mrk8s provides"
+)
+
+#: What to use instead of each mrjob module mrk8s does not provide.
+ALTERNATIVES = {
+    "runner": _RUNNERS,
+    "inline": _RUNNERS,
+    "local": _RUNNERS,
+    "sim": _RUNNERS,
+    "bin": _RUNNERS,
+    "launch": _RUNNERS,
+    "hadoop": "mrk8s does not drive Hadoop: " + _RUNNERS,
+    "emr": "mrk8s does not drive EMR: " + _RUNNERS + "; read inputs from s3:// URLs",
+    "dataproc": "mrk8s does not drive Dataproc: " + _RUNNERS + "; read inputs from gs:// URLs",
+    "spark": "mrk8s does not run Spark: express the work as MRSteps",
+    "cloud": "mrk8s does not start clusters: " + _RUNNERS,
+    "aws": "use boto3 directly",
+    "iam": "use boto3 directly",
+    "ami": "mrk8s does not start EMR clusters",
+    "pool": "mrk8s does not start EMR clusters",
+    "fs": "read and list files with fsspec (fsspec.open, fsspec.filesystem)",
+    "cat": "open files with fsspec.open(path, compression='infer')",
+    "parse": "use urllib.parse",
+    "conf": "mrk8s reads no mrjob.conf: give options on the command line",
+    "options": "declare options with configure_args() and add_passthru_arg()",
+    "setup": "install what the job needs in the workers' Python environment",
+    "retry": "mrk8s retries failed tasks itself",
+    "logs": "read the job's summary.json and the workers' stderr",
+    "tools": "mrk8s has its own command line (`mrk8s --help`)",
+    "cmd": "mrk8s has its own command line (`mrk8s --help`)",
+    "examples": "copy the example script beside your job and import it from there",
+}
+
+
 class _NotProvided(importlib.abc.MetaPathFinder):
     """Fails an import of an ``mrjob.*`` module this package does not provide."""
 
@@ -64,12 +114,23 @@ class _NotProvided(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if not fullname.startswith("mrjob.") or not is_installed():
             return None
-        provided = ", ".join(f"mrjob.{name}" for name in _provided_modules())
-        raise ModuleNotFoundError(
-            f"{fullname} is not part of mrk8s's mrjob compatibility (it provides {provided}): "
-            "remove the import, or replace what it gives with plain Python or mrk8s",
+        raise not_provided(fullname)
+
+
+def not_provided(fullname: str) -> ImportError:
+    """The error for an import of the mrjob module ``fullname`` (``mrjob.emr``)."""
+    provided = ", ".join(f"mrjob.{name}" for name in _provided_modules())
+    top = fullname.split(".")[1] if "." in fullname else fullname
+    instead = ALTERNATIVES.get(
+        top, "remove the import, or replace what it gives with plain Python or mrk8s"
+    )
+    return refusal(
+        ModuleNotFoundError(
+            f"import of {fullname}: it is not part of mrk8s's mrjob compatibility (which "
+            f"provides {provided}); {instead}",
             name=fullname,
         )
+    )
 
 
 def install(script: str) -> None:

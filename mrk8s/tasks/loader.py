@@ -22,7 +22,8 @@ from types import ModuleType
 
 from mrk8s.errors import JobDefinitionError, UserCodeError
 from mrk8s.job import MapReduce
-from mrk8s.tasks.tracebacks import user_traceback
+from mrk8s.tasks import aliases
+from mrk8s.tasks.tracebacks import last_user_line, user_traceback
 
 
 def sha256_file(path: str) -> str:
@@ -68,6 +69,9 @@ def load_module(path: str, *, quiet: bool = False) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
+        if aliases.is_refusal(exc):
+            # A deliberate refusal: its message says it all; where is the user's line.
+            raise JobDefinitionError(f"{last_user_line(exc) or path}: {exc}") from None
         raise UserCodeError(
             f"importing the job script {path} raised {type(exc).__name__}: {exc}",
             user_traceback=user_traceback(exc),
@@ -77,8 +81,6 @@ def load_module(path: str, *, quiet: bool = False) -> ModuleType:
 
 def _alias_mrjob(path: str, *, quiet: bool) -> None:
     """If the script imports mrjob, resolve ``mrjob.*`` to mrk8s.mrjob in this process."""
-    from mrk8s.tasks import aliases
-
     with open(path, encoding="utf-8", errors="replace") as f:
         if not aliases.imports_mrjob(f.read()):
             return

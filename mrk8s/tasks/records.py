@@ -320,14 +320,27 @@ class CombiningBuffer(RecordBuffer):
     and the combiner later gets that many 1s. Any other pairs are kept in
     per-key lists of a dict. The values of a key reach the combiner in no particular
     order, as in any MapReduce.
+
+    The combiner's hooks run as they would around a combiner task of its own:
+    ``init`` once before the first combine, ``final`` once after the last
+    one (at :meth:`flush`), and what they yield goes on with its output.
     """
 
     def __init__(
-        self, inner: RecordBuffer, combiner: Callable[..., Any], where: Where, limit_bytes: int
+        self,
+        inner: RecordBuffer,
+        combiner: Callable[..., Any],
+        where: Where,
+        limit_bytes: int,
+        *,
+        init: Callable[[], Any] | None = None,
+        final: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__(inner.sink, where, "mapper")
         self.inner = inner
         self.combiner = combiner
+        self.init, self.final = init, final
+        self._has_run = False
         self.limit_bytes = max(1, limit_bytes)
         self._ones = WordCounts()
         self._groups: defaultdict[Any, list[Any]] = defaultdict(list)
@@ -363,8 +376,13 @@ class CombiningBuffer(RecordBuffer):
     def flush(self) -> None:
         self._drain()
         self._combine()
+        emit(self.inner, self.where, "combiner_final", self.final)
+        self.inner.flush()
 
     def _combine(self) -> None:
+        if not self._has_run:
+            self._has_run = True
+            emit(self.inner, self.where, "combiner_init", self.init)
         ones, groups, originals = self._ones.take(), self._groups, self._originals
         self._groups, self._originals = defaultdict(list), {}
         self._listed = 0

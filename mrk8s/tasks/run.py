@@ -37,7 +37,7 @@ from mrk8s.tasks.records import (
     emit,
 )
 from mrk8s.tasks.usercode import Where, call, guarded
-from shuffle import codec, commit, mapfile, merge
+from shuffle import codec, commit, mapfile, merge, nodelocal
 from shuffle.errors import CorruptSegmentError
 from shuffle.sorter import (
     UNSORTED_BUCKETS,
@@ -93,6 +93,9 @@ REDUCE_BYTES_PER_ROW = 128
 #: Damaged map outputs one reduce attempt may recompute before it gives up
 #: (each is a full re-run of a map task).
 MAX_RECOMPUTED_MAPS = 3
+
+#: Node-local map outputs are named by absolute path (see shuffle.nodelocal).
+_ROOT_STORE = FsspecStore("/")
 
 #: The counter of input bytes that were not valid UTF-8 (group, name), in summary.json.
 INPUT_COUNTERS = "mrk8s"
@@ -290,7 +293,17 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
     if not step_plan.has_reduce:
         return _run_map_only(ctx, job, step, step_plan, split, where, index, attempt, started)
 
-    spill_dir = ctx.store.local_path(f"s{step_index}/tmp") if ctx.store.is_local else None
+    # A backend may keep map outputs on its node's own disk (shuffle.nodelocal); a
+    # shuffle on object storage stays there.
+    node_dir = nodelocal.node_dir() if ctx.store.is_local else None
+    if node_dir is not None:
+        out_store = _ROOT_STORE
+        data_path = nodelocal.map_output_path(node_dir, plan.job_id, step_index, index, attempt)
+        spill_dir: str | None = os.path.dirname(data_path)
+    else:
+        out_store = ctx.store
+        data_path = f"s{step_index}/map-{index:05d}-a{attempt}.arrow"
+        spill_dir = ctx.store.local_path(f"s{step_index}/tmp") if ctx.store.is_local else None
     sorted_ = step_plan.sort_keys
     writer = mapfile.MapOutputWriter(
         spill_dir=spill_dir,
@@ -320,8 +333,7 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
         )
         records_in = _feed_map(ctx, job, step, split, where, sorter.add)
         sorter.finish()
-        data_path = f"s{step_index}/map-{index:05d}-a{attempt}.arrow"
-        index_ = writer.finish(ctx.store, data_path)
+        index_ = writer.finish(out_store, data_path)
     except BaseException:
         writer.abort()
         raise
@@ -388,7 +400,9 @@ def _feed_map_body(
     buf = RecordBuffer(as_tables(sink), where, "mapper")
     if (step.mapper is not None or step.mapper_raw is not None) and step.combiner is not None:
         limit = int(ctx.plan.memory_per_worker * SORT_BUFFER_SHARE)
-        buf = CombiningBuffer(buf, step.combiner, where, limit)
+        buf = CombiningBuffer(
+            buf, step.combiner, where, limit, init=step.combiner_init, final=step.combiner_final
+        )
     emit(buf, where, "mapper_init", step.mapper_init)
     if step.mapper_raw is not None:
         with _local_file(split, opts) as path, guarded(where, "mapper_raw"):
@@ -553,16 +567,41 @@ def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> di
             recomputed += 1
 
 
-Segments = list[tuple[str, list[mapfile.StreamRef]]]
+#: A partition's segments: (store to read through, map output path, its streams).
+Segments = list[tuple[FsspecStore, str, list[mapfile.StreamRef]]]
 
 
-def _sorted_tables(
-    store: FsspecStore, located: Segments, share: int, *, whole: bool
-) -> Iterable[pa.Table]:
+def _locate(ctx: JobContext, maps: list[commit.Record], partition: int) -> Segments:
+    """Where each committed map output's streams of ``partition`` are read from.
+
+    A node-local map output (``shuffle.nodelocal``) is read from this node's
+    disk when it was written here, else through the backend's remote reader.
+    """
+    here = process.node_name()
+    located: Segments = []
+    for m in maps:
+        refs = m.partition_refs(partition)
+        if refs:
+            store, path = nodelocal.segment_store(ctx.store, m.node, m.data_path, here)
+            located.append((store, path, refs))
+    return located
+
+
+def _read_segments(located: Segments, **options: Any) -> list[Iterator[pa.RecordBatch]]:
+    """``mapfile.read_segments`` over segments that may live in several stores."""
+    by_store: dict[int, tuple[FsspecStore, list[tuple[str, list[mapfile.StreamRef]]]]] = {}
+    for store, path, refs in located:
+        by_store.setdefault(id(store), (store, []))[1].append((path, refs))
+    runs: list[Iterator[pa.RecordBatch]] = []
+    for store, segments in by_store.values():
+        runs += mapfile.read_segments(store, segments, **options)
+    return runs
+
+
+def _sorted_tables(located: Segments, share: int, *, whole: bool) -> Iterable[pa.Table]:
     """A partition's rows in key order: one sort if it fits (or ``whole``), else a merge."""
-    n_streams = sum(len(refs) for _, refs in located)
-    runs = mapfile.read_segments(
-        store,
+    n_streams = sum(len(refs) for _, _, refs in located)
+    runs = _read_segments(
         located,
         # Small segments in one read each, all of them within the share...
         whole_read_limit=min(mapfile.WHOLE_READ_LIMIT, share // max(1, len(located))),
@@ -571,7 +610,7 @@ def _sorted_tables(
     )
     # Each merge pass holds about this many rows, decoded for the reducer too.
     pass_rows = max(1024, share // REDUCE_BYTES_PER_ROW)
-    rows_in = sum(r.rows for _, refs in located for r in refs)
+    rows_in = sum(r.rows for _, _, refs in located for r in refs)
     if whole or rows_in <= pass_rows:
         # The partition fits (or reduce_batch wants it whole): one sort, no merge.
         table = merge.concat_sorted(runs)
@@ -601,23 +640,22 @@ def bucket_ranges(sizes: Mapping[int, int], limit: int) -> list[list[int]]:
     return groups
 
 
-def _unsorted_pieces(store: FsspecStore, located: Segments, share: int) -> Iterator[pa.Table]:
+def _unsorted_pieces(located: Segments, share: int) -> Iterator[pa.Table]:
     """A partition of an unsorted shuffle, in as few pieces as fit in ``share``.
 
     A piece is a range of the partition's hash buckets, read from every map
     output; a key's rows share a bucket, so each piece holds whole keys.
     """
     sizes: dict[int, int] = {}
-    for _, refs in located:
+    for _, _, refs in located:
         for ref in refs:
             sizes[ref.bucket] = sizes.get(ref.bucket, 0) + ref.length
     for group in bucket_ranges(sizes, share):
         wanted = set(group)
-        segments = [(path, [r for r in refs if r.bucket in wanted]) for path, refs in located]
-        segments = [(path, refs) for path, refs in segments if refs]
-        piece = sum(r.length for _, refs in segments for r in refs)
-        runs = mapfile.read_segments(
-            store,
+        segments = [(st, p, [r for r in refs if r.bucket in wanted]) for st, p, refs in located]
+        segments = [(st, p, refs) for st, p, refs in segments if refs]
+        piece = sum(r.length for _, _, refs in segments for r in refs)
+        runs = _read_segments(
             segments,
             whole_read_limit=max(mapfile.WHOLE_READ_LIMIT, piece),
         )
@@ -644,16 +682,15 @@ def _reduce_once(
     started = time.perf_counter()
 
     maps = commit.read_stage(ctx.store, step_index, "map", len(step_plan.splits), partition=index)
-    located = [(m.data_path, m.partition_refs(index)) for m in maps]
-    located = [(path, refs) for path, refs in located if refs]
-    bytes_in = sum(r.length for _, refs in located for r in refs)
+    located = _locate(ctx, maps, index)
+    bytes_in = sum(r.length for _, _, refs in located for r in refs)
     budget = plan.memory_per_worker
     share = int(budget * REDUCE_IN_MEMORY_SHARE)
     tables: Iterable[pa.Table]
     if not step_plan.sort_keys:
-        tables = _unsorted_pieces(ctx.store, located, min(share, UNSORTED_PIECE_BYTES))
+        tables = _unsorted_pieces(located, min(share, UNSORTED_PIECE_BYTES))
     else:
-        tables = _sorted_tables(ctx.store, located, share, whole=step.reduce_batch is not None)
+        tables = _sorted_tables(located, share, whole=step.reduce_batch is not None)
 
     store, path = _part_target(ctx, step_index, index)
     writer = _part_writer(ctx, job, step_index, store, path)

@@ -21,11 +21,23 @@ def is_framework_file(filename: str) -> bool:
 
 
 def user_traceback(exc: BaseException) -> str:
-    """The traceback from the first frame outside mrk8s on (framework frames dropped)."""
+    """The traceback from the first frame outside mrk8s to the last (framework frames
+    before and after dropped; any between stay, to show how the user's code was
+    reached)."""
     frames = list(traceback.extract_tb(exc.__traceback__))
-    first_user = next((i for i, f in enumerate(frames) if not is_framework_file(f.filename)), None)
-    frames = frames[first_user:] if first_user is not None else frames[-1:]
+    user = [i for i, f in enumerate(frames) if not is_framework_file(f.filename)]
+    # From the first user frame to the last: what mrk8s did past the user's last
+    # line (e.g. refusing an import of an mrjob module it does not provide) is ours.
+    frames = frames[user[0] : user[-1] + 1] if user else frames[-1:]
     shown = [f for f in frames if not f.filename.startswith("<frozen")]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(shown)]
     lines += traceback.format_exception_only(exc)
     return "".join(lines)
+
+
+def last_user_line(exc: BaseException) -> str | None:
+    """``FILE, line N`` of the last frame outside mrk8s the exception passed, or None."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if not is_framework_file(frame.filename):
+            return f"{frame.filename}, line {frame.lineno}"
+    return None

@@ -20,6 +20,10 @@ class BackendEntry:
 
 REGISTRY: dict[str, BackendEntry] = {
     "local": BackendEntry("scheduler.backends.local:LocalExecutor", ""),
+    "ray": BackendEntry(
+        "scheduler.backends.ray:RayExecutor",
+        "--backend ray needs Ray: pip install 'mrk8s[ray]'",
+    ),
 }
 
 
@@ -34,5 +38,8 @@ def load(name: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ImportError(entry.missing or str(exc)) from exc
+        if entry.missing and (exc.name or "").partition(".")[0] != module_name.partition(".")[0]:
+            # The optional library is missing (not a bug in our own module).
+            raise ImportError(f"{entry.missing} ({exc})") from exc
+        raise
     return getattr(module, attr)

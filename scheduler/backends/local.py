@@ -186,6 +186,10 @@ class LocalExecutor:
         worker.stop(kill=True)
         self._workers.remove(worker)
 
+    def nodes(self) -> dict[str, int]:
+        """This machine, running ``num_workers`` tasks at once."""
+        return {self.node: self.num_workers}
+
     def worker_pids(self) -> list[int]:
         """PIDs of the live workers (for tests and monitoring)."""
         return [w.proc.pid for w in self._workers]

@@ -122,3 +122,17 @@ def run_renamed(script: Path, inputs: list[Path], tmp: Path, **options: Any) -> 
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+def mrjob_local(script: Path, args: list[str], *, cwd: Path) -> list[bytes]:
+    """The oracle for unedited scripts: ``python SCRIPT -r local ARGS`` with the real mrjob,
+    in a process of its own (mrjob's local runner: subprocesses, commands through sh)."""
+    proc = subprocess.run(
+        # One core: half the tasks (each a Python process) of the default two, same output.
+        [sys.executable, str(script), "-r", "local", "--no-conf", "--num-cores", "1", *args],
+        capture_output=True,
+        cwd=cwd,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    return proc.stdout.splitlines()

@@ -32,25 +32,37 @@ def _job(**attrs: object) -> MRJob:
     return cls(args=[])  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("part", ["mapper", "combiner", "reducer"])
-def test_cmd_methods(part: str) -> None:
-    job = _job(**{f"{part}_cmd": lambda self: "cat"})
-    with pytest.raises(JobDefinitionError, match=rf"cannot run {part}_cmd .*write the {part} as"):
-        job.engine_steps()
+@pytest.mark.parametrize("name", ["mapper_cmd", "combiner_pre_filter", "reducer_cmd"])
+def test_command_methods_become_step_commands(name: str) -> None:
+    # As in mrjob, a *_cmd / *_pre_filter method returns the command (run: test_commands.py).
+    attrs: dict[str, object] = {name: lambda self: "grep -v x"}
+    if name.startswith("reducer"):
+        attrs["reducer"] = None  # the class's reducer would conflict with reducer_cmd
+    (step,) = _job(**attrs).steps()
+    assert step[name] == "grep -v x"
 
 
-@pytest.mark.parametrize("part", ["mapper", "combiner", "reducer"])
-def test_cmd_and_pre_filter_in_mrstep(part: str) -> None:
-    with pytest.raises(JobDefinitionError, match=rf"cannot run {part}_cmd .*Python only"):
-        MRStep(**{f"{part}_cmd": "cat"})
-    with pytest.raises(JobDefinitionError, match=rf"{part}_pre_filter .*filter the records"):
-        MRStep(reducer=_reducer, **{f"{part}_pre_filter": "grep -v x"})
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"mapper_cmd": "cat", "mapper": _reducer},
+        {"mapper_cmd": "cat", "mapper_pre_filter": "grep x"},
+        {"mapper": _reducer, "mapper_raw": _reducer},
+        {"mapper_raw": _reducer, "mapper_pre_filter": "grep x"},
+        {"combiner_cmd": "uniq", "combiner": _reducer},
+        {"reducer_cmd": "cat", "reducer_init": _reducer},
+    ],
+)
+def test_mrstep_refuses_mrjobs_conflicts(kwargs: dict[str, object]) -> None:
+    with pytest.raises(JobDefinitionError, match="an MRStep cannot have both") as info:
+        MRStep(**kwargs)
+    assert all(name in str(info.value) for name in kwargs)
 
 
-def test_pre_filter_method() -> None:
-    job = _job(mapper_pre_filter=lambda self: "grep -i u")
-    with pytest.raises(JobDefinitionError, match=r"mapper_pre_filter .*in Python instead"):
-        job.engine_steps()
+def test_mrstep_command_must_be_a_command() -> None:
+    assert MRStep(mapper_cmd=["grep", "-e", "a b"])["mapper_cmd"] == ["grep", "-e", "a b"]
+    with pytest.raises(JobDefinitionError, match=r"mapper_cmd=\.\.\.\) must be a shell command"):
+        MRStep(mapper_cmd=3)
 
 
 @pytest.mark.parametrize(
@@ -179,7 +191,8 @@ def test_cli_warns_for_what_cannot_change_the_output(job_dir: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_cli_import_of_an_mrjob_module_not_provided(job_dir: Path) -> None:
-    (job_dir / "mr_util.py").write_text("from mrjob.util import cmd_line\n" + JOB)
+    (job_dir / "mr_util.py").write_text("from mrjob.hadoop import HadoopJobRunner\n" + JOB)
     proc = run_cli(["run", "mr_util.py", "in.txt"], cwd=job_dir, shuffle_dir=job_dir / "s")
     assert proc.returncode == 2, proc.stderr
-    assert "mrjob.util is not part of mrk8s's mrjob compatibility" in proc.stderr
+    assert "import of mrjob.hadoop: it is not part of mrk8s's mrjob compatibility" in proc.stderr
+    assert "mrk8s does not drive Hadoop" in proc.stderr

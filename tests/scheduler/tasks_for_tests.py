@@ -117,6 +117,11 @@ def environment(payload: Mapping[str, Any], index: int, attempt: int) -> dict[st
     }
 
 
+def environ(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, Any]:
+    """The worker's values of the environment variables named in ``payload["names"]``."""
+    return {"env": {name: os.environ.get(name) for name in payload["names"]}}
+
+
 #: What :func:`preload` did in this process, before any task ran.
 PRELOADED: list[str] = []
 

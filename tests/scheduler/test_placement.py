@@ -136,3 +136,72 @@ def test_assigned_placement_reads_most_bytes_locally():
 
     assert out == {0: "a", 1: "b", 2: "c"}
     assert placement.locality(out, partition_bytes) == 17 / 20
+
+
+# -- capacity: each node's share of the reducers, by its slots --------------------------
+
+
+def test_capacity_follows_uneven_node_slots():
+    # 12 reducers over nodes running 4, 1 and 1 tasks at once: 8, 2 and 2.
+    assert placement.capacity(12, {"big": 4, "a": 1, "b": 1}) == {"a": 2, "b": 2, "big": 8}
+
+
+def test_capacity_rounds_up_so_every_reducer_has_a_place():
+    out = placement.capacity(7, {"a": 2, "b": 1, "c": 1})
+
+    assert out == {"a": 4, "b": 2, "c": 2}
+    assert sum(out.values()) >= 7
+
+
+def test_capacity_gives_nothing_to_nodes_without_slots():
+    assert placement.capacity(4, {"a": 2, "idle": 0}) == {"a": 4}
+    assert placement.capacity(4, {}) == {}
+
+
+def test_skewed_partition_takes_its_node_and_the_rest_spread_by_capacity():
+    # Partition 0 holds nearly everything, all on "big"; the small ones are spread
+    # over every node, but "big" holds a bit more of each of them too. With
+    # capacities from uneven slots (big: 4, a: 1, b: 1 -> 4, 1, 1 of 6 reducers),
+    # the skewed partition goes first to "big", and "big" fills up to its share
+    # before the small partitions go to "a" and "b".
+    partition_bytes = {0: {"big": 10_000}} | {p: {"big": 30, "a": 20, "b": 10} for p in range(1, 6)}
+    capacity = placement.capacity(6, {"big": 4, "a": 1, "b": 1})
+
+    out = placement.assign(partition_bytes, capacity)
+
+    assert capacity == {"a": 1, "b": 1, "big": 4}
+    assert out == {0: "big", 1: "big", 2: "big", 3: "big", 4: "a", 5: "b"}
+    # Local: all of partition 0, "big"'s 30 of partitions 1-3, "a"'s 20 of 4, "b"'s 10 of 5.
+    total = 10_000 + 5 * 60
+    assert placement.locality(out, partition_bytes) == (10_000 + 3 * 30 + 20 + 10) / total
+
+
+def test_skewed_partitions_on_one_node_overflow_to_the_nodes_with_most_room():
+    # Every byte is on "a", which has room for 2 of 5 reducers: the two biggest
+    # stay there, the rest go to the nodes with the most room left.
+    partition_bytes = {p: {"a": size} for p, size in enumerate([5, 900, 40, 300, 7])}
+    capacity = placement.capacity(5, {"a": 1, "b": 2, "c": 1})
+
+    out = placement.assign(partition_bytes, capacity)
+
+    assert capacity == {"a": 2, "b": 3, "c": 2}
+    assert out == {1: "a", 3: "a", 2: "b", 4: "b", 0: "c"}
+
+
+# -- random placement: the baseline of the locality benchmark ------------------------------
+
+
+def test_random_assign_respects_capacity_and_is_seeded():
+    capacity = {"a": 2, "b": 1, "c": 3}
+
+    out = placement.random_assign(range(6), capacity, seed=3)
+
+    assert sorted(out) == list(range(6))
+    assert {n: list(out.values()).count(n) for n in capacity} == capacity
+    assert placement.random_assign(range(6), capacity, seed=3) == out
+    others = [placement.random_assign(range(6), capacity, seed=s) for s in range(10)]
+    assert any(o != out for o in others)  # the seed matters
+
+
+def test_random_assign_stops_when_capacity_runs_out():
+    assert placement.random_assign(range(3), {"a": 1}) == {0: "a"}

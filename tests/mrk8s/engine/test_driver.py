@@ -387,6 +387,42 @@ def test_init_and_final_hooks_run_once_per_task(tmp_path: Path) -> None:
     assert sum(per_reducer) == len(counts) + 1  # every word, and "__lines__"
 
 
+COMBINER_HOOKS = """
+from mrk8s import MapReduce
+
+class CombinerHooks(MapReduce):
+    def mapper(self, _, line):
+        for w in line.split():
+            yield w, 1
+
+    def combiner_init(self):
+        self.calls = 0  # the combiner below fails without it
+
+    def combiner(self, key, values):
+        self.calls += 1
+        yield key, sum(values)
+
+    def combiner_final(self):
+        yield "__combiner_finals__", 1
+
+    def reducer(self, key, values):
+        yield key, sum(values)
+"""
+
+
+def test_combiner_hooks_run_around_the_in_mapper_combiner(tmp_path: Path) -> None:
+    text = make_words(3_000, vocab=50, seed=9)
+    src = tmp_path / "w.txt"
+    src.write_text(text)
+    script = write_script(tmp_path, COMBINER_HOOKS)
+    result = run(tmp_path, script, [str(src)], reducers=2, max_split_bytes=2 << 10)
+    got = dict(result.records())
+    maps = result.summary["stages"]["step0-map"]["tasks"]
+    assert maps > 1
+    assert got.pop("__combiner_finals__") == maps  # combiner_final once per map task
+    assert got == dict(collections.Counter(text.split()))
+
+
 def test_defaults_give_two_map_tasks_and_two_reducers(tmp_path: Path) -> None:
     src = tmp_path / "small.txt"
     src.write_text("a b\nc d\ne f\n")

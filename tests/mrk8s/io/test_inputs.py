@@ -142,6 +142,20 @@ def test_compressed_columnar_file_is_refused(tmp_path: Path, name: str) -> None:
         list_inputs([str(tmp_path / name)])
 
 
+def test_a_given_format_overrides_the_name_but_not_the_compression(tmp_path: Path) -> None:
+    # mrjob jobs read every file as text lines: the adapter lists inputs as text.
+    for name in ["a.csv", "b.jsonl.gz", "c.parquet.bz2", "d.tsv"]:
+        write(tmp_path / name, b"x\n")
+    found = list_inputs([str(tmp_path)], format="text")
+    assert [(os.path.basename(f.url), f.format, f.compression) for f in found] == [
+        ("a.csv", "text", None),
+        ("b.jsonl.gz", "text", "gzip"),
+        ("c.parquet.bz2", "text", "bz2"),
+        ("d.tsv", "text", None),
+    ]
+    assert [f.format for f in list_inputs([str(tmp_path / "a.csv")])] == ["csv"]
+
+
 # ------------------------------------------------------------------ listing
 
 
