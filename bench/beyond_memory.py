@@ -68,15 +68,6 @@ def _check_space(path: str, need: int, keep_free: int, what: str) -> None:
         )
 
 
-def _drop_from_cache(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fdatasync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 def disk_reference(directory: str, size: int) -> dict[str, Any]:
     """Write ``size`` bytes sequentially, then read them back cold, buffered and O_DIRECT."""
     path = os.path.join(directory, f"disk-reference-{os.getpid()}.bin")
@@ -95,7 +86,7 @@ def disk_reference(directory: str, size: int) -> dict[str, Any]:
             os.close(fd)
         out["write_mb_per_s"] = round(size / (time.perf_counter() - started) / 1e6, 1)
         for name, flags in (("buffered", 0), ("direct", os.O_DIRECT)):
-            _drop_from_cache(path)
+            bench.drop_from_cache(path)
             started = time.perf_counter()
             fd = os.open(path, os.O_RDONLY | flags)
             try:

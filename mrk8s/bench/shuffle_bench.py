@@ -258,7 +258,7 @@ class _BenchProgress(progress.Progress):
             self.stages[stage]["output_file_bytes"] = sum(os.path.getsize(f) for f in outputs)
             if self.drop_caches:
                 for path in outputs:
-                    _drop_from_cache(path)
+                    drop_from_cache(path)
         self.inner.stage_finished(name)
 
     def message(self, text: str) -> None:
@@ -276,7 +276,7 @@ def _map_outputs(job_dir: str) -> list[str]:
     ]
 
 
-def _drop_from_cache(path: str) -> None:
+def drop_from_cache(path: str) -> None:
     """Write ``path`` back, then drop its pages from the page cache (any user may)."""
     fd = os.open(path, os.O_RDONLY)
     try:
