@@ -46,11 +46,13 @@ before and after) and a chart ``compare_ray.png``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +93,9 @@ def mrk8s_ray(size: int, workers: int) -> dict[str, Any]:
     return _bench_shuffle(size, workers, "--backend", "ray")
 
 
-def _three_nodes(size: int, placement: str) -> dict[str, Any]:
+@contextlib.contextmanager
+def _three_node_cluster() -> Iterator[Any]:
+    """A simulated Ray cluster of three one-CPU nodes on this machine, shut down on exit."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from ray.cluster_utils import Cluster
 
@@ -104,13 +108,18 @@ def _three_nodes(size: int, placement: str) -> dict[str, Any]:
         for _ in range(2):
             cluster.add_node(num_cpus=1, object_store_memory=200 << 20)
         cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def _three_nodes(size: int, placement: str) -> dict[str, Any]:
+    with _three_node_cluster() as cluster:
         # Every node's actors are one CPU each: the pool is three workers, one per node.
         return _bench_shuffle(
             size, 3, "--backend", "ray", "--ray-address", cluster.address,
             "--placement", placement, "--workers", "3",
         )  # fmt: skip
-    finally:
-        cluster.shutdown()
 
 
 #: Reducers (and input files, one map task each) of the clustered TeraSort runs.
@@ -146,9 +155,7 @@ def _clustered_terasort_input(size: int, directory: Path) -> None:
 def _terasort_three_nodes(size: int, placement: str) -> dict[str, Any]:
     import tempfile
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
-    from ray.cluster_utils import Cluster
 
     from mrk8s.engine.driver import Driver
     from mrk8s.engine.executors import LOCAL_PRELOAD
@@ -162,32 +169,24 @@ def _terasort_three_nodes(size: int, placement: str) -> dict[str, Any]:
         work = Path(tmp)
         _clustered_terasort_input(size, work / "in")
         _clustered_terasort_input(1 << 20, work / "warm-in")
-        cluster = Cluster(
-            initialize_head=True,
-            head_node_args={"num_cpus": 1, "include_dashboard": False,
-                            "object_store_memory": 200 << 20},
-        )  # fmt: skip
-        try:
-            for _ in range(2):
-                cluster.add_node(num_cpus=1, object_store_memory=200 << 20)
-            cluster.wait_for_nodes()
+        with _three_node_cluster() as cluster:
             ray.init(address=cluster.address, log_to_driver=False)
-            with RayExecutor(local_dir=str(work / "nodes"), preload=LOCAL_PRELOAD) as ex:
+            try:
+                with RayExecutor(local_dir=str(work / "nodes"), preload=LOCAL_PRELOAD) as ex:
 
-                def job(src: str, out: str) -> dict[str, Any]:
-                    settings = RunSettings(
-                        script=str(REPO / "examples" / "terasort.py"), inputs=(src,),
-                        output=out, output_format="parquet", overwrite=True, backend="ray",
-                        reducers=TERASORT_PARTS, placement=placement,
-                        shuffle_dir=str(work / "shuffle"), max_split_bytes=4 << 30,
-                    )  # fmt: skip
-                    return Driver(settings).run(ex).summary
+                    def job(src: str, out: str) -> dict[str, Any]:
+                        settings = RunSettings(
+                            script=str(REPO / "examples" / "terasort.py"), inputs=(src,),
+                            output=out, output_format="parquet", overwrite=True, backend="ray",
+                            reducers=TERASORT_PARTS, placement=placement,
+                            shuffle_dir=str(work / "shuffle"), max_split_bytes=4 << 30,
+                        )  # fmt: skip
+                        return Driver(settings).run(ex).summary
 
-                job(str(work / "warm-in"), str(work / "warm-out"))  # actors warm, not timed
-                summary = job(str(work / "in"), str(work / "out"))
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
+                    job(str(work / "warm-in"), str(work / "warm-out"))  # actors warm, not timed
+                    summary = job(str(work / "in"), str(work / "out"))
+            finally:
+                ray.shutdown()
         verdict = terasort_data.validate(str(work / "in"), str(work / "out"))
     stages, timings = summary["stages"], summary["timings"]
     return {
