@@ -112,7 +112,7 @@ def measure(
             f"(largest: {named}), more than the {limit / 2**20:.0f} MiB that --backend {backend} "
             "ships to the cluster with the script: move the script and the modules it "
             "imports into a directory of their own (data belongs in the inputs, not "
-            "beside the script), or raise the limit with ${limit_env}"
+            f"beside the script), or raise the limit with ${limit_env}"
         )
     return Package(directory, total, files, tuple(sorted(paths)), tuple(venvs))
 

@@ -212,7 +212,10 @@ def _cmd_run(argv: Sequence[str]) -> int:
     known, _ = _run_parser().parse_known_intermixed_args(
         [a for a in argv if a not in ("-h", "--help")]
     )
+    from mrk8s.engine.settings import check_reachable_by_workers
+
     kubernetes = _kubernetes_settings(known)
+    check_reachable_by_workers(known.backend, known.shuffle_dir, known.output)
     if known.dry_run:
         if known.backend != "k8s":
             raise UsageError(f"--dry-run is for --backend k8s, not --backend {known.backend}")

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from mrk8s.engine.executors import make_executor
 from mrk8s.engine.progress import Progress
-from mrk8s.engine.settings import RunSettings, redact
+from mrk8s.engine.settings import RunSettings, check_reachable_by_workers, redact
 from mrk8s.errors import (
     JobDefinitionError,
     JobFailedError,
@@ -476,7 +476,7 @@ class Driver:
             )
         if s.output is None and s.output_format == "parquet":
             raise UsageError("--output-format parquet needs --output DIR (it cannot go to stdout)")
-        check_reachable_by_workers(s)
+        check_reachable_by_workers(s.backend, s.shuffle_dir, s.output, s.inputs)
         job_class = self.load()
         job_id = s.job_id or new_job_id(s.script)
         if s.output is not None:
@@ -616,7 +616,7 @@ class Driver:
         ``executor`` (a ``KubernetesExecutor`` that is never started).
         """
         s = self.settings
-        check_reachable_by_workers(s)
+        check_reachable_by_workers(s.backend, s.shuffle_dir, s.output, s.inputs)
         if not s.inputs:
             raise UsageError("--dry-run needs input files (it does not read stdin)")
         job_class = self.load()
@@ -704,41 +704,6 @@ class Driver:
         with store.open_write("stdin.txt") as f:
             shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
         return store.url("stdin.txt")
-
-
-def check_reachable_by_workers(settings: RunSettings) -> None:
-    """With ``--backend k8s``, every URL a task reads or writes must be reachable from a pod.
-
-    A path on this machine (the shuffle directory, an input, the output) is
-    not: name what is wrong and the way out, before anything is created.
-    """
-    if settings.backend != "k8s":
-        return
-    s = settings
-
-    def local(url: str) -> bool:
-        return "://" not in url or url.startswith("file://")
-
-    if local(s.shuffle_dir):
-        raise UsageError(
-            f"--shuffle-dir {s.shuffle_dir} is a directory on this machine, which the pods of "
-            "--backend k8s cannot reach: give an object store every pod reaches, e.g. "
-            "--shuffle-dir s3://bucket/mrk8s (with --storage-options for its endpoint); "
-            "map outputs on the nodes' own disks need node-local mode"
-        )
-    for url in s.inputs:
-        if local(url):
-            raise UsageError(
-                f"input {url} is a path on this machine, which the pods of --backend k8s "
-                "cannot read: upload it to an object store (e.g. s3://bucket/input/) and "
-                "name that URL"
-            )
-    if s.output is not None and local(s.output):
-        raise UsageError(
-            f"-o {s.output} is a path on this machine, which the pods of --backend k8s "
-            "cannot write: give an object store URL (e.g. -o s3://bucket/out/), or leave "
-            "out -o to print the results here"
-        )
 
 
 def _partition_bytes(maps: list[commit.Record]) -> dict[int, dict[str, int]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,3 +189,39 @@ def redact(options: Mapping[str, Any]) -> dict[str, Any]:
             continue
         out[name] = redact(value) if isinstance(value, Mapping) else value
     return out
+
+
+def check_reachable_by_workers(
+    backend: str, shuffle_dir: str, output: str | None, inputs: Sequence[str] = ()
+) -> None:
+    """With ``--backend k8s``, every URL a task reads or writes must be reachable from a pod.
+
+    A path on this machine (the shuffle directory, an input, the output) is
+    not: name what is wrong and the way out, before anything is created.
+    """
+    if backend != "k8s":
+        return
+
+    def local(url: str) -> bool:
+        return "://" not in url or url.startswith("file://")
+
+    if local(shuffle_dir):
+        raise UsageError(
+            f"--shuffle-dir {shuffle_dir} is a directory on this machine, which the pods of "
+            "--backend k8s cannot reach: give an object store every pod reaches, e.g. "
+            "--shuffle-dir s3://bucket/mrk8s (with --storage-options for its endpoint); "
+            "map outputs on the nodes' own disks need node-local mode"
+        )
+    for url in inputs:
+        if local(url):
+            raise UsageError(
+                f"input {url} is a path on this machine, which the pods of --backend k8s "
+                "cannot read: upload it to an object store (e.g. s3://bucket/input/) and "
+                "name that URL"
+            )
+    if output is not None and local(output):
+        raise UsageError(
+            f"-o {output} is a path on this machine, which the pods of --backend k8s "
+            "cannot write: give an object store URL (e.g. -o s3://bucket/out/), or leave "
+            "out -o to print the results here"
+        )

@@ -188,7 +188,9 @@ class KubernetesExecutor:
         body = render.owner_config_map(job_id, self.settings)
         name = body["metadata"]["name"]
         try:
-            created = self.core.create_namespaced_config_map(self.namespace, body)
+            created = self.core.create_namespaced_config_map(
+                self.namespace, body, field_validation="Strict"
+            )
         except ApiException as exc:
             if exc.status != 409:
                 raise k8s_client.explain(
@@ -248,7 +250,9 @@ class KubernetesExecutor:
                     )
                 time.sleep(0.2)
         try:
-            created = self.batch.create_namespaced_job(self.namespace, body)
+            created = self.batch.create_namespaced_job(
+                self.namespace, body, field_validation="Strict"
+            )
         except ApiException as exc:
             raise k8s_client.explain(
                 exc, self._client, f"create Job {name}", self.namespace

@@ -84,6 +84,14 @@ class PodSettings:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
+def quantity(size: int) -> str:
+    """Bytes as a Kubernetes quantity: ``768Mi`` when whole mebibytes, else bytes."""
+    for unit, shift in (("Gi", 30), ("Mi", 20), ("Ki", 10)):
+        if size % (1 << shift) == 0 and size:
+            return f"{size >> shift}{unit}"
+    return str(size)
+
+
 def owner_config_map(job_id: str, settings: PodSettings) -> dict[str, Any]:
     """The ConfigMap owning every object of job ``job_id``."""
     return {
@@ -183,8 +191,8 @@ def stage_job(
         "command": list(stage.command),
         "env": env,
         "resources": {
-            "requests": {"cpu": settings.cpu, "memory": str(settings.memory)},
-            "limits": {"cpu": settings.cpu, "memory": str(settings.memory)},
+            "requests": {"cpu": settings.cpu, "memory": quantity(settings.memory)},
+            "limits": {"cpu": settings.cpu, "memory": quantity(settings.memory)},
         },
         "securityContext": _restricted_container_security(),
         "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
