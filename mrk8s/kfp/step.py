@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -121,14 +122,16 @@ def run_step(
     """
     storage = dict(storage_options or {})
     urls = list(inputs)
+    staging = _Staging(backend, shuffle_dir, storage)
     if input_dataset is not None:
-        urls.append(_artifact_location(input_dataset))
+        urls.append(staging.readable(_artifact_location(input_dataset)))
     if not urls:
         raise UsageError(
             "the mrk8s step has no input: connect a Dataset to input_dataset or give inputs "
             "(URLs of files, directories or globs)"
         )
-    target = _artifact_location(output)
+    local_output = _artifact_location(output)
+    target = staging.writable(local_output)
     with tempfile.TemporaryDirectory(prefix="mrk8s-kfp-") as scratch:
         path = _script_path(script, script_source, script_file, scratch, storage)
         argv = run_argv(
@@ -146,14 +149,84 @@ def run_step(
 
         status = mrk8s_main(["run", *argv])
     if status != 0:
+        staging.remove()
         raise RuntimeError(
             f"mrk8s run failed (exit status {status}); its message is in this step's log above"
         )
     with fsspec.open(f"{target.rstrip('/')}/summary.json", "r", **storage) as f:
         summary: dict[str, Any] = json.load(f)
+    location = staging.bring_back(target, local_output)
     for name, value in metrics_of(summary).items():
         metrics.log_metric(name, value)
     output.metadata.update(
-        {"job_id": summary.get("job_id", ""), "format": output_format, "location": target}
+        {"job_id": summary.get("job_id", ""), "format": output_format, "location": location}
     )
     return summary
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+class _Staging:
+    """Local artifacts of a step whose tasks run elsewhere (``backend="k8s"``), staged.
+
+    The pods of a cluster backend cannot read or write the step's own disk.
+    When an artifact is local (KFP's local runner, a launcher-mounted path),
+    the input Dataset is copied into the object store under ``shuffle_dir``
+    and the job's output is written there and copied back to the artifact's
+    path afterwards. Artifacts already in object storage need none of this
+    (they are read and written in place).
+    """
+
+    def __init__(self, backend: str, shuffle_dir: str, storage: Mapping[str, Any]) -> None:
+        self.active = backend != "local"
+        self.storage = storage
+        self.area = f"{shuffle_dir.rstrip('/')}/kfp-staging/{uuid.uuid4().hex[:12]}"
+        self.shuffle_dir = shuffle_dir
+        self.used = False
+
+    def _check(self, what: str) -> None:
+        if not self.shuffle_dir or _is_local(self.shuffle_dir):
+            raise UsageError(
+                f"{what} is on the step's own disk, which the pods of a cluster backend cannot "
+                "reach: give shuffle_dir in object storage (e.g. s3://bucket/mrk8s), through "
+                "which mrk8s stages it, or use a pipeline root in object storage"
+            )
+        self.used = True
+
+    def readable(self, location: str) -> str:
+        """A URL the tasks can read ``location`` at."""
+        if not (self.active and _is_local(location)):
+            return location
+        self._check(f"the input Dataset {location}")
+        fs, root = fsspec.core.url_to_fs(f"{self.area}/input", **self.storage)
+        local = location.removeprefix("file://")
+        if os.path.isdir(local):
+            fs.put(local.rstrip("/") + "/", root, recursive=True)
+            return f"{self.area}/input"
+        name = os.path.basename(local)
+        fs.put_file(local, f"{root}/{name}")
+        return f"{self.area}/input/{name}"
+
+    def writable(self, location: str) -> str:
+        """Where the job writes an output that belongs at ``location``."""
+        if not (self.active and _is_local(location)):
+            return location
+        self._check(f"the output Dataset {location}")
+        return f"{self.area}/output"
+
+    def bring_back(self, target: str, location: str) -> str:
+        """Copy a staged output to ``location``; where the output now lives."""
+        if target == location:
+            return location
+        fs, root = fsspec.core.url_to_fs(target, **self.storage)
+        fs.get(root.rstrip("/") + "/", location.removeprefix("file://"), recursive=True)
+        self.remove()
+        return location
+
+    def remove(self) -> None:
+        if self.used:
+            fs, root = fsspec.core.url_to_fs(self.area, **self.storage)
+            if fs.exists(root):
+                fs.rm(root, recursive=True)

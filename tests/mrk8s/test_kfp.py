@@ -83,12 +83,14 @@ def check_counts(text: dsl.Input[dsl.Dataset], counts: dsl.Input[dsl.Dataset]) -
     return len(got)
 
 
-def three_steps(script: str) -> Any:
+def three_steps(script: str, **step: Any) -> Any:
+    """Write TEXT, count its words with the mrk8s step (``step``: more of its arguments), check."""
+
     @dsl.pipeline(name="count-words")
     def pipeline(reducers: int = 3) -> None:
         written = write_text(text=TEXT)
         counted = mapreduce_op(
-            script=script, input_dataset=written.outputs["out"], reducers=reducers
+            script=script, input_dataset=written.outputs["out"], reducers=reducers, **step
         )
         check_counts(text=written.outputs["out"], counts=counted.outputs["output"])
 
