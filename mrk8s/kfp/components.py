@@ -10,11 +10,12 @@ from typing import Any
 
 from kfp import compiler, dsl
 
-from mrk8s._version import __version__
+from mrk8s.engine.settings import default_image
 from mrk8s.errors import UsageError
 
-#: The worker image (``manifests/Dockerfile``) of this release; ``--image`` overrides it.
-DEFAULT_IMAGE = f"ghcr.io/mrk8s/mrk8s:{__version__}"
+#: The worker image (``manifests/Dockerfile``) of this release, as for ``--backend k8s``;
+#: ``--image`` overrides it.
+DEFAULT_IMAGE = default_image()
 
 #: Largest script ``mrk8s kfp compile`` embeds in a pipeline (KFP keeps the
 #: whole pipeline spec in its database; a bigger job belongs in the image or a URL).
