@@ -8,8 +8,10 @@ size held constant (128 MiB per reducer):
 1. ``mrk8s bench shuffle`` at ``--small`` (32 maps x 32 reducers) and at
    ``--large`` (256 x 256), hash shuffle, then both again with the sorted
    shuffle (``--sorted``; the default shuffle of a job, every partition
-   sorted by key). Every run is verified (each partition's rows and checksums
-   against the rows generated again outside the job). Each JSON line carries
+   sorted by key) with a record reducer, ``reducer(key, values)`` once per
+   key, as most jobs reduce (``--sorted-reducer batch``: ``reduce_batch``).
+   Every run is verified (each partition's rows and checksums against the
+   rows generated again outside the job). Each JSON line carries
    the disk bytes each stage read and wrote and the peak anonymous memory of
    its tasks (:mod:`mrk8s.bench.benchstats`).
 2. The small hash run once through each read path of the reducers
@@ -115,6 +117,7 @@ def run_one(
     *,
     drop_caches: bool = False,
     read_ahead: str | None = None,
+    record_reducer: bool = False,
 ) -> list[dict[str, Any]]:
     """``mrk8s bench shuffle`` at ``size``, 128 MiB per reducer; ``read_ahead`` picks
     the reducers' read path (``MRK8S_READ_AHEAD``, which the workers inherit)."""
@@ -125,6 +128,7 @@ def run_one(
         reducers=tasks,
         repeat=repeat,
         sort_keys=sort_keys,
+        record_reducer=record_reducer,
         drop_caches=drop_caches,
         run=RunSettings(script=bench.JOB_SCRIPT, shuffle_dir=shuffle_dir),
     )
@@ -196,6 +200,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     summary = result["summary"]
     disk = result["disk"]
     shuffles = [s for s in ("hash", "sorted") if s in summary]
+    reducer = result.get("sorted_reducer", "batch")
+    names = [f"sorted\n({reducer} reducer)" if s == "sorted" else s for s in shuffles]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     small, large = result["small"], result["large"]
     x = range(len(shuffles))
@@ -207,7 +213,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.bar([i + w / 2 for i in x], b, w, label=f"{large} (256 x 256)")
     for i, s in enumerate(shuffles):
         ax.text(i + w / 2, b[i], f"{summary[s]['throughput_ratio']:.2f}x", ha="center", va="bottom")
-    ax.set_xticks(list(x), shuffles)
+    ax.set_xticks(list(x), names)
     ax.set_ylabel("GiB/s (map + reduce)")
     ax.set_title("Throughput at constant partition size")
     ax.legend(fontsize=8)
@@ -231,7 +237,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     b = [summary[s]["large_peak_anon_max"] / 1e6 for s in shuffles]
     ax.bar([i - w / 2 for i in x], a, w, label=small)
     ax.bar([i + w / 2 for i in x], b, w, label=large)
-    ax.set_xticks(list(x), shuffles)
+    ax.set_xticks(list(x), names)
     ax.set_ylabel("MB")
     ax.set_title("Peak anonymous memory per task")
     ax.legend(fontsize=8)
@@ -266,6 +272,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--small-repeat", type=int, default=3, help="runs at the small size (median)")
     p.add_argument("--shuffles", default="hash,sorted")
     p.add_argument(
+        "--sorted-reducer",
+        choices=("record", "batch"),
+        default="record",
+        help="the sorted runs' reducer: reducer(key, values) per key (default, as most "
+        "jobs reduce) or reduce_batch over whole tables",
+    )
+    p.add_argument(
         "--no-variants",
         dest="variants",
         action="store_false",
@@ -284,6 +297,7 @@ def main(argv: list[str]) -> int:
         "commit": _commit(),
         "small": a.small,
         "large": a.large,
+        "sorted_reducer": a.sorted_reducer,
         "cpus": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
@@ -296,7 +310,12 @@ def main(argv: list[str]) -> int:
             _check_space(a.shuffle_dir, int(size * 1.1), keep_free, f"the {name} {shuffle} run")
             print(f"== {name} {shuffle}: {size / 2**30:.0f} GiB", file=sys.stderr, flush=True)
             runs[f"{name}-{shuffle}"] = run_one(
-                size, shuffle == "sorted", a.shuffle_dir, repeat, report
+                size,
+                shuffle == "sorted",
+                a.shuffle_dir,
+                repeat,
+                report,
+                record_reducer=shuffle == "sorted" and a.sorted_reducer == "record",
             )
     if a.variants:
         result["read_variants"] = read_variants(small, a.shuffle_dir, report)

@@ -438,34 +438,87 @@ def _read_local(
     range, read ahead by a few threads while the ranges before it are
     checksummed; larger groups are streamed as elsewhere.
     """
-    plan: list[tuple[str, list[StreamRef], bool]] = []
-    ranges: list[readahead.Range] = []
-    for path, refs in segments:
-        os_path = store.local_path(path)
-        assert os_path is not None
-        for group in contiguous(refs):
-            whole = group[-1].end - group[0].offset <= whole_read_limit
-            plan.append((path, group, whole))
-            if whole:
-                ranges.append(
-                    readahead.Range(os_path, group[0].offset, group[-1].end - group[0].offset)
-                )
-    runs: list[Iterator[pa.RecordBatch]] = []
-    with readahead.ReadAhead(ranges) as ahead:
-        buffers = iter(ahead)
-        for path, group, whole in plan:
-            if not whole:
-                runs += [_stream_batches(store, path, r, verify, buffer_bytes) for r in group]
-                continue
-            try:
-                data = next(buffers)
-                runs += _runs_of(data, store.url(path), group, verify)
-            except ShortReadError as exc:
-                raise _truncated(store, path, group[0].offset, group[-1].end) from exc
-            except CorruptSegmentError as exc:
-                exc.data_path = path
-                raise
+    (runs,) = _read_local_pieces(
+        store, [segments], verify, whole_read_limit, buffer_bytes, readahead.DEFAULT_BUDGET
+    )
     return runs
+
+
+def _read_local_pieces(
+    store: FsspecStore,
+    pieces: Sequence[Sequence[tuple[str, Sequence[StreamRef]]]],
+    verify: bool,
+    whole_read_limit: int,
+    buffer_bytes: int,
+    budget: int,
+) -> Iterator[list[Iterator[pa.RecordBatch]]]:
+    """The runs of each piece in turn, every piece's whole reads in one :class:`ReadAhead`."""
+    plans: list[list[tuple[str, list[StreamRef], bool]]] = []
+    ranges: list[readahead.Range] = []
+    for segments in pieces:
+        plan: list[tuple[str, list[StreamRef], bool]] = []
+        for path, refs in segments:
+            os_path = store.local_path(path)
+            assert os_path is not None
+            for group in contiguous(refs):
+                whole = group[-1].end - group[0].offset <= whole_read_limit
+                plan.append((path, group, whole))
+                if whole:
+                    ranges.append(
+                        readahead.Range(os_path, group[0].offset, group[-1].end - group[0].offset)
+                    )
+        plans.append(plan)
+    with readahead.ReadAhead(ranges, budget=budget) as ahead:
+        buffers = iter(ahead)
+        for plan in plans:
+            runs: list[Iterator[pa.RecordBatch]] = []
+            for path, group, whole in plan:
+                if not whole:
+                    runs += [_stream_batches(store, path, r, verify, buffer_bytes) for r in group]
+                    continue
+                try:
+                    data = next(buffers)
+                    runs += _runs_of(data, store.url(path), group, verify)
+                except ShortReadError as exc:
+                    raise _truncated(store, path, group[0].offset, group[-1].end) from exc
+                except CorruptSegmentError as exc:
+                    exc.data_path = path
+                    raise
+            yield runs
+
+
+def read_pieces(
+    store: FsspecStore,
+    pieces: Sequence[Sequence[tuple[str, Sequence[StreamRef]]]],
+    *,
+    verify: bool = True,
+    whole_read_limit: int = WHOLE_READ_LIMIT,
+    buffer_bytes: int = STREAM_BUFFER,
+    budget: int = readahead.DEFAULT_BUDGET,
+) -> Iterator[list[Iterator[pa.RecordBatch]]]:
+    """:func:`read_segments` of each piece in turn, reading the next while the caller
+    uses the current one.
+
+    A reducer that takes its partition in pieces (the unsorted shuffle: a range
+    of hash buckets of every map output at a time) used to read each piece only
+    once it was done with the one before, so the disk stood idle while it
+    reduced. On local disk one :class:`shuffle.readahead.ReadAhead` (one reader
+    pool per task) covers every piece's ranges: while the caller holds piece
+    ``k``, up to ``budget`` bytes of the pieces after it are read. Elsewhere
+    each piece is fetched as :func:`read_segments` fetches, when it is asked for.
+    Close the iterator (or exhaust it) to stop the readers.
+    """
+    if store.is_local:
+        yield from _read_local_pieces(store, pieces, verify, whole_read_limit, buffer_bytes, budget)
+        return
+    for segments in pieces:
+        yield read_segments(
+            store,
+            segments,
+            verify=verify,
+            whole_read_limit=whole_read_limit,
+            buffer_bytes=buffer_bytes,
+        )
 
 
 def read_segments(

@@ -48,6 +48,7 @@ from shuffle.store import FsspecStore, join
 JOB_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(benchjobs.__file__)), "shuffle_job.py")
 JOB_CLASS = "ShuffleBench"
 SORTED_JOB_CLASS = "SortedShuffleBench"
+RECORD_JOB_CLASS = "SortedRecordShuffleBench"
 
 #: Rows a map task generates per map_batch call: large enough that per-call
 #: costs vanish, small enough that generation never holds much memory (the
@@ -84,6 +85,9 @@ class ShuffleBenchSettings:
     """Run a small job first, unmeasured, so that workers have imported everything."""
     sort_keys: bool = False
     """Sort each partition by key (the sorted shuffle) instead of a hash shuffle."""
+    record_reducer: bool = False
+    """With ``sort_keys``: reduce with a record reducer, ``reducer(key, values)``,
+    instead of ``reduce_batch``."""
     drop_caches: bool = False
     """Drop the map outputs from the page cache before the reduce stage (cold reads)."""
     tamper: bool = False
@@ -307,7 +311,9 @@ def _run_job(
         output=output,
         output_format="parquet" if output is not None else "text",
         overwrite=True,
-        job_class=SORTED_JOB_CLASS if bench.sort_keys else JOB_CLASS,
+        job_class=(RECORD_JOB_CLASS if bench.record_reducer else SORTED_JOB_CLASS)
+        if bench.sort_keys
+        else JOB_CLASS,
         job_id=job_id,
         reducers=bench.reducers,
         job_args={
@@ -422,6 +428,7 @@ def run_shuffle_bench(
                 "key_type": bench.key_type,
                 "payload_bytes": bench.payload_bytes,
                 "shuffle": "sorted" if bench.sort_keys else "hash",
+                "reducer": "record" if bench.record_reducer else "reduce_batch",
                 "memory_per_worker": bench.run.memory_per_worker,
                 "maps": bench.maps,
                 "reducers": bench.reducers,
@@ -506,6 +513,12 @@ def shuffle_parser() -> argparse.ArgumentParser:
         help="sort every partition by key (the default shuffle of a job) instead of the "
         "hash shuffle the peers do (SORT_KEYS = False)",
     )
+    p.add_argument(
+        "--record-reducer",
+        action="store_true",
+        help="with --sorted: reduce with a record reducer, reducer(key, values), called once "
+        "per key, instead of reduce_batch over whole tables",
+    )
     p.add_argument("--backend", default="local", help="where tasks run (default: local)")
     p.add_argument("-w", "--workers", type=int, help="worker processes (default: CPUs)")
     p.add_argument(
@@ -562,6 +575,11 @@ def settings_from_args(
     ):
         if value < least:
             raise UsageError(f"{flag} {value}: give at least {least}")
+    if args.record_reducer and not args.sort_keys:
+        raise UsageError(
+            "--record-reducer needs --sorted: a record reducer gets each key's values "
+            "together, which only the sorted shuffle provides; add --sorted"
+        )
     bench = ShuffleBenchSettings(
         size=parse_size(args.size, "--size"),
         maps=args.maps,
@@ -573,6 +591,7 @@ def settings_from_args(
         seed=args.seed,
         warmup=args.warmup,
         sort_keys=args.sort_keys,
+        record_reducer=args.record_reducer,
         drop_caches=args.drop_caches,
         tamper=args.tamper,
         run=RunSettings(

@@ -682,21 +682,25 @@ def _unsorted_pieces(located: Segments, share: int) -> Iterator[pa.Table]:
     """A partition of an unsorted shuffle, in as few pieces as fit in ``share``.
 
     A piece is a range of the partition's hash buckets, read from every map
-    output; a key's rows share a bucket, so each piece holds whole keys.
+    output; a key's rows share a bucket, so each piece holds whole keys. The
+    next piece is read while the caller reduces this one
+    (:func:`shuffle.mapfile.read_pieces`, within ``share`` of read-ahead).
     """
     sizes: dict[int, int] = {}
     for _, _, refs in located:
         for ref in refs:
             sizes[ref.bucket] = sizes.get(ref.bucket, 0) + ref.length
+    pieces: list[Segments] = []
     for group in bucket_ranges(sizes, share):
         wanted = set(group)
         segments = [(st, p, [r for r in refs if r.bucket in wanted]) for st, p, refs in located]
-        segments = [(st, p, refs) for st, p, refs in segments if refs]
-        piece = sum(r.length for _, _, refs in segments for r in refs)
-        runs = _read_segments(
-            segments,
-            whole_read_limit=max(mapfile.WHOLE_READ_LIMIT, piece),
-        )
+        pieces.append([(st, p, refs) for st, p, refs in segments if refs])
+    largest = max(
+        (sum(r.length for _, _, refs in piece for r in refs) for piece in pieces), default=0
+    )
+    for runs in _read_pieces(
+        pieces, whole_read_limit=max(mapfile.WHOLE_READ_LIMIT, largest), budget=share
+    ):
         batches = [b for run in runs for b in run if b.num_rows]
         del runs
         if batches:
@@ -705,8 +709,24 @@ def _unsorted_pieces(located: Segments, share: int) -> Iterator[pa.Table]:
             table = merge.concat(batches)
             del batches
             yield table
-            del table  # before the next piece is read: one piece in memory at a time
+            del table  # one piece in memory at a time, plus what is read ahead
             pa.default_memory_pool().release_unused()
+
+
+def _read_pieces(
+    pieces: list[Segments], **options: Any
+) -> Iterator[list[Iterator[pa.RecordBatch]]]:
+    """``mapfile.read_pieces`` when every segment lives in one store, else piece by piece."""
+    stores = {id(st): st for piece in pieces for st, _, _ in piece}
+    if len(stores) == 1:
+        (store,) = stores.values()
+        yield from mapfile.read_pieces(
+            store, [[(p, refs) for _, p, refs in piece] for piece in pieces], **options
+        )
+        return
+    options.pop("budget", None)
+    for piece in pieces:
+        yield _read_segments(piece, **options)
 
 
 def _reduce_once(

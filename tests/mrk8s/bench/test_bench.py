@@ -176,6 +176,26 @@ def test_write_output_writes_every_row(cli: Run, tmp_path: Path, shuffle: str) -
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("key_type", ["int64", "string"])
+def test_the_sorted_shuffle_with_a_record_reducer_is_verified(cli: Run, key_type: str) -> None:
+    result = cli("bench", "shuffle", *SMALL, "--sorted", "--record-reducer", "--key-type", key_type)
+    assert result.returncode == 0, result.stderr
+    [line] = json_lines(result)
+    assert (line["shuffle"], line["reducer"]) == ("sorted", "record")
+    assert line["rows"] == expected_rows(key_type)
+    assert line["verified"] is True and line["problems"] == []
+
+
+@pytest.mark.timeout(120)
+def test_a_record_reducer_that_loses_a_row_fails_verification(cli: Run) -> None:
+    result = cli("bench", "shuffle", *SMALL, "--sorted", "--record-reducer", "--tamper")
+    assert result.returncode == bench.EXIT_UNVERIFIED
+    [line] = json_lines(result)
+    assert line["reducer"] == "record" and line["verified"] is False
+    assert len(line["problems"]) == 3, line["problems"]  # one row lost per reduce task
+
+
+@pytest.mark.timeout(120)
 def test_bad_options_are_usage_errors(cli: Run) -> None:
     result = cli("bench", "shuffle", "--size", "50", "--repeat", "1")
     assert result.returncode == 2
@@ -184,6 +204,8 @@ def test_bad_options_are_usage_errors(cli: Run) -> None:
     assert result.returncode == 2 and "--payload-bytes 4: give at least 8" in result.stderr
     result = cli("bench", "sort")
     assert result.returncode == 2 and "the only benchmark is 'shuffle'" in result.stderr
+    result = cli("bench", "shuffle", "--record-reducer")
+    assert result.returncode == 2 and "--record-reducer needs --sorted" in result.stderr
 
 
 def proc_io_available() -> bool:
