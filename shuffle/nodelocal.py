@@ -18,6 +18,7 @@ This module knows nodes and paths, not what a backend is.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 
 from shuffle.errors import CorruptSegmentError
@@ -27,6 +28,9 @@ from shuffle.store import FsspecStore, join
 NODE_DIR_ENV = "MRK8S_NODE_SHUFFLE_DIR"
 
 RemoteOpener = Callable[[str], FsspecStore]
+
+_STEP_DIR = re.compile(r"^s\d+$")
+_MAP_FILE = re.compile(r"^map-\d+-a\d+\.arrow$")
 
 _remote_opener: RemoteOpener | None = None
 _local_root: FsspecStore | None = None
@@ -40,6 +44,19 @@ def node_dir(environ: Mapping[str, str] = os.environ) -> str | None:
 def map_output_path(directory: str, job_id: str, step: int, index: int, attempt: int) -> str:
     """Where a node-local map output goes: an absolute path under ``directory``."""
     return join(os.path.abspath(directory), job_id, f"s{step}/map-{index:05d}-a{attempt}.arrow")
+
+
+def path_in_node_dir(data_path: str) -> str:
+    """The part of a node-local map output's path below its node's directory.
+
+    ``JOB/sS/map-IIIII-aA.arrow``, the components :func:`map_output_path`
+    adds: what a node's shuffle server, serving that directory, is asked for.
+    The directory itself is not needed, so it may differ from node to node.
+    """
+    parts = data_path.rstrip("/").split("/")
+    if len(parts) < 4 or not _STEP_DIR.match(parts[-2]) or not _MAP_FILE.match(parts[-1]):
+        raise ValueError(f"{data_path!r} is not the path of a node-local map output")
+    return "/".join(parts[-3:])
 
 
 def is_node_local(data_path: str) -> bool:

@@ -328,6 +328,12 @@ def _cmd_worker(argv: Sequence[str]) -> int:
     return worker.main(argv)
 
 
+def _cmd_shuffle_server(argv: Sequence[str]) -> int:
+    from mrk8s.cli import shuffleserver
+
+    return shuffleserver.main(argv)
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
@@ -344,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clean": _cmd_clean,
         "worker": _cmd_worker,
         "bench": _cmd_bench,
+        "shuffle-server": _cmd_shuffle_server,
     }
     if not argv or argv[0] in ("-h", "--help"):
         print(
@@ -355,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "  clean JOB_ID             remove a job's shuffle data\n"
             "  worker --job URL ...     run one task of a job (what a pod runs)\n"
             "  bench shuffle            shuffle throughput, verified (mrk8s bench shuffle -h)\n"
+            "  shuffle-server --root D  serve a node's map outputs over HTTP (a DaemonSet)\n"
         )
         return 0
     if argv[0] == "--version":
