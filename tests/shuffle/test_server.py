@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,9 +27,12 @@ from pathlib import Path
 
 import pytest
 
-from shuffle import httpfs, nodelocal
+import mrk8s
+from mrk8s.tasks.plan import JobPlan
+from shuffle import commit, httpfs, nodelocal
 from shuffle.errors import CorruptSegmentError, StoreError
 from shuffle.store import FsspecStore
+from tests.util import WORDCOUNT, make_words, parse_text_output
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -568,3 +573,125 @@ def test_a_store_path_below_a_node_dir() -> None:
     with pytest.raises(ValueError, match="not the path of a node-local map output"):
         nodelocal.path_in_node_dir("/etc/passwd")
     assert isinstance(httpfs.NodeStore("mrk8s-http://n", {"servers": {}}), FsspecStore)
+
+
+# -- a real job's reduce across two "nodes" ------------------------------------------
+
+
+@dataclass
+class NodeLocalJob:
+    """A word count planned in a shared job directory, its map outputs on node-a's disk."""
+
+    job_dir: Path
+    disk_a: Path
+    disk_b: Path
+    expected: Counter[str]
+    maps: int
+    reducers: int
+
+    def worker(self, stage: str, index: int, env: dict[str, str]) -> None:
+        command = [sys.executable, "-m", "mrk8s.cli", "worker", "--job", str(self.job_dir)]
+        proc = subprocess.run(
+            [*command, "--step", "0", "--stage", stage, "--index", str(index)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env={**os.environ, **env},
+            cwd="/",
+        )
+        assert proc.returncode == 0, proc.stderr
+
+    def on_node(self, node: str, disk: Path, **env: str) -> dict[str, str]:
+        return {"MRK8S_NODE": node, nodelocal.NODE_DIR_ENV: str(disk), **env}
+
+    def output(self) -> Counter[str]:
+        plan = JobPlan.loads((self.job_dir / "plan.json").read_text())
+        staging = Path(plan.staging_url)
+        counts: Counter[str] = Counter()
+        for index in range(self.reducers):
+            for key, value in parse_text_output((staging / f"part-{index:05d}").read_text()):
+                assert key not in counts
+                counts[key] = value  # type: ignore[index,assignment]
+        return counts
+
+
+@pytest.fixture
+def node_local_job(tmp_path: Path) -> NodeLocalJob:
+    """Planned (and run once on the local backend, for the plan), then its tasks forgotten
+    and the map tasks run again as ``mrk8s worker`` processes on "node-a"."""
+    script = tmp_path / "wordcount.py"
+    script.write_text(WORDCOUNT)
+    text = make_words(30_000, vocab=2000, seed=11)
+    source = tmp_path / "in.txt"
+    source.write_text(text)
+    mrk8s.run(
+        str(script),
+        [str(source)],
+        output=str(tmp_path / "out"),
+        shuffle_dir=str(tmp_path / "shuffle"),
+        job_id="wc",
+        keep_shuffle=True,
+        workers=1,
+        reducers=2,
+        max_split_bytes=len(text) // 2 + 1,
+    )
+    job_dir = tmp_path / "shuffle" / "wc"
+    store = FsspecStore(str(job_dir))
+    plan = JobPlan.loads(store.read_bytes("plan.json").decode())
+    maps = len(plan.steps[0].splits)
+    assert maps == 2
+    # Forget every task (and the shared map outputs): what follows runs them again.
+    store.remove(commit.COMMITS_DIR, recursive=True)
+    store.remove("s0", recursive=True)
+    job = NodeLocalJob(
+        job_dir, tmp_path / "disk-a", tmp_path / "disk-b", Counter(text.split()), maps, 2
+    )
+    for index in range(maps):
+        job.worker("map", index, job.on_node("node-a", job.disk_a))
+    for record in commit.read_stage(store, 0, "map", maps):
+        assert record.node == "node-a"
+        assert record.data_path.startswith(str(job.disk_a) + "/")
+    return job
+
+
+def test_a_reducer_on_another_node_reads_map_outputs_through_the_server(
+    node_local_job: NodeLocalJob, tmp_path: Path
+) -> None:
+    job = node_local_job
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    node_a = start_server(job.disk_a, tmp_path / "server.log", "--token-file", str(token_file))
+    try:
+        servers = json.dumps({"node-a": node_a.url})
+        env = job.on_node(
+            "node-b",
+            job.disk_b,
+            MRK8S_SHUFFLE_SERVERS=servers,
+            MRK8S_SHUFFLE_TOKEN_FILE=str(token_file),
+        )
+        for index in range(job.reducers):
+            job.worker("reduce", index, env)
+    finally:
+        assert node_a.stop() == 0
+    assert job.output() == job.expected
+    # Every map output was read over HTTP by both reducers, and none was recomputed.
+    served = [line for line in node_a.log.read_text().splitlines() if '"GET /wc/s0/map-' in line]
+    assert len(served) >= job.maps * job.reducers
+    assert all('" 206 ' in line for line in served)
+    assert not job.disk_b.exists()
+
+
+def test_a_reducer_recomputes_the_map_outputs_of_a_node_whose_server_is_gone(
+    node_local_job: NodeLocalJob, tmp_path: Path
+) -> None:
+    job = node_local_job
+    gone = start_server(job.disk_a, tmp_path / "server.log")
+    assert gone.stop() == 0
+    env = job.on_node("node-b", job.disk_b, MRK8S_SHUFFLE_SERVERS=json.dumps({"node-a": gone.url}))
+    for index in range(job.reducers):
+        job.worker("reduce", index, env)
+    assert job.output() == job.expected
+    store = FsspecStore(str(job.job_dir))
+    records = commit.read_stage(store, 0, "map", job.maps)
+    assert {r.node for r in records} == {"node-b"}  # recomputed where the reducer ran
+    assert all(r.attempt == 2 for r in records)
