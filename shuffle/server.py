@@ -172,6 +172,10 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"  # keep-alive
     timeout = IDLE_SECONDS
+    # The headers and a small body are two writes: with Nagle's algorithm the
+    # body waited for the client's delayed ACK, 40 ms a request (measured: 45 ms
+    # for a 1-byte range, 2.2 ms for 256 KiB, one connection; see README).
+    disable_nagle_algorithm = True
     server_version = "mrk8s-shuffle-server"
 
     def version_string(self) -> str:
