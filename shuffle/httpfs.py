@@ -91,6 +91,10 @@ class _Unreachable(Exception):
     """A request that failed every attempt (the server or its node is gone)."""
 
 
+#: How a kept-alive connection that the server closed fails on its next request.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
 class ConnectionPool:
     """Kept-alive connections to one server, handed out one per request."""
 
@@ -108,34 +112,44 @@ class ConnectionPool:
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection, and whether it was kept from an earlier request."""
         with self._lock:
             if self._idle:
-                return self._idle.pop()
+                return self._idle.pop(), True
         cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        return cls(self.host, self.port, timeout=self.timeout)
+        return cls(self.host, self.port, timeout=self.timeout), False
 
     def request(
         self, method: str, path: str, headers: Mapping[str, str]
     ) -> tuple[int, http.client.HTTPMessage, bytes]:
-        """One request and its whole answer; a connection that failed is not reused."""
-        conn = self._connection()
-        try:
-            conn.request(method, self.prefix + path, headers=dict(headers))
-            response = conn.getresponse()
-            body = response.read()
-        except BaseException:
-            conn.close()
-            raise
-        if response.will_close:
-            conn.close()
-        else:
-            with self._lock:
-                if len(self._idle) < MAX_IDLE_CONNECTIONS:
-                    self._idle.append(conn)
-                    conn = None  # type: ignore[assignment]
-            if conn is not None:
+        """One request and its whole answer; a connection that failed is not reused.
+
+        A kept connection the server has closed meanwhile (it closes idle ones)
+        fails before any answer: the request goes again at once on a new one.
+        """
+        while True:
+            conn, reused = self._connection()
+            try:
+                conn.request(method, self.prefix + path, headers=dict(headers))
+                response = conn.getresponse()
+                body = response.read()
+                break
+            except _STALE:
                 conn.close()
+                if not reused:
+                    raise
+            except BaseException:
+                conn.close()
+                raise
+        keep = not response.will_close
+        if keep:
+            with self._lock:
+                keep = len(self._idle) < MAX_IDLE_CONNECTIONS
+                if keep:
+                    self._idle.append(conn)
+        if not keep:
+            conn.close()
         return response.status, response.headers, body
 
     def close(self) -> None:

@@ -60,12 +60,14 @@ class Server:
         return self.proc.wait(timeout=30)
 
 
-def start_server(root: Path, log: Path, *args: str, env: dict[str, str] | None = None) -> Server:
-    """``mrk8s shuffle-server --root ROOT --port 0`` on loopback, once it listens."""
+def start_server(
+    root: Path, log: Path, *args: str, env: dict[str, str] | None = None, port: int = 0
+) -> Server:
+    """``mrk8s shuffle-server --root ROOT --port PORT`` on loopback, once it listens."""
     command = [sys.executable, "-m", "mrk8s.cli", "shuffle-server", "--root", str(root)]
     with log.open("w") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", "0", "-v", *args],
+            [*command, "--host", "127.0.0.1", "--port", str(port), "-v", *args],
             stdout=out,
             stderr=out,
             text=True,
@@ -550,6 +552,29 @@ def test_a_restarted_server_is_retried(tree: Path, tmp_path: Path) -> None:
         starter.join()
         for s in later:
             assert s.stop() == 0
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_at_once(
+    tree: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server closes idle connections (and a restarted one has none of the old ones):
+    the pooled connection fails on its next request, which goes again on a new one
+    without a retry's backoff."""
+    env = {"MRK8S_SHUFFLE_TOKEN": "", "MRK8S_SHUFFLE_TOKEN_FILE": ""}
+    first = start_server(tree, tmp_path / "first.log", env=env)
+    fs = httpfs.ShuffleServerFileSystem({"node-a": first.url}, skip_instance_cache=True)
+    try:
+        assert fs.cat_file("node-a/job/s0/data.bin", 0, 10) == data_of(tree)[:10]
+        assert first.stop() == 0
+        second = start_server(tree, tmp_path / "second.log", env=env, port=first.port)
+        try:
+            with caplog.at_level("DEBUG", logger="shuffle.httpfs"):
+                assert fs.cat_file("node-a/job/s0/data.bin", 10, 20) == data_of(tree)[10:20]
+        finally:
+            assert second.stop() == 0
+    finally:
+        fs.close()
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
 
 
 def test_bad_server_settings_in_the_environment_are_clear(tmp_path: Path) -> None:
