@@ -27,6 +27,13 @@ from shuffle.store import FsspecStore, join
 #: Set by a backend in its workers: this node's directory for node-local map outputs.
 NODE_DIR_ENV = "MRK8S_NODE_SHUFFLE_DIR"
 
+#: Set to "1" with it by a backend whose map outputs stay on the node even when
+#: the job's directory is remote (Kubernetes' node-local mode: the plan, commit
+#: records and output in a bucket every pod reaches, map outputs on the
+#: node's hostPath). Without it, a job directory on an object store keeps the
+#: map outputs too (the Ray backend with --shuffle-dir s3://...).
+NODE_LOCAL_ENV = "MRK8S_NODE_LOCAL_SHUFFLE"
+
 RemoteOpener = Callable[[str], FsspecStore]
 
 _STEP_DIR = re.compile(r"^s\d+$")
@@ -39,6 +46,16 @@ _local_root: FsspecStore | None = None
 def node_dir(environ: Mapping[str, str] = os.environ) -> str | None:
     """This worker's node-local directory, if its backend gave it one."""
     return environ.get(NODE_DIR_ENV) or None
+
+
+def output_dir(job_dir_is_local: bool, environ: Mapping[str, str] = os.environ) -> str | None:
+    """Where this worker's map outputs go if on its node's disk, else None (the job's
+    directory): the node's directory when there is one, unless the job's directory
+    is remote and the backend did not ask (:data:`NODE_LOCAL_ENV`)."""
+    directory = node_dir(environ)
+    if directory is None or not (job_dir_is_local or environ.get(NODE_LOCAL_ENV) == "1"):
+        return None
+    return directory
 
 
 def map_output_path(directory: str, job_id: str, step: int, index: int, attempt: int) -> str:

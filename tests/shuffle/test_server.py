@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,7 @@ from mrk8s.tasks.plan import JobPlan
 from shuffle import commit, httpfs, nodelocal
 from shuffle.errors import CorruptSegmentError, StoreError
 from shuffle.store import FsspecStore
+from tests.s3 import S3Bucket
 from tests.util import WORDCOUNT, make_words, parse_text_output
 
 pytestmark = pytest.mark.timeout(120)
@@ -605,23 +607,31 @@ def test_a_store_path_below_a_node_dir() -> None:
 
 @dataclass
 class NodeLocalJob:
-    """A word count planned in a shared job directory, its map outputs on node-a's disk."""
+    """A word count planned in a job directory every "node" reaches (a local directory,
+    or a bucket on the loopback S3 server), its map outputs on node-a's disk."""
 
-    job_dir: Path
+    job_url: str
+    storage_options: dict[str, Any]
     disk_a: Path
     disk_b: Path
     expected: Counter[str]
     maps: int
     reducers: int
+    #: Environment of every task: on S3 map outputs stay on the node only if asked.
+    env: dict[str, str]
+
+    @property
+    def store(self) -> FsspecStore:
+        return FsspecStore(self.job_url, self.storage_options)
 
     def worker(self, stage: str, index: int, env: dict[str, str]) -> None:
-        command = [sys.executable, "-m", "mrk8s.cli", "worker", "--job", str(self.job_dir)]
+        command = [sys.executable, "-m", "mrk8s.cli", "worker", "--job", self.job_url]
         proc = subprocess.run(
             [*command, "--step", "0", "--stage", stage, "--index", str(index)],
             capture_output=True,
             text=True,
             timeout=90,
-            env={**os.environ, **env},
+            env={**os.environ, **self.env, **env},
             cwd="/",
         )
         assert proc.returncode == 0, proc.stderr
@@ -630,20 +640,26 @@ class NodeLocalJob:
         return {"MRK8S_NODE": node, nodelocal.NODE_DIR_ENV: str(disk), **env}
 
     def output(self) -> Counter[str]:
-        plan = JobPlan.loads((self.job_dir / "plan.json").read_text())
-        staging = Path(plan.staging_url)
+        plan = JobPlan.loads(self.store.read_bytes("plan.json").decode())
+        staging = FsspecStore(plan.staging_url, self.storage_options)
         counts: Counter[str] = Counter()
         for index in range(self.reducers):
-            for key, value in parse_text_output((staging / f"part-{index:05d}").read_text()):
+            text = staging.read_bytes(f"part-{index:05d}").decode()
+            for key, value in parse_text_output(text):
                 assert key not in counts
                 counts[key] = value  # type: ignore[index,assignment]
         return counts
 
 
-@pytest.fixture
-def node_local_job(tmp_path: Path) -> NodeLocalJob:
-    """Planned (and run once on the local backend, for the plan), then its tasks forgotten
-    and the map tasks run again as ``mrk8s worker`` processes on "node-a"."""
+def plan_node_local_job(
+    tmp_path: Path,
+    top: str,
+    storage_options: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> NodeLocalJob:
+    """A word count run once under ``top`` (for its plan), then its tasks forgotten and
+    the map tasks run again as ``mrk8s worker`` processes on "node-a"."""
+    options = storage_options or {}
     script = tmp_path / "wordcount.py"
     script.write_text(WORDCOUNT)
     text = make_words(30_000, vocab=2000, seed=11)
@@ -652,37 +668,48 @@ def node_local_job(tmp_path: Path) -> NodeLocalJob:
     mrk8s.run(
         str(script),
         [str(source)],
-        output=str(tmp_path / "out"),
-        shuffle_dir=str(tmp_path / "shuffle"),
+        output=f"{top}/out",
+        shuffle_dir=f"{top}/shuffle",
         job_id="wc",
         keep_shuffle=True,
         workers=1,
         reducers=2,
         max_split_bytes=len(text) // 2 + 1,
+        storage_options=options,
     )
-    job_dir = tmp_path / "shuffle" / "wc"
-    store = FsspecStore(str(job_dir))
+    job = NodeLocalJob(
+        f"{top}/shuffle/wc",
+        options,
+        tmp_path / "disk-a",
+        tmp_path / "disk-b",
+        Counter(text.split()),
+        0,
+        2,
+        {"MRK8S_STORAGE_OPTIONS": json.dumps(options), **(env or {})},
+    )
+    store = job.store
     plan = JobPlan.loads(store.read_bytes("plan.json").decode())
-    maps = len(plan.steps[0].splits)
-    assert maps == 2
+    job.maps = len(plan.steps[0].splits)
+    assert job.maps == 2
     # Forget every task (and the shared map outputs): what follows runs them again.
     store.remove(commit.COMMITS_DIR, recursive=True)
     store.remove("s0", recursive=True)
-    job = NodeLocalJob(
-        job_dir, tmp_path / "disk-a", tmp_path / "disk-b", Counter(text.split()), maps, 2
-    )
-    for index in range(maps):
+    for index in range(job.maps):
         job.worker("map", index, job.on_node("node-a", job.disk_a))
-    for record in commit.read_stage(store, 0, "map", maps):
+    for record in commit.read_stage(store, 0, "map", job.maps):
         assert record.node == "node-a"
         assert record.data_path.startswith(str(job.disk_a) + "/")
+    assert not store.exists("s0")  # nothing went to the job directory
     return job
 
 
-def test_a_reducer_on_another_node_reads_map_outputs_through_the_server(
-    node_local_job: NodeLocalJob, tmp_path: Path
-) -> None:
-    job = node_local_job
+@pytest.fixture
+def node_local_job(tmp_path: Path) -> NodeLocalJob:
+    return plan_node_local_job(tmp_path, str(tmp_path))
+
+
+def reduce_through_server(job: NodeLocalJob, tmp_path: Path) -> Server:
+    """Both reducers on node-b, reading node-a's map outputs through its server."""
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
     node_a = start_server(job.disk_a, tmp_path / "server.log", "--token-file", str(token_file))
@@ -698,6 +725,14 @@ def test_a_reducer_on_another_node_reads_map_outputs_through_the_server(
             job.worker("reduce", index, env)
     finally:
         assert node_a.stop() == 0
+    return node_a
+
+
+def test_a_reducer_on_another_node_reads_map_outputs_through_the_server(
+    node_local_job: NodeLocalJob, tmp_path: Path
+) -> None:
+    job = node_local_job
+    node_a = reduce_through_server(job, tmp_path)
     assert job.output() == job.expected
     # Every map output was read over HTTP by both reducers, and none was recomputed.
     served = [line for line in node_a.log.read_text().splitlines() if '"GET /wc/s0/map-' in line]
@@ -716,7 +751,32 @@ def test_a_reducer_recomputes_the_map_outputs_of_a_node_whose_server_is_gone(
     for index in range(job.reducers):
         job.worker("reduce", index, env)
     assert job.output() == job.expected
-    store = FsspecStore(str(job.job_dir))
-    records = commit.read_stage(store, 0, "map", job.maps)
+    records = commit.read_stage(job.store, 0, "map", job.maps)
     assert {r.node for r in records} == {"node-b"}  # recomputed where the reducer ran
     assert all(r.attempt == 2 for r in records)
+
+
+def test_map_outputs_stay_on_the_node_with_the_job_directory_on_s3(
+    s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    """Kubernetes' node-local mode: plan, commit records and output in the bucket every
+    pod reaches, map outputs on each node's disk (asked for with $MRK8S_NODE_LOCAL_SHUFFLE),
+    read across nodes through the shuffle server."""
+    options = {"client_kwargs": {"endpoint_url": s3_bucket.endpoint}}
+    job = plan_node_local_job(tmp_path, s3_bucket.url, options, {nodelocal.NODE_LOCAL_ENV: "1"})
+    node_a = reduce_through_server(job, tmp_path)
+    assert job.output() == job.expected
+    served = [line for line in node_a.log.read_text().splitlines() if '"GET /wc/s0/map-' in line]
+    assert len(served) >= job.maps * job.reducers
+
+
+def test_map_outputs_of_a_remote_job_directory_stay_on_the_node_only_if_asked() -> None:
+    """The Ray backend gives every worker a node directory: with --shuffle-dir s3://...
+    its map outputs still go to the bucket, as before."""
+    assert nodelocal.output_dir(False, {nodelocal.NODE_DIR_ENV: "/x"}) is None
+    assert nodelocal.output_dir(True, {nodelocal.NODE_DIR_ENV: "/x"}) == "/x"
+    assert (
+        nodelocal.output_dir(False, {nodelocal.NODE_DIR_ENV: "/x", nodelocal.NODE_LOCAL_ENV: "1"})
+        == "/x"
+    )
+    assert nodelocal.output_dir(True, {}) is None
