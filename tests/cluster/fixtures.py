@@ -1,14 +1,17 @@
-"""The test cluster for the tests: one per session, a namespace per test.
+"""The test cluster for any test: one per session, a namespace per test (a pytest plugin).
 
-`cluster` starts the real control plane (etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler, built by `make test`) and the node
-agent that runs pods as local processes, for three nodes, in a temporary
-directory, once a test asks for it, and stops it all at the end of the
-session. (Tests of other packages, such as the coming Kubernetes backend's,
-get it by moving these fixtures into a plugin that tests/conftest.py names.)
-The tests talk to it as its admin (`system:masters`, a client certificate):
-the service accounts that mrk8s will run as are separate and get only what
-RBAC grants them.
+Named in ``tests/conftest.py``'s ``pytest_plugins``, so every test directory
+(``tests/cluster/``, ``tests/scheduler/k8s/``, ...) can ask for ``cluster``,
+``api`` and ``namespace``. `cluster` starts the real control plane (etcd,
+kube-apiserver, kube-controller-manager, kube-scheduler, built by `make
+test`) and the node agent that runs pods as local processes, for three
+nodes, in a temporary directory, once a test asks for it, and stops it all
+at the end of the session. The tests talk to it as its admin
+(`system:masters`, a client certificate): the service accounts that mrk8s
+will run as are separate and get only what RBAC grants them.
+
+The ``kubernetes`` client is imported only when a fixture runs, so loading
+this plugin costs nothing to tests that never use the cluster.
 """
 
 from __future__ import annotations
@@ -20,16 +23,12 @@ from typing import Any
 
 import pytest
 
-kubernetes = pytest.importorskip("kubernetes")
-
-from kubernetes.client.exceptions import ApiException  # noqa: E402
-
-from tests.cluster.controlplane import BINARY, Cluster  # noqa: E402
-from tests.cluster.kube import wait_until  # noqa: E402
-
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    pytest.importorskip("kubernetes")
+    from tests.cluster.controlplane import BINARY, Cluster
+
     if not BINARY.exists():
         pytest.fail(
             f"the control plane is not built ({BINARY} is missing): run `make test`, or "
@@ -45,8 +44,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def api(cluster: Cluster) -> Iterator[Any]:
+def api(cluster: Any) -> Iterator[Any]:
     """An ApiClient with the admin's credentials."""
+    import kubernetes
+
     client = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
     try:
         yield client
@@ -57,6 +58,10 @@ def api(cluster: Cluster) -> Iterator[Any]:
 @pytest.fixture
 def namespace(api: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted (with what is in it) afterwards."""
+    import kubernetes
+
+    from tests.cluster.kube import wait_until
+
     stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
     name = f"{stem}-{uuid.uuid4().hex[:5]}"
     core = kubernetes.client.CoreV1Api(api)
@@ -69,6 +74,8 @@ def namespace(api: Any, request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 def _has_default_account(core: Any, namespace: str) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
     try:
         core.read_namespaced_service_account("default", namespace)
     except ApiException as error:
