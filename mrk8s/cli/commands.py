@@ -99,6 +99,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "AWS_SECRET_ACCESS_KEY for S3 (repeatable)",
     )
     k8s.add_argument(
+        "--node-local-shuffle",
+        action="store_true",
+        help="map outputs on each node's own disk, served to other nodes by the "
+        "mrk8s-shuffle-server DaemonSet (manifests/node-local/); reducers placed where "
+        "their data is (default: map outputs under --shuffle-dir)",
+    )
+    k8s.add_argument(
         "--dry-run",
         action="store_true",
         help="print every manifest the job would create, as YAML; needs no cluster",
@@ -179,6 +186,8 @@ def _kubernetes_settings(args: argparse.Namespace) -> Any:
     ]
     if args.env_from_secret:
         given.append("--env-from-secret")
+    if args.node_local_shuffle:
+        given.append("--node-local-shuffle")
     if given and args.backend != "k8s":
         raise UsageError(f"{', '.join(given)}: for --backend k8s, not --backend {args.backend}")
     options: dict[str, Any] = {}
@@ -195,6 +204,7 @@ def _kubernetes_settings(args: argparse.Namespace) -> Any:
         ttl_seconds=ttl,
         env_secrets=tuple(args.env_from_secret),
         dry_run=args.dry_run,
+        node_local=args.node_local_shuffle,
         **options,
     )
 

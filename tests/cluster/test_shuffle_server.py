@@ -30,77 +30,12 @@ from shuffle import commit
 from shuffle.store import FsspecStore
 from tests.cluster import kube
 from tests.cluster.controlplane import Cluster, free_port
+from tests.cluster.shuffleserver import server_daemonset
 from tests.util import WORDCOUNT, make_words, parse_text_output
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
 IMAGE = f"python:{sys.version_info.major}.{sys.version_info.minor}"  # not pulled
-
-
-def server_daemonset(port: int) -> dict[str, Any]:
-    """The shuffle server's DaemonSet as ``manifests/`` names it (a free port: the test
-    clusters of other sessions on this machine use the same node addresses)."""
-    labels = {"app.kubernetes.io/name": "mrk8s", "app.kubernetes.io/component": "shuffle-server"}
-    return {
-        "metadata": {"name": nodeshuffle.SERVER_NAME, "labels": labels},
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "terminationGracePeriodSeconds": 5,
-                    "containers": [
-                        {
-                            "name": "shuffle-server",
-                            "image": IMAGE,
-                            "command": ["python", "-m", "mrk8s.cli"],
-                            "args": [
-                                "shuffle-server",
-                                "--root",
-                                nodeshuffle.HOST_DIR,
-                                "--host",
-                                "$(POD_IP)",
-                                "--port",
-                                str(port),
-                                "--token-file",
-                                f"{nodeshuffle.TOKEN_DIR}/{nodeshuffle.TOKEN_KEY}",
-                                "-v",
-                            ],
-                            "env": [
-                                {
-                                    "name": "POD_IP",
-                                    "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
-                                }
-                            ],
-                            "ports": [{"name": "shuffle", "containerPort": port}],
-                            "volumeMounts": [
-                                {
-                                    "name": "shuffle",
-                                    "mountPath": nodeshuffle.HOST_DIR,
-                                    "readOnly": True,
-                                },
-                                {"name": "token", "mountPath": nodeshuffle.TOKEN_DIR},
-                            ],
-                        }
-                    ],
-                    "volumes": [
-                        {
-                            "name": "shuffle",
-                            "hostPath": {"path": nodeshuffle.HOST_DIR, "type": "DirectoryOrCreate"},
-                        },
-                        {
-                            "name": "token",
-                            "secret": {
-                                "secretName": nodeshuffle.TOKEN_SECRET,
-                                "defaultMode": 0o400,
-                            },
-                        },
-                    ],
-                },
-            },
-        },
-    }
 
 
 def task_pod(

@@ -36,6 +36,9 @@ TOKEN_SECRET = "mrk8s-shuffle-token"
 TOKEN_KEY = "token"
 TOKEN_DIR = "/etc/mrk8s/shuffle-token"
 
+#: The labels of the server's pods (manifests/node-local/shuffle-server.yaml).
+SERVER_SELECTOR = "app.kubernetes.io/name=mrk8s,app.kubernetes.io/component=shuffle-server"
+
 #: The volume names the parts below add to a pod.
 SHUFFLE_VOLUME = "node-shuffle"
 TOKEN_VOLUME = "shuffle-token"
@@ -60,6 +63,25 @@ def server_urls(nodes: Iterable[Mapping[str, Any]], port: int = SERVER_PORT) -> 
             host = f"[{ips[0]}]" if ":" in ips[0] else ips[0]
             urls[node["metadata"]["name"]] = f"http://{host}:{port}/"
     return urls
+
+
+def server_url(pod: Mapping[str, Any]) -> str | None:
+    """The base URL of a running shuffle-server pod (a dict as the API sends it), else None.
+
+    Its node's address (``status.hostIP``, the server listens on the node's
+    address through its hostPort) and its container port named ``shuffle``.
+    """
+    status = pod.get("status") or {}
+    node = (pod.get("spec") or {}).get("nodeName")
+    if status.get("phase") != "Running" or not node or not status.get("hostIP"):
+        return None
+    port = SERVER_PORT
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for p in container.get("ports") or []:
+            if p.get("name") == "shuffle":
+                port = int(p["containerPort"])
+    host = status["hostIP"]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def task_pod_parts(servers: Mapping[str, str], *, token: bool = True) -> dict[str, Any]:
