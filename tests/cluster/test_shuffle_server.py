@@ -116,37 +116,42 @@ def test_reducers_on_another_node_read_map_outputs_through_the_daemonset(
     store.remove(commit.COMMITS_DIR, recursive=True)
     store.remove("s0", recursive=True)
 
+    # (A test before this one may have deleted a node: use the nodes there are.)
+    nodes = kube.ready_nodes(api)
+    assert len(nodes) >= 2, "this test needs two nodes"
+    first, second = nodes[:2]
+
     def serving() -> list[Any] | None:
         pods = core.list_namespaced_pod(
             namespace, label_selector="app.kubernetes.io/component=shuffle-server"
         ).items
-        if len(pods) != 3 or any(p.status.phase != "Running" for p in pods):
+        if len(pods) != len(nodes) or any(p.status.phase != "Running" for p in pods):
             return None
         logs = [core.read_namespaced_pod_log(p.metadata.name, namespace) for p in pods]
         return pods if all("listening on" in log for log in logs) else None
 
     server_pods = kube.wait_until(serving, timeout=60, what="a listening shuffle server per node")
-    nodes = api.sanitize_for_serialization(core.list_node())["items"]  # as the API sends them
-    servers = nodeshuffle.server_urls(nodes, port)
-    assert sorted(servers) == ["node-1", "node-2", "node-3"]
+    node_objects = api.sanitize_for_serialization(core.list_node())["items"]  # as sent
+    servers = nodeshuffle.server_urls(node_objects, port)
+    assert sorted(servers) == nodes
     assert all(url.endswith(f":{port}/") for url in servers.values())
 
     run_pods(
         core,
         namespace,
-        [task_pod(f"map-{i}", job_dir, "map", i, "node-1", servers) for i in range(maps)],
+        [task_pod(f"map-{i}", job_dir, "map", i, first, servers) for i in range(maps)],
     )
-    node_1_dir = kube.node_directory(cluster, "node-1") / "hostpath" / "var/lib/mrk8s/shuffle"
+    first_dir = kube.node_directory(cluster, first) / "hostpath" / "var/lib/mrk8s/shuffle"
     for record in commit.read_stage(store, 0, "map", maps):
-        assert record.node == "node-1"  # from the downward API
-        assert record.data_path.startswith(f"{node_1_dir}/{job_id}/s0/map-")
+        assert record.node == first  # from the downward API
+        assert record.data_path.startswith(f"{first_dir}/{job_id}/s0/map-")
 
     reducers = run_pods(
         core,
         namespace,
-        [task_pod(f"reduce-{i}", job_dir, "reduce", i, "node-2", servers) for i in range(2)],
+        [task_pod(f"reduce-{i}", job_dir, "reduce", i, second, servers) for i in range(2)],
     )
-    assert {p.spec.node_name for p in reducers} == {"node-2"}
+    assert {p.spec.node_name for p in reducers} == {second}
     counts: Counter[str] = Counter()
     staging = FsspecStore(plan.staging_url)
     for index in range(2):
@@ -154,12 +159,12 @@ def test_reducers_on_another_node_read_map_outputs_through_the_daemonset(
             assert key not in counts
             counts[key] = value  # type: ignore[index,assignment]
     assert counts == Counter(text.split())
-    assert {r.node for r in commit.read_stage(store, 0, "reduce", 2)} == {"node-2"}
+    assert {r.node for r in commit.read_stage(store, 0, "reduce", 2)} == {second}
 
-    # Every map output came from node-1's server: 3 map outputs x 2 reducers.
-    (on_node_1,) = [p for p in server_pods if p.spec.node_name == "node-1"]
-    log = core.read_namespaced_pod_log(on_node_1.metadata.name, namespace)
+    # Every map output came from the first node's server: 3 map outputs x 2 reducers.
+    (on_first,) = [p for p in server_pods if p.spec.node_name == first]
+    log = core.read_namespaced_pod_log(on_first.metadata.name, namespace)
     served = [line for line in log.splitlines() if f'"GET /{job_id}/s0/map-' in line]
     assert len(served) >= maps * 2 and all('" 206 ' in line for line in served)
-    node_2_dir = kube.node_directory(cluster, "node-2") / "hostpath" / "var/lib/mrk8s/shuffle"
-    assert not (node_2_dir / job_id).exists()  # nothing recomputed on the reducers' node
+    second_dir = kube.node_directory(cluster, second) / "hostpath" / "var/lib/mrk8s/shuffle"
+    assert not (second_dir / job_id).exists()  # nothing recomputed on the reducers' node

@@ -302,6 +302,14 @@ class KubernetesExecutor:
         self.start()
         owner = self.owner(stage.job_id)
         servers = self.shuffle_servers() if self.settings.node_local else None
+        if servers == {}:
+            raise ClusterError(
+                f"--node-local-shuffle: no shuffle server runs in namespace {self.namespace} "
+                f"(no running pod labelled {nodeshuffle.SERVER_SELECTOR}): apply "
+                "manifests/node-local/ (the mrk8s-shuffle-server DaemonSet and the "
+                "mrk8s-shuffle-token Secret), wait for its pods to run, then run the same "
+                "command again"
+            )
         follows: list[_Follow] = []
         for node, group in self._groups(stage, indexes, placement):
             body = render.stage_job(

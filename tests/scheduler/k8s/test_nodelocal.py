@@ -22,12 +22,14 @@ import pytest
 kubernetes = pytest.importorskip("kubernetes")
 
 from mrk8s.engine.driver import Driver  # noqa: E402
+from mrk8s.engine.progress import Progress  # noqa: E402
 from mrk8s.engine.settings import RunSettings  # noqa: E402
 from mrk8s.tasks.plan import JobPlan  # noqa: E402
 from scheduler import placement  # noqa: E402
 from scheduler.backends.k8s import indexmap, names, nodeshuffle  # noqa: E402
 from scheduler.backends.k8s.executor import KubernetesExecutor  # noqa: E402
 from scheduler.backends.k8s.render import PodSettings  # noqa: E402
+from scheduler.errors import ClusterError  # noqa: E402
 from shuffle import commit  # noqa: E402
 from shuffle.store import FsspecStore  # noqa: E402
 from tests.cluster import kube  # noqa: E402
@@ -65,7 +67,8 @@ def node_local(space: Space) -> Iterator[KubernetesExecutor]:
             space.namespace, label_selector=nodeshuffle.SERVER_SELECTOR
         ).items
         running = [p for p in pods if p.status.phase == "Running"]
-        return len(running) == 3 and all(
+        # (A test before this one may have deleted a node: every node there is.)
+        return len(running) == len(kube.ready_nodes(space.api)) and all(
             "listening on" in core.read_namespaced_pod_log(p.metadata.name, space.namespace)
             for p in running
         )
@@ -123,7 +126,7 @@ def test_wordcount_node_local_reducers_run_where_placement_put_them(
             by_partition.setdefault(int(p), {}).setdefault(m.node, 0)
             by_partition[int(p)][m.node] += sum(r.length for r in refs)
     nodes = node_local.nodes()
-    assert sorted(nodes) == ["node-1", "node-2", "node-3"]
+    assert sorted(nodes) == kube.ready_nodes(space.api)
     chosen = placement.assign(by_partition, placement.capacity(4, nodes))
     core = kubernetes.client.CoreV1Api(space.api)
     pods = core.list_namespaced_pod(
@@ -158,3 +161,82 @@ def test_wordcount_node_local_reducers_run_where_placement_put_them(
     total = sum(sum(n.values()) for n in by_partition.values())
     assert summary["locality_best"] == round(best / total, 4)
     assert summary["shuffle_bytes_local"] + summary["shuffle_bytes_remote"] == total
+
+
+def test_no_shuffle_server_is_one_clear_error(space: Space) -> None:
+    settings = PodSettings(
+        namespace=space.namespace, image=IMAGE, env_secrets=(SECRET,), node_local=True
+    )
+    with KubernetesExecutor(settings, kubeconfig=space.kubeconfig) as executor:
+        run = RunSettings(
+            script=str(EXAMPLES / "wordcount.py"),
+            inputs=(space.upload(Path(EXAMPLES / "data" / "sample.txt"), "in/sample.txt"),),
+            output=f"{space.bucket.url}/out",
+            backend="k8s",
+            shuffle_dir=f"{space.bucket.url}/shuffle",
+            storage_options=space.bucket.storage_options,
+        )
+        with pytest.raises(
+            ClusterError, match=r"no shuffle server runs in namespace .*manifests/node-local/"
+        ):
+            Driver(run).run(executor)
+    jobs = kubernetes.client.BatchV1Api(space.api).list_namespaced_job(space.namespace).items
+    assert jobs == []  # nothing was started
+
+
+class DeleteANodeAfterTheMapStage(Progress):
+    """Deletes the node holding the most map outputs once the map stage has finished."""
+
+    def __init__(self, space: Space, store: FsspecStore) -> None:
+        self.space = space
+        self.store = store
+        self.deleted: str | None = None
+        self.lost: list[int] = []
+
+    def stage_finished(self, name: str) -> None:
+        if self.deleted is not None or not name.endswith(" map"):
+            return
+        plan = JobPlan.loads(self.store.read_bytes("plan.json").decode())
+        maps = commit.read_stage(self.store, 0, "map", len(plan.steps[0].splits))
+        held = collections.Counter(m.node for m in maps)
+        self.deleted = held.most_common(1)[0][0]
+        self.lost = sorted(int(m.index) for m in maps if m.node == self.deleted)
+        kubernetes.client.CoreV1Api(self.space.api).delete_node(self.deleted)
+
+
+# Last in the file: the deleted node stays deleted for the rest of the session.
+def test_a_node_deleted_after_the_map_stage_has_its_map_outputs_recomputed(
+    node_local: KubernetesExecutor, space: Space, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_words(30_000, vocab=1200, seed=8))
+    url = space.upload(corpus, "in/corpus.txt")
+    store = FsspecStore(f"{space.bucket.url}/shuffle/lost", space.bucket.storage_options)
+    progress = DeleteANodeAfterTheMapStage(space, store)
+    settings = RunSettings(
+        script=str(EXAMPLES / "wordcount.py"),
+        inputs=(url,),
+        output=f"{space.bucket.url}/out",
+        backend="k8s",
+        shuffle_dir=f"{space.bucket.url}/shuffle",
+        storage_options=space.bucket.storage_options,
+        reducers=3,
+        max_split_bytes=32 << 10,
+        job_id="lost",
+        keep_shuffle=True,
+    )
+
+    result = Driver(settings, progress=progress).run(node_local)
+
+    assert dict(result.records(space.bucket.storage_options)) == dict(
+        collections.Counter(corpus.read_text().split())
+    )
+    assert progress.deleted is not None and progress.lost
+    assert result.summary["stages"]["step0-map"]["recomputed_lost"] == len(progress.lost)
+    plan = JobPlan.loads(store.read_bytes("plan.json").decode())
+    maps = commit.read_stage(store, 0, "map", len(plan.steps[0].splits))
+    assert progress.deleted not in {m.node for m in maps}
+    for m in maps:  # the recomputed ones too: on the disk of the node they now name
+        assert f"/nodes/{m.node}/hostpath/var/lib/mrk8s/shuffle/lost/s0/" in m.data_path
+    reduces = commit.read_stage(store, 0, "reduce", 3)
+    assert progress.deleted not in {r.node for r in reduces}
