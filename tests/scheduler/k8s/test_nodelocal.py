@@ -36,6 +36,7 @@ from tests.cluster import kube  # noqa: E402
 from tests.cluster.controlplane import free_port  # noqa: E402
 from tests.cluster.shuffleserver import server_daemonset  # noqa: E402
 from tests.conftest import EXAMPLES  # noqa: E402
+from tests.scheduler.k8s import test_examples  # noqa: E402
 from tests.scheduler.k8s.conftest import IMAGE, SECRET, Space  # noqa: E402
 from tests.util import make_words  # noqa: E402
 
@@ -182,6 +183,28 @@ def test_no_shuffle_server_is_one_clear_error(space: Space) -> None:
             Driver(run).run(executor)
     jobs = kubernetes.client.BatchV1Api(space.api).list_namespaced_job(space.namespace).items
     assert jobs == []  # nothing was started
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    p = tmp_path / "corpus.txt"
+    p.write_text(make_words(30_000, vocab=1500, seed=11))
+    return p
+
+
+# The object-store mode's example tests, each run again in node-local mode.
+
+
+def test_top_words_node_local(node_local: KubernetesExecutor, space: Space, corpus: Path):
+    test_examples.test_top_words_two_steps(node_local, space, corpus)
+
+
+def test_terasort_node_local(node_local: KubernetesExecutor, space: Space, tmp_path: Path):
+    test_examples.test_terasort_global_sort(node_local, space, tmp_path)
+
+
+def test_join_node_local(node_local: KubernetesExecutor, space: Space, tmp_path: Path):
+    test_examples.test_reduce_side_join(node_local, space, tmp_path)
 
 
 class DeleteANodeAfterTheMapStage(Progress):
