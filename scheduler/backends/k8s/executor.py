@@ -360,6 +360,14 @@ class KubernetesExecutor:
                 items = payload if what == "LIST" else [payload] if payload else []
                 for obj in items:
                     if kind == "job" and obj["metadata"].get("uid") == follow.uid:
+                        if what == "DELETED":
+                            raise JobFailedError(
+                                f"{follow.stage.name}: Job {self.namespace}/{follow.name} was "
+                                "deleted while it ran (mrk8s cancel, kubectl delete, or its "
+                                f"owner ConfigMap {names.owner_name(follow.stage.job_id)} "
+                                "deleted)",
+                                stage=follow.stage.name,
+                            )
                         follow.job = obj
                     elif kind == "pod" and _owned_by(obj, follow.uid):
                         self._on_pod(follow, obj, deleted=what == "DELETED")
