@@ -426,6 +426,14 @@ class KubernetesExecutor:
                 items = payload if what == "LIST" else [payload] if payload else []
                 for obj in items:
                     if kind == "job" and obj["metadata"].get("uid") == follow.uid:
+                        if what == "DELETED":
+                            raise JobFailedError(
+                                f"{follow.stage.name}: Job {self.namespace}/{follow.name} was "
+                                "deleted while it ran (mrk8s cancel, kubectl delete, or its "
+                                f"owner ConfigMap {names.owner_name(follow.stage.job_id)} "
+                                "deleted)",
+                                stage=follow.stage.name,
+                            )
                         follow.job = obj
                     elif kind == "pod" and _owned_by(obj, follow.uid):
                         self._on_pod(follow, obj, deleted=what == "DELETED")
@@ -487,6 +495,10 @@ class KubernetesExecutor:
                     )
                 )
                 return
+            if pod["metadata"].get("deletionTimestamp") and self._job_failing(follow):
+                # Stopped by the Job controller because the Job failed: not an attempt's
+                # failure (a failing stage stops its running attempts without an event).
+                return
             error = podlog.task_error(pod, render.CONTAINER, self._log(name))
             follow.failures[seen.index] = (seen.attempt, error)
             follow.emit(
@@ -501,6 +513,16 @@ class KubernetesExecutor:
                     stage.max_attempts,
                     error.message.splitlines()[0] if error.message else "",
                 )
+
+    def _job_failing(self, follow: _Follow) -> bool:
+        """Whether the followed Job is failing (read afresh: its watch may lag the pods')."""
+        if _condition(follow.job, "FailureTarget") or _condition(follow.job, "Failed"):
+            return True
+        current = self._read_job(follow.name)
+        if current is None or current["metadata"]["uid"] != follow.uid:
+            return True  # deleted
+        follow.job = current
+        return bool(_condition(current, "FailureTarget") or _condition(current, "Failed"))
 
     def _log(self, pod: str) -> str:
         try:
