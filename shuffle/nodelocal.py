@@ -18,6 +18,7 @@ This module knows nodes and paths, not what a backend is.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 
 from shuffle.errors import CorruptSegmentError
@@ -26,7 +27,17 @@ from shuffle.store import FsspecStore, join
 #: Set by a backend in its workers: this node's directory for node-local map outputs.
 NODE_DIR_ENV = "MRK8S_NODE_SHUFFLE_DIR"
 
+#: Set to "1" with it by a backend whose map outputs stay on the node even when
+#: the job's directory is remote (Kubernetes' node-local mode: the plan, commit
+#: records and output in a bucket every pod reaches, map outputs on the
+#: node's hostPath). Without it, a job directory on an object store keeps the
+#: map outputs too (the Ray backend with --shuffle-dir s3://...).
+NODE_LOCAL_ENV = "MRK8S_NODE_LOCAL_SHUFFLE"
+
 RemoteOpener = Callable[[str], FsspecStore]
+
+_STEP_DIR = re.compile(r"^s\d+$")
+_MAP_FILE = re.compile(r"^map-\d+-a\d+\.arrow$")
 
 _remote_opener: RemoteOpener | None = None
 _local_root: FsspecStore | None = None
@@ -37,9 +48,32 @@ def node_dir(environ: Mapping[str, str] = os.environ) -> str | None:
     return environ.get(NODE_DIR_ENV) or None
 
 
+def output_dir(job_dir_is_local: bool, environ: Mapping[str, str] = os.environ) -> str | None:
+    """Where this worker's map outputs go if on its node's disk, else None (the job's
+    directory): the node's directory when there is one, unless the job's directory
+    is remote and the backend did not ask (:data:`NODE_LOCAL_ENV`)."""
+    directory = node_dir(environ)
+    if directory is None or not (job_dir_is_local or environ.get(NODE_LOCAL_ENV) == "1"):
+        return None
+    return directory
+
+
 def map_output_path(directory: str, job_id: str, step: int, index: int, attempt: int) -> str:
     """Where a node-local map output goes: an absolute path under ``directory``."""
     return join(os.path.abspath(directory), job_id, f"s{step}/map-{index:05d}-a{attempt}.arrow")
+
+
+def path_in_node_dir(data_path: str) -> str:
+    """The part of a node-local map output's path below its node's directory.
+
+    ``JOB/sS/map-IIIII-aA.arrow``, the components :func:`map_output_path`
+    adds: what a node's shuffle server, serving that directory, is asked for.
+    The directory itself is not needed, so it may differ from node to node.
+    """
+    parts = data_path.rstrip("/").split("/")
+    if len(parts) < 4 or not _STEP_DIR.match(parts[-2]) or not _MAP_FILE.match(parts[-1]):
+        raise ValueError(f"{data_path!r} is not the path of a node-local map output")
+    return "/".join(parts[-3:])
 
 
 def is_node_local(data_path: str) -> bool:

@@ -99,6 +99,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "AWS_SECRET_ACCESS_KEY for S3 (repeatable)",
     )
     k8s.add_argument(
+        "--node-local-shuffle",
+        action="store_true",
+        help="map outputs on each node's own disk, served to other nodes by the "
+        "mrk8s-shuffle-server DaemonSet (manifests/node-local/); reducers placed where "
+        "their data is (default: map outputs under --shuffle-dir)",
+    )
+    k8s.add_argument(
         "--dry-run",
         action="store_true",
         help="print every manifest the job would create, as YAML; needs no cluster",
@@ -179,6 +186,8 @@ def _kubernetes_settings(args: argparse.Namespace) -> Any:
     ]
     if args.env_from_secret:
         given.append("--env-from-secret")
+    if args.node_local_shuffle:
+        given.append("--node-local-shuffle")
     if given and args.backend != "k8s":
         raise UsageError(f"{', '.join(given)}: for --backend k8s, not --backend {args.backend}")
     options: dict[str, Any] = {}
@@ -195,6 +204,7 @@ def _kubernetes_settings(args: argparse.Namespace) -> Any:
         ttl_seconds=ttl,
         env_secrets=tuple(args.env_from_secret),
         dry_run=args.dry_run,
+        node_local=args.node_local_shuffle,
         **options,
     )
 
@@ -486,6 +496,10 @@ def _cmd_kfp(argv: Sequence[str]) -> int:
         ) from exc
     status: int = kfp_room.main(argv)
     return status
+def _cmd_shuffle_server(argv: Sequence[str]) -> int:
+    from mrk8s.cli import shuffleserver
+
+    return shuffleserver.main(argv)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -505,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker": _cmd_worker,
         "bench": _cmd_bench,
         "kfp": _cmd_kfp,
+        "shuffle-server": _cmd_shuffle_server,
     }
     if not argv or argv[0] in ("-h", "--help"):
         print(
@@ -517,6 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "  worker --job URL ...     run one task of a job (what a pod runs)\n"
             "  bench shuffle            shuffle throughput, verified (mrk8s bench shuffle -h)\n"
             "  kfp compile|component    mrk8s as a Kubeflow Pipelines step (mrk8s kfp -h)\n"
+            "  shuffle-server --root D  serve a node's map outputs over HTTP (a DaemonSet)\n"
         )
         return 0
     if argv[0] == "--version":

@@ -14,6 +14,8 @@ MESSAGE``, which the Kubernetes backend reads back from the pod's log. The
 task body is the same :func:`mrk8s.tasks.run.run_task` that the local
 backend's long-lived workers call. Exit codes: 0 done; 2 a user error (do not
 retry: the pod failure policy fails the job at once); 1 anything else (retry).
+With ``$MRK8S_SHUFFLE_SERVERS`` set, a reducer reads map outputs kept on
+other nodes' disks from their shuffle servers (:mod:`shuffle.httpfs`).
 """
 
 from __future__ import annotations
@@ -73,8 +75,12 @@ def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
         "stage": args.stage,
     }
     from mrk8s.tasks.run import run_task
+    from shuffle import httpfs
 
     try:
+        # Node-local shuffle on Kubernetes: other nodes' map outputs come from
+        # their shuffle servers (the backend names them in the pod's environment).
+        httpfs.install_from_env(environ)
         result = run_task(payload, index, args.attempt)
     except Exception as exc:
         error = TaskError.from_exception(exc)

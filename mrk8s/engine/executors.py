@@ -89,6 +89,7 @@ def make_executor(
             memory=memory_per_worker or DEFAULT_MEMORY,
             ttl_seconds=k8s.ttl_seconds,
             env_secrets=k8s.env_secrets,
+            node_local=k8s.node_local,
         )
         executor = cls(pods, kubeconfig=k8s.kubeconfig, context=k8s.context)
     else:

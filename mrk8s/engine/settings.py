@@ -94,6 +94,8 @@ class KubernetesSettings:
     """Secrets whose keys become the pods' environment (e.g. storage credentials)."""
     dry_run: bool = False
     """Print the manifests the job would create, create nothing, need no cluster."""
+    node_local: bool = False
+    """Map outputs on each node's disk, served by the shuffle-server DaemonSet."""
 
 
 @dataclass(frozen=True)

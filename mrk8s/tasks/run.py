@@ -332,8 +332,8 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
         return _run_map_only(ctx, job, step, step_plan, split, where, index, attempt, started)
 
     # A backend may keep map outputs on its node's own disk (shuffle.nodelocal); a
-    # shuffle on object storage stays there.
-    node_dir = nodelocal.node_dir() if ctx.store.is_local else None
+    # shuffle on object storage stays there unless the backend says otherwise.
+    node_dir = nodelocal.output_dir(ctx.store.is_local)
     if node_dir is not None:
         out_store = _ROOT_STORE
         data_path = nodelocal.map_output_path(node_dir, plan.job_id, step_index, index, attempt)

@@ -45,7 +45,7 @@ BINARY = Path(__file__).resolve().parent / "bin" / "controlplane"
 REPO = Path(__file__).resolve().parents[2]
 
 # What the controller manager runs: what Jobs, their pods, nodes going away,
-# namespaces and service accounts need, and nothing else (each controller
+# namespaces, service accounts and DaemonSets need, and nothing else (each controller
 # costs memory and API traffic).
 CONTROLLERS = (
     "job-controller",
@@ -60,6 +60,8 @@ CONTROLLERS = (
     "root-ca-certificate-publisher-controller",
     "clusterrole-aggregation-controller",
     "disruption-controller",
+    # The shuffle server of node-local mode is a DaemonSet (manifests/node-local/).
+    "daemonset-controller",
 )
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"

@@ -12,8 +12,9 @@ first on PATH), as a process group of their own. It
   secret that does not exist yet is waited for (the pod stays Pending in
   ContainerCreating), as a kubelet waits;
 - maps volumes to directories: `hostPath` to the node's directory
-  (`<node>/hostpath/<path>`), `emptyDir` and `projected` (service-account
-  token, CA bundle, namespace) to the pod's own. No mount namespace is made:
+  (`<node>/hostpath/<path>`), `emptyDir`, `secret` and `projected`
+  (service-account token, CA bundle, namespace, config map and secret
+  keys) to the pod's own. No mount namespace is made:
   a container sees a volume because every `mountPath` in its command, args,
   env values and workingDir is replaced by the volume's directory;
 - reports status through `pods/status`: Pending (ContainerCreating), Running,
@@ -411,11 +412,15 @@ class PodRun:
                 path = self.directory / "volumes" / name
                 path.mkdir(parents=True, exist_ok=True)
                 self._project(volume["projected"], path)
+            elif "secret" in volume:
+                path = self.directory / "volumes" / name
+                path.mkdir(parents=True, exist_ok=True)
+                self._write_secret(volume["secret"], path, volume["secret"].get("defaultMode"))
             else:
                 kind = sorted(k for k in volume if k != "name")
                 raise PodError(
                     f"volume {name!r} of type {kind} is not supported by the node agent "
-                    "(hostPath, emptyDir and projected are)"
+                    "(hostPath, emptyDir, projected and secret are)"
                 )
             path.mkdir(parents=True, exist_ok=True)
             paths[name] = path
@@ -449,6 +454,8 @@ class PodRun:
                 items = source["configMap"].get("items") or [{"key": k, "path": k} for k in data]
                 for item in items:
                     (path / item["path"]).write_text(data[item["key"]])
+            elif "secret" in source:
+                self._write_secret(source["secret"], path, projected.get("defaultMode"))
             elif "downwardAPI" in source:
                 for item in source["downwardAPI"].get("items", []):
                     value = field_value(self.pod, item["fieldRef"]["fieldPath"], self.node.ip)
@@ -457,6 +464,17 @@ class PodRun:
                 raise PodError(
                     f"projected source {sorted(source)} is not supported by the node agent"
                 )
+
+    def _write_secret(self, source: dict[str, Any], path: Path, mode: int | None) -> None:
+        """A secret's keys (or its ``items``) as files, with the modes asked for (a
+        kubelet's default is 0644); a secret not there yet is waited for."""
+        data = self._secret(source.get("secretName") or source["name"])
+        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        for item in items:
+            target = path / item["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(data[item["key"]])
+            target.chmod(item.get("mode", mode if mode is not None else 0o644))
 
     # -- status -------------------------------------------------------------------------
 

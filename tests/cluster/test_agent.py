@@ -168,3 +168,63 @@ def test_a_pod_waits_for_a_config_map_that_does_not_exist_yet(api: Any, namespac
     pod = kube.wait_until(finished, timeout=30, what="the pod to finish")
     assert pod.status.phase == "Succeeded"
     assert core.read_namespaced_pod_log("patient", namespace) == "hi hi\n"
+
+
+@pytest.mark.timeout(60)
+def test_a_secret_volume_holds_the_secrets_keys_as_files(api: Any, namespace: str) -> None:
+    # As the shuffle server and task pods mount the token Secret (manifests/).
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "token"}, "stringData": {"token": "t0k", "other": "x"}}
+    )
+    code = (
+        "import os, stat\n"
+        "for p in ('/sec/token', '/sec/other', '/proj/renamed'):\n"
+        "    print(os.path.basename(p), open(p).read(), oct(stat.S_IMODE(os.stat(p).st_mode)))\n"
+    )
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "keeper"},
+            "spec": {
+                "restartPolicy": "Never",
+                "volumes": [
+                    {"name": "sec", "secret": {"secretName": "token", "defaultMode": 0o400}},
+                    {
+                        "name": "proj",
+                        "projected": {
+                            "sources": [
+                                {
+                                    "secret": {
+                                        "name": "token",
+                                        "items": [{"key": "token", "path": "renamed"}],
+                                    }
+                                }
+                            ]
+                        },
+                    },
+                ],
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "python",
+                        "command": ["python", "-c", code],
+                        "volumeMounts": [
+                            {"name": "sec", "mountPath": "/sec", "readOnly": True},
+                            {"name": "proj", "mountPath": "/proj", "readOnly": True},
+                        ],
+                    }
+                ],
+            },
+        },
+    )
+
+    def finished() -> Any:
+        pod = core.read_namespaced_pod("keeper", namespace)
+        return pod if pod.status.phase in ("Succeeded", "Failed") else None
+
+    pod = kube.wait_until(finished, timeout=45, what="the pod to finish")
+    log = core.read_namespaced_pod_log("keeper", namespace)
+    assert pod.status.phase == "Succeeded", log
+    # (The paths themselves are the volumes' directories: mountPaths are substituted.)
+    assert log == "token t0k 0o400\nother x 0o400\nrenamed t0k 0o644\n"

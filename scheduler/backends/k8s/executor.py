@@ -23,9 +23,15 @@ that finished or covers other tasks is deleted and replaced. On an error
 success nothing is deleted: finished Jobs stay until their
 ``ttlSecondsAfterFinished``.
 
-Shuffle in object-store mode only: map outputs, commit records, the plan and
-the code live under the job's ``--shuffle-dir`` URL, which every pod
-reaches; ``placement`` is not used.
+Shuffle in two modes. Object store: map outputs, commit records, the plan
+and the code live under the job's ``--shuffle-dir`` URL, which every pod
+reaches; ``placement`` is not used. Node-local (``PodSettings.node_local``):
+map outputs go to each node's hostPath directory and are served to other
+nodes by the shuffle-server DaemonSet (:mod:`nodeshuffle`; the plan, code,
+commit records and output stay under ``--shuffle-dir``); the nodes are those
+with a running server (:meth:`KubernetesExecutor.nodes`), and a reduce stage
+runs as one Job per node the driver's placement chose, pinned there by node
+affinity, each with its own index map.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from scheduler.backends.k8s import client as k8s_client
-from scheduler.backends.k8s import indexmap, names, podlog, render, watch
+from scheduler.backends.k8s import indexmap, names, nodeshuffle, podlog, render, watch
 from scheduler.errors import ClusterError, JobFailedError
 from scheduler.stage import EventSink, StageSpec, TaskError, TaskEvent, resolve
 
@@ -123,7 +129,7 @@ class KubernetesExecutor:
         self.context = context
         self._client: Any = None
         self._owners: dict[str, dict[str, Any]] = {}
-        self._following: str | None = None  # the name of the Job being followed
+        self._following: list[str] = []  # the names of the Jobs being followed
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -132,8 +138,9 @@ class KubernetesExecutor:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if exc and exc[0] is not None and self._following and self._client is not None:
-            self._delete_unfinished(self._following)
+        if exc and exc[0] is not None and self._client is not None:
+            for name in self._following:
+                self._delete_unfinished(name)
         self.close()
 
     def start(self) -> None:
@@ -160,21 +167,25 @@ class KubernetesExecutor:
 
         In object-store mode no node keeps map outputs, so this only informs
         placement, which the executor does not use; without the right to list
-        nodes (the driver's Role is namespaced) it is empty.
+        nodes (the driver's Role is namespaced) it is empty. In node-local mode
+        the nodes are those with a running shuffle server (:meth:`shuffle_servers`;
+        a node without one has lost its map outputs for the job), each with its
+        ``pods`` allocatable when nodes may be listed, else 1 (equal shares).
         """
         self.start()
+        serving = self.shuffle_servers() if self.settings.node_local else None
         try:
             items = self.core.list_node().items
         except ApiException as exc:
-            if exc.status == 403:
-                return {}
-            raise k8s_client.explain(exc, self._client, "list nodes") from exc
+            if exc.status != 403:
+                raise k8s_client.explain(exc, self._client, "list nodes") from exc
+            return dict.fromkeys(serving or (), 1)
         out: dict[str, int] = {}
         for node in items:
             ready = any(
                 c.type == "Ready" and c.status == "True" for c in node.status.conditions or []
             )
-            if ready:
+            if ready and (serving is None or node.metadata.name in serving):
                 out[node.metadata.name] = int((node.status.allocatable or {}).get("pods", 1))
         return out
 
@@ -290,32 +301,87 @@ class KubernetesExecutor:
             raise ValueError(f"stage {stage.name!r}: --backend k8s needs a result_entrypoint")
         self.start()
         owner = self.owner(stage.job_id)
-        body = render.stage_job(stage, indexes, self.settings, owner=owner)
-        job = self._attach_or_create(body, indexes)
-        meta = job["metadata"]
-        follow = _Follow(
-            stage,
-            meta["name"],
-            meta["uid"],
-            indexmap.decode(meta["annotations"][indexmap.ANNOTATION]),
-            on_event or (lambda event: None),
-            job=job,
-        )
-        self._following = follow.name
-        self._follow(follow)
-        self._following = None
+        servers = self.shuffle_servers() if self.settings.node_local else None
+        if servers == {}:
+            raise ClusterError(
+                f"--node-local-shuffle: no shuffle server runs in namespace {self.namespace} "
+                f"(no running pod labelled {nodeshuffle.SERVER_SELECTOR}): apply "
+                "manifests/node-local/ (the mrk8s-shuffle-server DaemonSet and the "
+                "mrk8s-shuffle-token Secret), wait for its pods to run, then run the same "
+                "command again"
+            )
+        follows: list[_Follow] = []
+        for node, group in self._groups(stage, indexes, placement):
+            body = render.stage_job(
+                stage, group, self.settings, owner=owner, node=node, servers=servers
+            )
+            job = self._attach_or_create(body, group)
+            meta = job["metadata"]
+            follows.append(
+                _Follow(
+                    stage,
+                    meta["name"],
+                    meta["uid"],
+                    indexmap.decode(meta["annotations"][indexmap.ANNOTATION]),
+                    on_event or (lambda event: None),
+                    job=job,
+                )
+            )
+            self._following.append(meta["name"])
+        # Every group's Job runs at once; they are followed one after the other.
+        for follow in follows:
+            self._follow(follow)
+        self._following = []
         fetch = resolve(stage.result_entrypoint)
         results: dict[int, dict[str, Any]] = {}
         for index in indexes:
             results[index] = dict(fetch(stage.payload, index, 0))
         # A task whose pod ended unseen (it finished while no driver watched).
-        reported = {p.index for p in follow.pods.values() if p.ended}
+        reported = {p.index for f in follows for p in f.pods.values() if p.ended}
+        emit = follows[0].emit
         for index in indexes:
             if index not in reported:
                 attempt = int(results[index].get("attempt", 1))
-                follow.emit(TaskEvent(stage.name, index, attempt, "started"))
-                follow.emit(TaskEvent(stage.name, index, attempt, "finished", results[index]))
+                emit(TaskEvent(stage.name, index, attempt, "started"))
+                emit(TaskEvent(stage.name, index, attempt, "finished", results[index]))
         return results
+
+    def _groups(
+        self, stage: StageSpec, indexes: Sequence[int], placement: Mapping[int, str] | None
+    ) -> list[tuple[str | None, list[int]]]:
+        """The stage's Jobs: one for every task, or, for the reducers of node-local
+        shuffle, one per node the placement chose (pinned there), with its tasks."""
+        if not (self.settings.node_local and stage.kind == "reduce" and placement):
+            return [(None, list(indexes))]
+        by_node: dict[str, list[int]] = {}
+        for index in indexes:
+            by_node.setdefault(placement[index], []).append(index)
+        return sorted(by_node.items())
+
+    def shuffle_servers(self) -> dict[str, str]:
+        """``{node: base URL}`` of the shuffle-server DaemonSet's running pods.
+
+        Read from the pods in the job's namespace (the driver may list pods, not
+        nodes): each pod's node and host IP, and its container port named
+        ``shuffle`` (else :data:`nodeshuffle.SERVER_PORT`). A node without a
+        running server cannot serve its map outputs: it counts as gone.
+        """
+        self.start()
+        try:
+            pods = self.core.list_namespaced_pod(
+                self.namespace, label_selector=nodeshuffle.SERVER_SELECTOR
+            ).items
+        except ApiException as exc:
+            raise k8s_client.explain(
+                exc, self._client, "list the shuffle servers' pods", self.namespace
+            ) from exc
+        servers: dict[str, str] = {}
+        for pod in pods:
+            body = self._client.sanitize_for_serialization(pod)
+            url = nodeshuffle.server_url(body)
+            if url is not None:
+                servers[body["spec"]["nodeName"]] = url
+        return servers
 
     def _follow(self, follow: _Follow) -> None:
         """Follow the Job and its pods until it completes; raise if it fails."""
@@ -360,6 +426,14 @@ class KubernetesExecutor:
                 items = payload if what == "LIST" else [payload] if payload else []
                 for obj in items:
                     if kind == "job" and obj["metadata"].get("uid") == follow.uid:
+                        if what == "DELETED":
+                            raise JobFailedError(
+                                f"{follow.stage.name}: Job {self.namespace}/{follow.name} was "
+                                "deleted while it ran (mrk8s cancel, kubectl delete, or its "
+                                f"owner ConfigMap {names.owner_name(follow.stage.job_id)} "
+                                "deleted)",
+                                stage=follow.stage.name,
+                            )
                         follow.job = obj
                     elif kind == "pod" and _owned_by(obj, follow.uid):
                         self._on_pod(follow, obj, deleted=what == "DELETED")
@@ -421,6 +495,10 @@ class KubernetesExecutor:
                     )
                 )
                 return
+            if pod["metadata"].get("deletionTimestamp") and self._job_failing(follow):
+                # Stopped by the Job controller because the Job failed: not an attempt's
+                # failure (a failing stage stops its running attempts without an event).
+                return
             error = podlog.task_error(pod, render.CONTAINER, self._log(name))
             follow.failures[seen.index] = (seen.attempt, error)
             follow.emit(
@@ -435,6 +513,16 @@ class KubernetesExecutor:
                     stage.max_attempts,
                     error.message.splitlines()[0] if error.message else "",
                 )
+
+    def _job_failing(self, follow: _Follow) -> bool:
+        """Whether the followed Job is failing (read afresh: its watch may lag the pods')."""
+        if _condition(follow.job, "FailureTarget") or _condition(follow.job, "Failed"):
+            return True
+        current = self._read_job(follow.name)
+        if current is None or current["metadata"]["uid"] != follow.uid:
+            return True  # deleted
+        follow.job = current
+        return bool(_condition(current, "FailureTarget") or _condition(current, "Failed"))
 
     def _log(self, pod: str) -> str:
         try:

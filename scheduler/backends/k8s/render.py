@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scheduler.backends.k8s import indexmap, names
+from scheduler.backends.k8s import indexmap, names, nodeshuffle
 from scheduler.stage import StageSpec
 
 #: The worker's exit code for a user error (``mrk8s.cli.worker``): never retried.
@@ -82,6 +82,11 @@ class PodSettings:
     env_secrets: tuple[str, ...] = ()
     #: Extra environment of the pods.
     env: Mapping[str, str] = field(default_factory=dict)
+    #: Node-local shuffle: map outputs on each node's hostPath directory, read
+    #: across nodes from the shuffle-server DaemonSet (:mod:`nodeshuffle`).
+    node_local: bool = False
+    #: Whether the shuffle servers want the token of the Secret mrk8s-shuffle-token.
+    shuffle_token: bool = True
 
 
 def quantity(size: int) -> str:
@@ -165,8 +170,16 @@ def stage_job(
     settings: PodSettings,
     *,
     owner: Mapping[str, Any] | None = None,
+    node: str | None = None,
+    servers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The Indexed Job running tasks ``indexes`` of ``stage`` (see the module docstring)."""
+    """The Indexed Job running tasks ``indexes`` of ``stage`` (see the module docstring).
+
+    With ``settings.node_local``, its pods also get what node-local shuffle
+    needs (:func:`nodeshuffle.task_pod_parts`, with the shuffle servers'
+    ``servers``); with ``node``, the Job is that node's group of the stage
+    (its own name) and its pods are pinned there by node affinity.
+    """
     if not stage.command:
         raise ValueError(f"stage {stage.name!r} has no container command to run in a pod")
     if not indexes:
@@ -200,8 +213,16 @@ def stage_job(
     }
     if settings.env_secrets:
         container["envFrom"] = [{"secretRef": {"name": s}} for s in settings.env_secrets]
+    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
+    if settings.node_local:
+        parts = nodeshuffle.task_pod_parts(servers or {}, token=settings.shuffle_token)
+        have = {e["name"] for e in env}
+        env += [e for e in parts["env"] if e["name"] not in have]
+        container["volumeMounts"] += parts["volumeMounts"]
+        volumes += parts["volumes"]
+    group = names.label_value(node) if node else ""
     metadata: dict[str, Any] = {
-        "name": names.stage_job_name(job_id, stage.step, stage.kind),
+        "name": names.stage_job_name(job_id, stage.step, stage.kind, group),
         "namespace": settings.namespace,
         "labels": labels,
         "annotations": {names.JOB_ID_ANNOTATION: job_id, indexmap.ANNOTATION: index_map},
@@ -240,7 +261,8 @@ def stage_job(
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],
-                    "volumes": [{"name": "scratch", "emptyDir": {}}],
+                    "volumes": volumes,
+                    **({"affinity": nodeshuffle.pin_to_node(node)} if node else {}),
                 },
             },
         },
