@@ -496,6 +496,8 @@ def _cmd_kfp(argv: Sequence[str]) -> int:
         ) from exc
     status: int = kfp_room.main(argv)
     return status
+
+
 def _cmd_shuffle_server(argv: Sequence[str]) -> int:
     from mrk8s.cli import shuffleserver
 
