@@ -16,7 +16,7 @@ import pytest
 
 from tests.util import make_words
 
-pytest_plugins = ["tests.s3"]
+pytest_plugins = ["tests.s3", "tests.cluster.plugin"]
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

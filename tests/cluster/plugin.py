@@ -1,11 +1,14 @@
-"""The test cluster for the tests: one per session, a namespace per test.
+"""The test cluster for the tests: one per session, a namespace per test (a pytest plugin).
+
+A plugin, named by tests/conftest.py, so that tests outside tests/cluster/
+(tests/manifests/, the k8s backend's and commands' tests) share the one
+session cluster.
 
 `cluster` starts the real control plane (etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler, built by `make test`) and the node
 agent that runs pods as local processes, for three nodes, in a temporary
 directory, once a test asks for it, and stops it all at the end of the
-session. (Tests of other packages, such as the coming Kubernetes backend's,
-get it by moving these fixtures into a plugin that tests/conftest.py names.)
+session.
 The tests talk to it as its admin (`system:masters`, a client certificate):
 the service accounts that mrk8s will run as are separate and get only what
 RBAC grants them.
@@ -18,14 +21,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import kubernetes
 import pytest
+from kubernetes.client.exceptions import ApiException
 
-kubernetes = pytest.importorskip("kubernetes")
-
-from kubernetes.client.exceptions import ApiException  # noqa: E402
-
-from tests.cluster.controlplane import BINARY, Cluster  # noqa: E402
-from tests.cluster.kube import wait_until  # noqa: E402
+from tests.cluster.controlplane import BINARY, Cluster
+from tests.cluster.kube import wait_until
 
 
 @pytest.fixture(scope="session")
