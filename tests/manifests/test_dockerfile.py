@@ -63,7 +63,8 @@ def test_the_image_user_is_the_numeric_non_root_uid_the_pods_run_as() -> None:
     user = _one("USER")
     uid, _, gid = user.partition(":")
     assert uid.isdigit() and int(uid) > 0, user
-    assert 'useradd --uid "${UID}"' in DOCKERFILE.read_text()
+    assert 'useradd --uid "${UID}" --gid "${UID}"' in DOCKERFILE.read_text()
+    assert 'groupadd --gid "${UID}"' in DOCKERFILE.read_text()
     assert f"ARG UID={uid}" in DOCKERFILE.read_text()
     specs = _pod_specs()
     assert specs, "no pod template in manifests/"

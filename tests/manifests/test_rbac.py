@@ -20,7 +20,7 @@ import kubernetes.client
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from scheduler.backends.k8s import driverjob
+from scheduler.backends.k8s import connect, driverjob, objects
 from tests.cluster import kube
 from tests.cluster.controlplane import Cluster
 
@@ -172,3 +172,20 @@ def test_the_worker_account_has_no_rights(
     assert _status(lambda: core.list_namespaced_pod(installed)) == 403
     assert _status(lambda: batch.list_namespaced_job(installed)) == 403
     assert _status(lambda: core.read_namespaced_config_map("any", installed)) == 403
+
+
+@pytest.mark.timeout(60)
+def test_an_unknown_job_id_with_the_drivers_rights_says_so_without_the_list(
+    token_client: Callable[[str], Any], installed: str
+) -> None:
+    # The driver may not list config maps, so the ids there cannot be named: still one
+    # clear paragraph (NoSuchJobError), not a 403 from the listing.
+    connection = connect.Connection(token_client("mrk8s-driver"), installed, "a driver token")
+
+    with pytest.raises(objects.NoSuchJobError) as missing:
+        objects.find(connection, "no-such-job")
+
+    assert str(missing.value).startswith(
+        "no job 'no-such-job' in namespace 'mrk8s' (a driver token); the jobs there cannot "
+        "be listed with these credentials."
+    )

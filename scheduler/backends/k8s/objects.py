@@ -20,7 +20,7 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from scheduler.backends.k8s import names
-from scheduler.backends.k8s.connect import Connection, api_errors
+from scheduler.backends.k8s.connect import ClusterError, Connection, api_errors
 from shuffle.errors import UserError
 
 #: The order stages are shown in (the driver first, then each step's map and reduce).
@@ -134,8 +134,13 @@ def known_job_ids(connection: Connection) -> list[str]:
 
 
 def no_such_job(connection: Connection, job_id: str) -> NoSuchJobError:
-    ids = known_job_ids(connection)
-    listed = f"the jobs there are: {', '.join(ids[:20])}" if ids else "it holds no mrk8s job"
+    try:
+        ids = known_job_ids(connection)
+    except ClusterError:
+        # Not allowed to list config maps: say what we know without the list.
+        listed = "the jobs there cannot be listed with these credentials"
+    else:
+        listed = f"the jobs there are: {', '.join(ids[:20])}" if ids else "it holds no mrk8s job"
     return NoSuchJobError(
         f"no job {job_id!r} in namespace {connection.namespace!r} ({connection.source}); "
         f"{listed}. Check the id `mrk8s submit` printed, give the --namespace (and "
