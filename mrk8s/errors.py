@@ -13,13 +13,14 @@ a user meets while defining and running a job::
     |   +-- OutputError           the output path is not empty, or not writable
     |   |   +-- ResultEncodingError   a result the output format cannot represent
     |   +-- UserCodeError         the user's own mapper/reducer/... raised
+    |   +-- ClusterError          (scheduler) a cluster that cannot be used as configured
     +-- ShuffleError, CorruptSegmentError, StoreError   (shuffle) retryable
     +-- TaskFailedError, WorkerLostError                (scheduler) retryable
 """
 
 from __future__ import annotations
 
-from scheduler.errors import JobFailedError, TaskFailedError, WorkerLostError
+from scheduler.errors import ClusterError, JobFailedError, TaskFailedError, WorkerLostError
 from shuffle.errors import (
     CorruptSegmentError,
     KeyEncodingError,
@@ -30,6 +31,7 @@ from shuffle.errors import (
 )
 
 __all__ = [
+    "ClusterError",
     "CorruptSegmentError",
     "InputError",
     "JobDefinitionError",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shuffle.errors import MRError
+from shuffle.errors import MRError, UserError
 
 if TYPE_CHECKING:
     from scheduler.stage import TaskError
@@ -52,3 +52,9 @@ class JobFailedError(MRError):
             stage=stage,
             task=index,
         )
+
+
+class ClusterError(UserError):
+    """The cluster cannot be used as configured: no kubeconfig, an API server that
+    cannot be reached, a missing namespace, missing rights (not retried: fix the
+    configuration, then run the same command again)."""

@@ -77,6 +77,15 @@ class StageSpec:
     speculative_min_finished: int = 2
     #: ``module:function(payload, index, attempt)`` removing a cancelled attempt's files.
     cleanup_entrypoint: str = ""
+    #: ``module:function(payload, index, attempt)`` returning a finished task's result
+    #: from storage, for backends whose tasks run where their return value cannot
+    #: reach the driver (Kubernetes pods); it raises if the task has no result.
+    result_entrypoint: str = ""
+    #: The job, step and stage kind (``map``/``reduce``) the stage belongs to: opaque
+    #: names for backends that name and label objects after them (Kubernetes).
+    job_id: str = ""
+    step: int = 0
+    kind: str = ""
 
     def __post_init__(self) -> None:
         self.speculation_policy()  # reject bad knobs when the spec is built, not mid-stage
@@ -132,9 +141,11 @@ class TaskEvent:
 
     Every attempt that a backend starts emits ``started`` and then exactly one
     of ``finished`` (its result is the task's), ``failed`` (``error`` says
-    why) or ``cancelled`` (another attempt of the task won; its worker was
-    stopped). A speculative attempt emits ``speculated`` just before its
-    ``started``, so each task has at most one ``finished``. When a stage
+    why) or ``cancelled`` (another attempt of the task won and its worker was
+    stopped; or, on Kubernetes, its pod was evicted or preempted, which does
+    not count as a failure: the task runs again). A speculative attempt emits
+    ``speculated`` just before its ``started``, so each task has at most one
+    ``finished``. When a stage
     fails, its still-running attempts are stopped without an event.
     """
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.util import make_words
 
-pytest_plugins = ["tests.s3", "tests.cluster.plugin"]
+pytest_plugins = ["tests.s3", "tests.cluster.fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -49,10 +49,16 @@ def cli(shuffle_dir: Path) -> Callable[..., CLIResult]:
     """Run ``mrk8s ARGS`` in a subprocess, as a user would, with the test's shuffle dir."""
 
     def run(
-        *args: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 240
+        *args: str,
+        stdin: str | None = None,
+        cwd: Path | None = None,
+        timeout: float = 240,
+        env: dict[str, str] | None = None,
     ) -> CLIResult:
+        extra = env or {}
         env = dict(os.environ)
         env["MRK8S_SHUFFLE_DIR"] = str(shuffle_dir)
+        env.update(extra)
         proc = subprocess.run(
             [sys.executable, "-m", "mrk8s.cli", *args],
             input=stdin,

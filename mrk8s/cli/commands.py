@@ -57,13 +57,51 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "-w", "--workers", type=int, metavar="N", help="worker processes (default: CPUs)"
     )
     p.add_argument(
-        "--backend", default="local", help="where tasks run: local or ray (default: local)"
+        "--backend",
+        default="local",
+        help="where tasks run: local, ray or k8s (default: local)",
     )
     p.add_argument(
         "--ray-address",
         metavar="ADDR",
         help="Ray cluster for --backend ray: auto, host:port or ray://host:port "
         "(default: start a local Ray)",
+    )
+    k8s = p.add_argument_group("--backend k8s (each stage an Indexed Job; --workers: pods at once)")
+    k8s.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="kubeconfig of the cluster (default: the in-cluster config, else $KUBECONFIG "
+        "or ~/.kube/config)",
+    )
+    k8s.add_argument("--context", metavar="NAME", help="kubeconfig context (default: current)")
+    k8s.add_argument(
+        "--namespace", metavar="NS", default="mrk8s", help="namespace (default: %(default)s)"
+    )
+    k8s.add_argument(
+        "--image", metavar="IMG", help="worker image (default: the released mrk8s image)"
+    )
+    k8s.add_argument(
+        "--cpu", metavar="Q", default="1", help="CPU request and limit of a pod (default: 1)"
+    )
+    k8s.add_argument(
+        "--ttl",
+        metavar="DURATION",
+        default="1h",
+        help="how long finished Jobs and pods stay for kubectl (default: %(default)s)",
+    )
+    k8s.add_argument(
+        "--env-from-secret",
+        metavar="SECRET",
+        action="append",
+        default=[],
+        help="a Secret whose keys become the pods' environment, e.g. AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY for S3 (repeatable)",
+    )
+    k8s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every manifest the job would create, as YAML; needs no cluster",
     )
     p.add_argument(
         "--shuffle-dir",
@@ -130,8 +168,40 @@ def _run_parser(job_parser_hook: Any = None) -> argparse.ArgumentParser:
     return p
 
 
+def _kubernetes_settings(args: argparse.Namespace) -> Any:
+    """The --backend k8s options as KubernetesSettings (refused with another backend)."""
+    from mrk8s.engine.settings import KubernetesSettings, parse_duration
+
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("kubeconfig", "context", "image")
+        if getattr(args, name) is not None
+    ]
+    if args.env_from_secret:
+        given.append("--env-from-secret")
+    if given and args.backend != "k8s":
+        raise UsageError(f"{', '.join(given)}: for --backend k8s, not --backend {args.backend}")
+    options: dict[str, Any] = {}
+    if args.image:
+        options["image"] = args.image
+    ttl = parse_duration(args.ttl, "--ttl")
+    if ttl < 0:
+        raise UsageError(f"--ttl {args.ttl}: give 0 or more")
+    return KubernetesSettings(
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        namespace=args.namespace,
+        cpu=args.cpu,
+        ttl_seconds=ttl,
+        env_secrets=tuple(args.env_from_secret),
+        dry_run=args.dry_run,
+        **options,
+    )
+
+
 def _cmd_run(argv: Sequence[str]) -> int:
     from mrk8s.engine.executors import make_executor
+    from mrk8s.engine.settings import parse_size
     from scheduler.backends.local import LocalExecutor
 
     argv = _runner_names(list(argv))
@@ -142,10 +212,29 @@ def _cmd_run(argv: Sequence[str]) -> int:
     known, _ = _run_parser().parse_known_intermixed_args(
         [a for a in argv if a not in ("-h", "--help")]
     )
+    from mrk8s.engine.settings import check_reachable_by_workers
+
+    kubernetes = _kubernetes_settings(known)
+    check_reachable_by_workers(known.backend, known.shuffle_dir, known.output)
+    if known.dry_run:
+        if known.backend != "k8s":
+            raise UsageError(f"--dry-run is for --backend k8s, not --backend {known.backend}")
+        executor = make_executor(
+            "k8s",
+            known.workers,
+            kubernetes=kubernetes,
+            memory_per_worker=parse_size(known.memory_per_worker, "--memory-per-worker"),
+        )
+        return _run_job(argv, known, executor)
     # Started before this process loads pyarrow and the job (half a second here), so
     # that the workers' own start-up runs alongside.
     executor = make_executor(
-        known.backend, known.workers, ray_address=known.ray_address, script=known.script
+        known.backend,
+        known.workers,
+        ray_address=known.ray_address,
+        script=known.script,
+        kubernetes=kubernetes,
+        memory_per_worker=parse_size(known.memory_per_worker, "--memory-per-worker"),
     )
     with executor:
         if isinstance(executor, LocalExecutor):
@@ -156,7 +245,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
 def _run_job(argv: list[str], known: argparse.Namespace, executor: Any) -> int:
     from mrk8s.engine import progress
     from mrk8s.engine.driver import Driver
-    from mrk8s.engine.settings import RunSettings, parse_size
+    from mrk8s.engine.settings import DEFAULT_SHIP_LIMIT, RunSettings, parse_size
     from mrk8s.tasks import loader
 
     job_class = loader.load_job_class(known.script, known.job_class)
@@ -200,10 +289,15 @@ def _run_job(argv: list[str], known: argparse.Namespace, executor: Any) -> int:
         restart=args.restart,
         speculative=args.speculative,
         storage_options=storage_options,
+        kubernetes=_kubernetes_settings(args),
+        ship_limit=parse_size(os.environ.get("MRK8S_SHIP_LIMIT") or DEFAULT_SHIP_LIMIT),
     )
     _validate(settings)
     _setup_logging(args.verbose)
     report = progress.Progress() if args.quiet else progress.for_stream(sys.stderr)
+    if settings.kubernetes.dry_run:
+        Driver(settings, progress=report).dry_run(executor, sys.stdout)
+        return 0
     result = Driver(settings, progress=report).run(executor)
     if args.output and not args.quiet:
         report.message(f"output written to {args.output} ({result.summary['seconds']} s)")
@@ -259,6 +353,42 @@ def _job_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("job_id", metavar="JOB_ID", help="the job's --job-id")
+    k8s = p.add_argument_group("--backend k8s (each stage an Indexed Job; --workers: pods at once)")
+    k8s.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="kubeconfig of the cluster (default: the in-cluster config, else $KUBECONFIG "
+        "or ~/.kube/config)",
+    )
+    k8s.add_argument("--context", metavar="NAME", help="kubeconfig context (default: current)")
+    k8s.add_argument(
+        "--namespace", metavar="NS", default="mrk8s", help="namespace (default: %(default)s)"
+    )
+    k8s.add_argument(
+        "--image", metavar="IMG", help="worker image (default: the released mrk8s image)"
+    )
+    k8s.add_argument(
+        "--cpu", metavar="Q", default="1", help="CPU request and limit of a pod (default: 1)"
+    )
+    k8s.add_argument(
+        "--ttl",
+        metavar="DURATION",
+        default="1h",
+        help="how long finished Jobs and pods stay for kubectl (default: %(default)s)",
+    )
+    k8s.add_argument(
+        "--env-from-secret",
+        metavar="SECRET",
+        action="append",
+        default=[],
+        help="a Secret whose keys become the pods' environment, e.g. AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY for S3 (repeatable)",
+    )
+    k8s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every manifest the job would create, as YAML; needs no cluster",
+    )
     p.add_argument(
         "--shuffle-dir",
         metavar="URL",
@@ -279,7 +409,7 @@ def _cmd_status(argv: Sequence[str]) -> int:
     )
     k8s.add_cluster_options(parser)
     args = parser.parse_args(argv)
-    on_cluster = k8s.wants_cluster(args)
+    on_cluster = k8s.wants_cluster(argv)
     try:
         store, plan = jobs.open_job(args.job_id, args.shuffle_dir, _storage_options(args))
     except UsageError as exc:

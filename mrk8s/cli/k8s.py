@@ -17,11 +17,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mrk8s._version import __version__
 from mrk8s.errors import UsageError
 
-#: The worker image when --image is not given (manifests/Dockerfile, tagged with the version).
-DEFAULT_IMAGE = f"mrk8s:{__version__}"
 STAGES = ("driver", "map", "reduce")
 
 SUBMIT_EPILOG = """\
@@ -57,6 +54,9 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
             metavar="NS",
             help="namespace of the job (default: the context's, else mrk8s)",
         )
+    elif "-n" not in have:
+        # `mrk8s run`'s --namespace, and the short form kubectl users type.
+        p.add_argument("-n", dest="namespace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def connect(args: argparse.Namespace) -> Any:
@@ -67,9 +67,11 @@ def connect(args: argparse.Namespace) -> Any:
     )
 
 
-def wants_cluster(args: argparse.Namespace) -> bool:
-    """True when a cluster option was given (``mrk8s status`` then asks the cluster too)."""
-    return any(getattr(args, name, None) for name in ("kubeconfig", "context", "namespace"))
+def wants_cluster(argv: Sequence[str]) -> bool:
+    """True when a cluster option was given on the command line (``mrk8s status`` then asks
+    the cluster too); read from ``argv``, since ``--namespace`` may have a default."""
+    options = ("--kubeconfig", "--context", "--namespace", "-n")
+    return any(arg.partition("=")[0] in options for arg in argv)
 
 
 def _job_id_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -90,13 +92,6 @@ def _submit_parser(run_parser: Callable[[], argparse.ArgumentParser]) -> argpars
     p.epilog = SUBMIT_EPILOG
     p.add_argument("-h", "--help", action="help", help="show this help message and exit")
     add_cluster_options(p)
-    if "--image" not in p._option_string_actions:
-        p.add_argument(
-            "--image",
-            metavar="IMG",
-            default=DEFAULT_IMAGE,
-            help="worker image of the driver and task pods (default: %(default)s)",
-        )
     return p
 
 
@@ -142,6 +137,7 @@ def cmd_submit(argv: Sequence[str], run_parser: Callable[[], argparse.ArgumentPa
     import os
 
     from mrk8s.engine.driver import new_job_id
+    from mrk8s.engine.settings import default_image, parse_duration
     from scheduler.backends.k8s import driverjob
 
     argv = list(argv)
@@ -156,24 +152,32 @@ def cmd_submit(argv: Sequence[str], run_parser: Callable[[], argparse.ArgumentPa
             f"mrk8s submit: no job script at {args.script!r}: give the path of a Python file "
             "defining a MapReduce job"
         )
+    if getattr(args, "dry_run", False):
+        raise UsageError(
+            "mrk8s submit --dry-run: submit creates the driver in the cluster; to see the "
+            "manifests a job creates, run `mrk8s run ... --backend k8s --dry-run`"
+        )
     job_id = args.job_id or new_job_id(args.script)
+    image = args.image or default_image()
+    # The driver Job stays as long as the stage Jobs do (--ttl of the k8s backend).
+    ttl = parse_duration(args.ttl, "--ttl")
     user_args, job_options = driver_run_args(argv, args.script)
     with connect(args) as connection:
         # --backend, --job-id, --namespace and --image made explicit for the driver.
         run_args = [
             *user_args,
             *("--backend", "k8s", "--job-id", job_id, "--namespace", connection.namespace),
-            *("--image", args.image),
+            *("--image", image),
             *job_options,
         ]
         submitted = driverjob.submit(
             connection,
             job_id=job_id,
-            image=args.image,
+            image=image,
             script=args.script,
             run_args=run_args,
-            # The driver Job stays as long as the stage Jobs do (--ttl of the k8s backend).
-            ttl=getattr(args, "ttl", None) or driverjob.DEFAULT_TTL,
+            ttl=ttl,
+            env_secrets=tuple(args.env_from_secret),
         )
         where = _where(args, connection.namespace)
         print(

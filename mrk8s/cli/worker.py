@@ -2,8 +2,16 @@
 
     mrk8s worker --job URL --step S --stage map|reduce [--index I]
 
-``--index`` defaults to ``$JOB_COMPLETION_INDEX`` (set by an Indexed Job).
-The task body is the same :func:`mrk8s.tasks.run.run_task` that the local
+``--index`` defaults to ``$JOB_COMPLETION_INDEX`` (set by an Indexed Job),
+mapped through ``$MRK8S_INDEX_MAP`` when the Job runs only some of the
+stage's tasks (see :mod:`scheduler.backends.k8s.indexmap`). ``--attempt``
+defaults to ``$MRK8S_ATTEMPT``, else to one more than the Job controller's
+failure counts of the index (``$MRK8S_INDEX_FAILURES`` and
+``$MRK8S_INDEX_IGNORED_FAILURES``, from the pod's annotations), so a retried
+pod never overwrites an earlier attempt's output. A failed task ends with one
+line on stderr, ``mrk8s worker: task I of step S STAGE failed (KIND):
+MESSAGE``, which the Kubernetes backend reads back from the pod's log. The
+task body is the same :func:`mrk8s.tasks.run.run_task` that the local
 backend's long-lived workers call. Exit codes: 0 done; 2 a user error (do not
 retry: the pod failure policy fails the job at once); 1 anything else (retry).
 """
@@ -33,7 +41,18 @@ def _index(arg: int | None, environ: Mapping[str, str]) -> int:
             "mrk8s worker: no --index given and $JOB_COMPLETION_INDEX is not set: pass "
             "--index I (an Indexed Job sets the variable)"
         )
-    return int(value)
+    from scheduler.backends.k8s import indexmap
+
+    spec = environ.get(indexmap.ENV)
+    return indexmap.task_index(spec, int(value)) if spec else int(value)
+
+
+def _attempt(environ: Mapping[str, str]) -> int:
+    if environ.get("MRK8S_ATTEMPT"):
+        return int(environ["MRK8S_ATTEMPT"])
+    failed = int(environ.get("MRK8S_INDEX_FAILURES") or 0)
+    ignored = int(environ.get("MRK8S_INDEX_IGNORED_FAILURES") or 0)
+    return 1 + failed + ignored
 
 
 def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
@@ -42,7 +61,7 @@ def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
     p.add_argument("--step", type=int, required=True)
     p.add_argument("--stage", choices=("map", "reduce"), required=True)
     p.add_argument("--index", type=int, help="task index (default: $JOB_COMPLETION_INDEX)")
-    p.add_argument("--attempt", type=int, default=int(environ.get("MRK8S_ATTEMPT", "1")))
+    p.add_argument("--attempt", type=int, default=_attempt(environ))
     p.add_argument("--storage-options", default=environ.get("MRK8S_STORAGE_OPTIONS", "{}"))
     args = p.parse_args(list(argv))
     logging.basicConfig(level=logging.WARNING, format="mrk8s %(levelname)s %(name)s: %(message)s")
@@ -60,7 +79,8 @@ def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
     except Exception as exc:
         error = TaskError.from_exception(exc)
         print(
-            f"mrk8s worker: task {index} of step {args.step} {args.stage} failed: {error.message}",
+            f"mrk8s worker: task {index} of step {args.step} {args.stage} failed "
+            f"({error.kind}): {error.message}",
             file=sys.stderr,
         )
         return EXIT_USER_ERROR if error.user_error else EXIT_RETRY

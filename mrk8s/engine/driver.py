@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from mrk8s.engine.executors import make_executor
 from mrk8s.engine.progress import Progress
-from mrk8s.engine.settings import RunSettings, redact
+from mrk8s.engine.settings import RunSettings, check_reachable_by_workers, redact
 from mrk8s.errors import (
     JobDefinitionError,
     JobFailedError,
@@ -39,7 +39,7 @@ from mrk8s.job import MapReduce, Step
 from mrk8s.tasks import loader
 from mrk8s.tasks.plan import JobId, JobPlan, StepPlan
 from mrk8s.tasks.run import CODE_DIR, FILES_DIR, INPUT_COUNTERS, INVALID_UTF8, PLAN_FILE
-from scheduler import placement
+from scheduler import backends, placement, ship
 from scheduler.stage import Executor, StageSpec, TaskEvent, pending
 from shuffle import commit, nodelocal, partition
 from shuffle.store import FsspecStore, join
@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 TASK_ENTRYPOINT = "mrk8s.tasks.run:run_task"
 CLEANUP_ENTRYPOINT = "mrk8s.tasks.run:cleanup_attempt"
+RESULT_ENTRYPOINT = "mrk8s.tasks.run:committed_result"
 
 #: Keys sampled per step for range partitioning (TeraSort samples ~100k; a
 #: few thousand per reducer already gives partitions within a few percent).
@@ -164,6 +165,8 @@ def _plan_key(plan: JobPlan) -> dict[str, Any]:
     """The parts of a plan that must match for a job to resume."""
     data = plan.to_json()
     data.pop("script_origin", None)
+    # A resumed job keeps the code shipped by its first run (the script itself is compared).
+    data.pop("code_package", None)
     return data
 
 
@@ -174,6 +177,8 @@ class Driver:
         self.settings = settings
         self.progress = progress or Progress()
         self.timings: dict[str, float] = {}
+        #: The packed script directory (path under the job dir, zip), when shipped.
+        self._code: tuple[str, bytes] | None = None
         #: Per stage ("s0-map"): tasks run and skipped (resumed), attempts started and failed.
         self.stage_stats: dict[str, dict[str, int]] = {}
 
@@ -229,6 +234,7 @@ class Driver:
             for p in _step_plans(s, steps, splits, job_dir)
         )
         script = os.path.abspath(s.script)
+        code_package = self._pack_code(script)
         return JobPlan(
             job_id=JobId(job_id),
             job_dir=job_dir,
@@ -246,7 +252,26 @@ class Driver:
             storage_options=redact(s.storage_options),
             files=tuple(name for _, name in job_files),
             input_fingerprint=inputs.fingerprint(files, s.storage_options),
+            code_package=code_package,
         )
+
+    def _pack_code(self, script: str) -> str:
+        """Pack the script's directory if the backend's tasks run elsewhere; its path.
+
+        Refused past ``settings.ship_limit`` (before anything is written or
+        created), with the largest entries named.
+        """
+        s = self.settings
+        entry = backends.REGISTRY.get(s.backend)
+        if entry is None or not entry.ships_code:
+            return ""
+        package = ship.measure(
+            os.path.dirname(script), s.ship_limit, backend=s.backend, limit_env="MRK8S_SHIP_LIMIT"
+        )
+        digest, data = ship.pack(package)
+        path = f"{CODE_DIR}/package-{digest[:24]}.zip"
+        self._code = (path, data)
+        return path
 
     def ship(
         self, plan: JobPlan, store: FsspecStore, files: list[tuple[str, str]] | None = None
@@ -269,6 +294,8 @@ class Driver:
             return True
         with open(plan.script_origin, "rb") as f:
             store.write_bytes(f"{CODE_DIR}/{plan.script_name}", f.read())
+        if self._code is not None:
+            store.write_bytes(*self._code)
         for path, name in files or ():
             _ship_path(store, path, f"{FILES_DIR}/{name}")
         store.write_bytes(PLAN_FILE, plan.dumps().encode())
@@ -295,31 +322,7 @@ class Driver:
         self.progress.stage_started(
             name, total_tasks=num_tasks, done_tasks=num_tasks - len(todo), total_bytes=total_bytes
         )
-        spec = StageSpec(
-            name=name,
-            num_tasks=num_tasks,
-            entrypoint=TASK_ENTRYPOINT,
-            payload={
-                "job_dir": plan.job_dir,
-                "storage_options": dict(self.settings.storage_options),
-                "step": step,
-                "stage": stage,
-            },
-            command=(
-                "mrk8s",
-                "worker",
-                "--job",
-                plan.job_dir,
-                "--step",
-                str(step),
-                "--stage",
-                stage,
-            ),
-            max_attempts=self.settings.max_attempts,
-            retry_user_errors=self.settings.retry_user_errors,
-            speculative=self.settings.speculative,
-            cleanup_entrypoint=CLEANUP_ENTRYPOINT,
-        )
+        spec = self.stage_spec(plan, step, stage, num_tasks)
         started = time.perf_counter()
 
         stats = self.stage_stats.setdefault(
@@ -344,6 +347,39 @@ class Driver:
             executor.run_stage(spec, indexes=todo, placement=placed, on_event=on_event)
         self.timings[f"s{step}-{stage}"] = time.perf_counter() - started
         self.progress.stage_finished(name)
+
+    def stage_spec(self, plan: JobPlan, step: int, stage: str, num_tasks: int) -> StageSpec:
+        """What the executor runs for ``stage`` of ``step``: the entry point and its command.
+
+        The container command (``mrk8s worker``) carries the storage options
+        without credentials (a pod spec is readable by whoever may read the
+        Job); pods get credentials from their own environment.
+        """
+        s = self.settings
+        command = ["mrk8s", "worker", "--job", plan.job_dir, "--step", str(step), "--stage", stage]
+        public = redact(s.storage_options)
+        if public:
+            command += ["--storage-options", json.dumps(public, sort_keys=True)]
+        return StageSpec(
+            name=f"step {step + 1}/{len(plan.steps)} {stage}",
+            num_tasks=num_tasks,
+            entrypoint=TASK_ENTRYPOINT,
+            payload={
+                "job_dir": plan.job_dir,
+                "storage_options": dict(s.storage_options),
+                "step": step,
+                "stage": stage,
+            },
+            command=tuple(command),
+            max_attempts=s.max_attempts,
+            retry_user_errors=s.retry_user_errors,
+            speculative=s.speculative,
+            cleanup_entrypoint=CLEANUP_ENTRYPOINT,
+            result_entrypoint=RESULT_ENTRYPOINT,
+            job_id=plan.job_id,
+            step=step,
+            kind=stage,
+        )
 
     def place_reducers(
         self, executor: Executor, plan: JobPlan, store: FsspecStore, step: int
@@ -440,6 +476,7 @@ class Driver:
             )
         if s.output is None and s.output_format == "parquet":
             raise UsageError("--output-format parquet needs --output DIR (it cannot go to stdout)")
+        check_reachable_by_workers(s.backend, s.shuffle_dir, s.output, s.inputs)
         job_class = self.load()
         job_id = s.job_id or new_job_id(s.script)
         if s.output is not None:
@@ -498,6 +535,8 @@ class Driver:
                 s.num_workers() if s.backend == "local" else s.workers,
                 ray_address=s.ray_address,
                 script=s.script,
+                kubernetes=s.kubernetes,
+                memory_per_worker=s.memory_per_worker,
             )
         with _closing(executor, own_executor):
             job = job_class(_namespace(s.job_args))
@@ -568,6 +607,37 @@ class Driver:
                 "changes, and a changed job starts over (--keep-shuffle keeps its data to "
                 "inspect)"
             )
+
+    def dry_run(self, executor: Any, out: IO[str]) -> list[dict[str, Any]]:
+        """Print (as YAML) every manifest the job would create on Kubernetes; create nothing.
+
+        Loads and plans the job (its inputs are listed, to count the map
+        tasks), then renders the owner ConfigMap and one Job per stage with
+        ``executor`` (a ``KubernetesExecutor`` that is never started).
+        """
+        s = self.settings
+        check_reachable_by_workers(s.backend, s.shuffle_dir, s.output, s.inputs)
+        if not s.inputs:
+            raise UsageError("--dry-run needs input files (it does not read stdin)")
+        job_class = self.load()
+        job_id = s.job_id or new_job_id(s.script)
+        plan = self.plan(job_class, job_id, list(s.inputs))
+        stages = []
+        for sp in plan.steps:
+            stages.append(self.stage_spec(plan, sp.index, "map", len(sp.splits)))
+            if sp.num_reducers:
+                stages.append(self.stage_spec(plan, sp.index, "reduce", sp.num_reducers))
+        manifests = executor.dry_run_manifests(
+            job_id, [(spec, range(spec.num_tasks)) for spec in stages]
+        )
+        out.write(
+            f"# mrk8s run --dry-run: job {job_id}, {len(stages)} stage Job(s) in namespace "
+            f"{s.kubernetes.namespace}; each Job's ownerReferences name the ConfigMap by the "
+            "uid it gets when created\n"
+        )
+        out.write(executor.to_yaml(manifests))
+        out.flush()
+        return list(manifests)
 
     def summarize(self, plan: JobPlan, store: FsspecStore, seconds: float) -> dict[str, Any]:
         counters: dict[str, dict[str, int]] = {}

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from mrk8s.errors import UsageError
 from scheduler import backends
 from scheduler.stage import Executor
+
+if TYPE_CHECKING:
+    from mrk8s.engine.settings import KubernetesSettings
 
 #: What each worker loads before its first task (``LocalExecutor``'s and
 #: ``RayExecutor``'s ``preload``).
@@ -27,6 +31,8 @@ def make_executor(
     *,
     ray_address: str | None = None,
     script: str | None = None,
+    kubernetes: KubernetesSettings | None = None,
+    memory_per_worker: int | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> Executor:
     """The executor of ``backend`` with ``workers`` workers (None: one per CPU); not entered.
@@ -35,6 +41,10 @@ def make_executor(
     the directory of ``script`` is shipped to a cluster's workers, within
     ``$MRK8S_RAY_SHIP_LIMIT`` bytes (a size such as 200MiB); node-local map
     outputs go under ``$MRK8S_RAY_LOCAL_DIR`` on every node.
+
+    Kubernetes: ``kubernetes`` says how to reach the cluster and shape the
+    pods (``memory_per_worker`` is each pod's memory request and limit);
+    ``workers`` None runs every task of a stage at once.
     """
     if workers is not None and workers < 1:
         raise UsageError(f"--workers {workers}: give at least 1")
@@ -66,6 +76,21 @@ def make_executor(
             preload=LOCAL_PRELOAD,
             **options,
         )
+    elif backend == "k8s":
+        from mrk8s.engine.settings import DEFAULT_MEMORY, KubernetesSettings
+        from scheduler.backends.k8s.render import PodSettings
+
+        k8s = kubernetes or KubernetesSettings()
+        pods = PodSettings(
+            namespace=k8s.namespace,
+            image=k8s.image,
+            workers=workers,
+            cpu=k8s.cpu,
+            memory=memory_per_worker or DEFAULT_MEMORY,
+            ttl_seconds=k8s.ttl_seconds,
+            env_secrets=k8s.env_secrets,
+        )
+        executor = cls(pods, kubeconfig=k8s.kubeconfig, context=k8s.context)
     else:
         executor = cls(workers)
     return executor

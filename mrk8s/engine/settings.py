@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,53 @@ def default_shuffle_dir(environ: Mapping[str, str] = os.environ) -> str:
     return environ.get("MRK8S_SHUFFLE_DIR") or os.path.join(tempfile.gettempdir(), "mrk8s-shuffle")
 
 
+#: Default shipping limit of the script's directory (``$MRK8S_SHIP_LIMIT`` raises it).
+DEFAULT_SHIP_LIMIT = 100 << 20
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str | int, option: str = "") -> int:
+    """``"1h"``, ``"30m"``, ``"90s"``, ``"2d"`` or ``3600`` -> whole seconds."""
+    if isinstance(text, int):
+        return text
+    m = _DURATION.match(text)
+    if not m:
+        named = f"{option} {text!r}" if option else repr(text)
+        raise UsageError(f"{named} is not a duration: write e.g. 3600, 90s, 30m, 1h or 2d")
+    unit = (m.group(2) or "s").lower()
+    return int(float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+
+
+def default_image() -> str:
+    """The released worker image of this version of mrk8s (``--image``'s default)."""
+    from mrk8s._version import __version__
+
+    return f"ghcr.io/mrk8s/mrk8s:{__version__}"
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """How ``--backend k8s`` reaches the cluster and shapes the pods."""
+
+    kubeconfig: str | None = None
+    """Kubeconfig file; None: the in-cluster configuration, else $KUBECONFIG or ~/.kube/config."""
+    context: str | None = None
+    """Context of the kubeconfig; None: its current context."""
+    namespace: str = "mrk8s"
+    """Namespace of the job's Jobs, pods and owner ConfigMap."""
+    image: str = field(default_factory=default_image)
+    """The worker image: mrk8s and the job's dependencies installed."""
+    cpu: str = "1"
+    """CPU request and limit of each task's pod (a Kubernetes quantity: 1, 500m)."""
+    ttl_seconds: int = 3600
+    """How long finished Jobs and their pods stay for inspection."""
+    env_secrets: tuple[str, ...] = ()
+    """Secrets whose keys become the pods' environment (e.g. storage credentials)."""
+    dry_run: bool = False
+    """Print the manifests the job would create, create nothing, need no cluster."""
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """How to run a job (everything the ``mrk8s run`` command line says)."""
@@ -64,7 +111,7 @@ class RunSettings:
     job_args: Mapping[str, Any] = field(default_factory=dict)
     """Values of the options the job declares in configure_args()."""
     backend: str = "local"
-    """Where tasks run: local (processes on this machine) or ray (actors on a Ray cluster)."""
+    """Where tasks run: local (processes here), ray (actors) or k8s (pods of Indexed Jobs)."""
     ray_address: str | None = None
     """The Ray cluster to connect to (auto, host:port, ray://...); None starts a local Ray."""
     placement: str = "locality"
@@ -97,6 +144,10 @@ class RunSettings:
     """Start over a job whose id exists with a different script, input or options."""
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     """fsspec options for every URL (credentials, endpoint_url, ...)."""
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    """Options of --backend k8s (cluster, namespace, image, pod resources)."""
+    ship_limit: int = DEFAULT_SHIP_LIMIT
+    """Largest script directory shipped to workers on other machines (bytes)."""
 
     def num_workers(self) -> int:
         return max(1, self.workers or cpu_count())
@@ -138,3 +189,39 @@ def redact(options: Mapping[str, Any]) -> dict[str, Any]:
             continue
         out[name] = redact(value) if isinstance(value, Mapping) else value
     return out
+
+
+def check_reachable_by_workers(
+    backend: str, shuffle_dir: str, output: str | None, inputs: Sequence[str] = ()
+) -> None:
+    """With ``--backend k8s``, every URL a task reads or writes must be reachable from a pod.
+
+    A path on this machine (the shuffle directory, an input, the output) is
+    not: name what is wrong and the way out, before anything is created.
+    """
+    if backend != "k8s":
+        return
+
+    def local(url: str) -> bool:
+        return "://" not in url or url.startswith("file://")
+
+    if local(shuffle_dir):
+        raise UsageError(
+            f"--shuffle-dir {shuffle_dir} is a directory on this machine, which the pods of "
+            "--backend k8s cannot reach: give an object store every pod reaches, e.g. "
+            "--shuffle-dir s3://bucket/mrk8s (with --storage-options for its endpoint); "
+            "map outputs on the nodes' own disks need node-local mode"
+        )
+    for url in inputs:
+        if local(url):
+            raise UsageError(
+                f"input {url} is a path on this machine, which the pods of --backend k8s "
+                "cannot read: upload it to an object store (e.g. s3://bucket/input/) and "
+                "name that URL"
+            )
+    if output is not None and local(output):
+        raise UsageError(
+            f"-o {output} is a path on this machine, which the pods of --backend k8s "
+            "cannot write: give an object store URL (e.g. -o s3://bucket/out/), or leave "
+            "out -o to print the results here"
+        )

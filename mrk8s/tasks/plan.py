@@ -74,6 +74,10 @@ class JobPlan:
     #: sha256 over every input file's URL, size and fsspec ukey (mtime or ETag): a
     #: job resumed with --job-id refuses inputs that changed since it started.
     input_fingerprint: str = ""
+    #: the script's directory zipped (scheduler.ship), under job_dir, for backends
+    #: whose tasks run on other machines (Kubernetes); "" when not shipped. Tasks
+    #: then load the script and the modules beside it from this package.
+    code_package: str = ""
     version: int = PLAN_VERSION
 
     def step_dir(self, step: int) -> str:

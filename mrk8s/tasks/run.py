@@ -147,7 +147,10 @@ def load_context(job_dir: str, storage_options: Mapping[str, Any] | None = None)
     store = FsspecStore(job_dir, storage_options)
     plan = JobPlan.loads(store.read_bytes(PLAN_FILE).decode())
     script = plan.script_origin
-    if not (os.path.isfile(script) and loader.sha256_file(script) == plan.script_sha256):
+    if plan.code_package:
+        # Shipped for workers on other machines: the package, never a same-named local path.
+        script = _unpack_code(store, plan)
+    elif not (os.path.isfile(script) and loader.sha256_file(script) == plan.script_sha256):
         script = _fetch_script(store, plan)
     elif os.path.dirname(script) not in sys.path:
         sys.path.insert(0, os.path.dirname(script))
@@ -155,6 +158,41 @@ def load_context(job_dir: str, storage_options: Mapping[str, Any] | None = None)
     ctx = JobContext(plan, store, job_class, {**plan.storage_options, **(storage_options or {})})
     _CONTEXTS[job_dir] = ctx
     return ctx
+
+
+def _unpack_code(store: FsspecStore, plan: JobPlan) -> str:
+    """Unpack the shipped script directory (once per machine); the script's path in it.
+
+    The directory goes first on ``sys.path``, so the modules beside the script
+    import as they did on the driver's machine.
+    """
+    from scheduler import ship
+
+    digest = plan.code_package.rsplit("-", 1)[-1].removesuffix(".zip")
+    directory = ship.unpack(digest, store.read_bytes(plan.code_package))
+    script = os.path.join(directory, plan.script_name)
+    if not os.path.isfile(script) or loader.sha256_file(script) != plan.script_sha256:
+        raise RuntimeError(
+            f"the shipped code {plan.code_package} of job {plan.job_id} does not hold the "
+            f"script {plan.script_name} the job was planned with"
+        )
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    return script
+
+
+def committed_result(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, Any]:
+    """The committed record of task ``index`` of the payload's stage (its result).
+
+    For backends whose tasks cannot hand their result back to the driver
+    (Kubernetes pods): the result is read from storage. ``attempt`` is unused.
+    """
+    store = FsspecStore(str(payload["job_dir"]), payload.get("storage_options") or {})
+    step, stage = int(payload["step"]), str(payload["stage"])
+    record = commit.read(store, step, stage, index)
+    if record is None:
+        raise RuntimeError(f"task {index} of step {step} {stage} has no commit record")
+    return record.to_json()
 
 
 def _fetch_script(store: FsspecStore, plan: JobPlan) -> str:

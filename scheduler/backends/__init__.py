@@ -16,6 +16,9 @@ from typing import Any
 class BackendEntry:
     class_path: str
     missing: str  # shown when the import fails
+    #: Its tasks run on other machines and load the job's code from the job's
+    #: storage: the driver ships the script's directory there (scheduler.ship).
+    ships_code: bool = False
 
 
 REGISTRY: dict[str, BackendEntry] = {
@@ -23,6 +26,11 @@ REGISTRY: dict[str, BackendEntry] = {
     "ray": BackendEntry(
         "scheduler.backends.ray:RayExecutor",
         "--backend ray needs Ray: pip install 'mrk8s[ray]'",
+    ),
+    "k8s": BackendEntry(
+        "scheduler.backends.k8s.executor:KubernetesExecutor",
+        "--backend k8s needs the Kubernetes client: pip install 'mrk8s[k8s]'",
+        ships_code=True,
     ),
 }
 

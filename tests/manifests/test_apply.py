@@ -49,7 +49,13 @@ def test_the_object_store_manifests_apply_and_read_back(api: Any, cluster: Clust
     role = kubernetes.client.RbacAuthorizationV1Api(api).read_namespaced_role(
         "mrk8s-driver", "mrk8s"
     )
-    assert {r.resources[0] for r in role.rules} == {"configmaps", "jobs", "pods", "pods/log"}
+    assert {r.resources[0] for r in role.rules} == {
+        "configmaps",
+        "jobs",
+        "pods",
+        "pods/log",
+        "events",
+    }
     # Applying again changes nothing.
     assert "unchanged" in apply(cluster, kustomize.MANIFESTS)
 
@@ -88,7 +94,7 @@ def test_the_node_local_manifests_apply_with_the_users_token(
 def test_the_api_server_refuses_a_misspelled_field(cluster: Cluster, tmp_path: Path) -> None:
     copy = kustomize.with_token(tmp_path)
     role = copy / "base" / "role-driver.yaml"
-    role.write_text(role.read_text().replace("    verbs: [get]", "    verb: [get]"))
+    role.write_text(role.read_text().replace("    verbs: [get]\n", "    verb: [get]\n"))
 
     with pytest.raises(AssertionError) as refused:
         apply(cluster, copy)

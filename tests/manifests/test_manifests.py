@@ -160,10 +160,11 @@ def test_the_driver_role_grants_exactly_what_the_driver_does_in_its_namespace(
         for resource in rule["resources"]
     }
     assert granted == {
-        ("", "configmaps"): ["create", "delete", "get"],
+        ("", "configmaps"): ["create", "get"],
         ("batch", "jobs"): ["create", "delete", "get", "list", "watch"],
-        ("", "pods"): ["get", "list", "watch"],
+        ("", "pods"): ["list", "watch"],
         ("", "pods/log"): ["get"],
+        ("", "events"): ["list"],
     }
     binding = by_kind(rendered["object-store"], "RoleBinding", "mrk8s-driver")
     assert binding["roleRef"] == {

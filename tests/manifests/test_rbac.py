@@ -2,10 +2,10 @@
 server, with real tokens from the TokenRequest API.
 
 The driver's token (``mrk8s-driver``) can do what a driver does in its
-namespace: create, list, watch and delete Jobs, follow their pods and read
-their logs, create, read and delete its owner ConfigMap. It gets 403 for
-Secrets, for pods it would create or evict itself, for Nodes (cluster-wide),
-and for anything in another namespace. The task pods' account
+namespace: create, list, watch and delete Jobs, follow their pods, read their
+logs and list events, create and read its owner ConfigMap. It gets 403 for
+Secrets, for pods it would create, delete or evict itself, for deleting
+config maps, for Nodes (cluster-wide), and for anything in another namespace. The task pods' account
 (``mrk8s-worker``) gets 403 for everything.
 """
 
@@ -77,8 +77,9 @@ def _status(call: Callable[[], Any]) -> int:
 
 @pytest.mark.timeout(120)
 def test_the_driver_runs_jobs_follows_pods_and_reads_logs_in_its_namespace(
-    token_client: Callable[[str], Any], installed: str
+    api: Any, token_client: Callable[[str], Any], installed: str
 ) -> None:
+    admin = api
     driver = token_client("mrk8s-driver")
     batch = kubernetes.client.BatchV1Api(driver)
     core = kubernetes.client.CoreV1Api(driver)
@@ -111,13 +112,18 @@ def test_the_driver_runs_jobs_follows_pods_and_reads_logs_in_its_namespace(
     (pod,) = core.list_namespaced_pod(
         installed, label_selector=f"batch.kubernetes.io/job-name={name}"
     ).items
-    assert core.read_namespaced_pod(pod.metadata.name, installed).status.phase == "Succeeded"
+    assert pod.status.phase == "Succeeded"
     assert core.read_namespaced_pod_log(pod.metadata.name, installed) == "hello from 42\n"
+    events = core.list_namespaced_event(
+        installed, field_selector=f"involvedObject.name={name}"
+    ).items
+    assert "SuccessfulCreate" in {e.reason for e in events}
 
     batch.delete_namespaced_job(name, installed, propagation_policy="Background")
-    core.delete_namespaced_config_map(name, installed)
     assert _status(lambda: batch.read_namespaced_job(name, installed)) in (200, 404)
-    assert _status(lambda: core.read_namespaced_config_map(name, installed)) == 404
+    # Deleting the owner is the user's (mrk8s cancel), not the driver's.
+    assert _status(lambda: core.delete_namespaced_config_map(name, installed)) == 403
+    kubernetes.client.CoreV1Api(admin).delete_namespaced_config_map(name, installed)
 
 
 @pytest.mark.timeout(120)
@@ -149,6 +155,7 @@ def test_the_driver_gets_403_for_secrets_other_namespaces_and_what_it_does_not_d
         ),
         "patch a job": lambda: batch.patch_namespaced_job("any", installed, {"spec": {}}),
         "list config maps": lambda: core.list_namespaced_config_map(installed),
+        "read a pod": lambda: core.read_namespaced_pod("any", installed),
     }
     statuses = {what: _status(call) for what, call in refused.items()}
 

@@ -13,12 +13,10 @@ Used by the commands that talk to a cluster (``mrk8s submit``, ``logs``,
 The namespace is ``--namespace``, else the pod's own namespace (in-cluster)
 or the context's namespace, else :data:`DEFAULT_NAMESPACE`.
 
-The service-account directory is read from ``$MRK8S_SERVICEACCOUNT_DIR`` when
-set (default: the standard mount path). Pods that mrk8s creates set it to the
-standard path: on a real kubelet that changes nothing, and on the test
-cluster's node agent that runs pods as local processes (which maps a volume's
-``mountPath`` to its directory only in command, args and env values) it
-points the client at the mounted token.
+The in-cluster credentials are found as the executor finds them
+(:func:`scheduler.backends.k8s.client.service_account_dir`). Errors are the
+backend's :class:`scheduler.errors.ClusterError` (a user error: fix the
+configuration and run again).
 """
 
 from __future__ import annotations
@@ -34,22 +32,12 @@ import kubernetes.config
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
-from kubernetes.config.incluster_config import InClusterConfigLoader
 
-from shuffle.errors import MRError, UserError
+from scheduler.backends.k8s import client
+from scheduler.errors import ClusterError
 
 #: The namespace of manifests/ (``kubectl apply -k manifests/``).
 DEFAULT_NAMESPACE = "mrk8s"
-SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-SERVICEACCOUNT_ENV = "MRK8S_SERVICEACCOUNT_DIR"
-
-
-class ClusterConfigError(UserError):
-    """No usable cluster configuration: a missing kubeconfig, an unknown context."""
-
-
-class ClusterError(MRError):
-    """The API server could not be reached, or refused a request."""
 
 
 @dataclass(frozen=True)
@@ -70,14 +58,6 @@ class Connection:
         self.close()
 
 
-def _in_cluster(environ: Mapping[str, str]) -> str | None:
-    """The service-account directory when this process runs in a pod, else None."""
-    directory = environ.get(SERVICEACCOUNT_ENV) or SERVICEACCOUNT_DIR
-    if environ.get("KUBERNETES_SERVICE_HOST") and os.path.isfile(os.path.join(directory, "token")):
-        return directory
-    return None
-
-
 def _kubeconfig_path(kubeconfig: str | None, environ: Mapping[str, str]) -> str:
     if kubeconfig:
         return os.path.expanduser(kubeconfig)
@@ -95,14 +75,10 @@ def connect(
     environ: Mapping[str, str] = os.environ,
 ) -> Connection:
     """A connection by the rule in this module's docstring (nothing is sent yet)."""
-    directory = None if (kubeconfig or context) else _in_cluster(environ)
+    directory = None if (kubeconfig or context) else client.service_account_dir(environ)
     if directory is not None:
         configuration = kubernetes.client.Configuration()
-        InClusterConfigLoader(
-            token_filename=os.path.join(directory, "token"),
-            cert_filename=os.path.join(directory, "ca.crt"),
-            environ=environ,
-        ).load_and_set(configuration)
+        client.load_in_cluster(directory, configuration, environ)
         own = os.path.join(directory, "namespace")
         pod_namespace = None
         if os.path.isfile(own):
@@ -115,18 +91,18 @@ def connect(
         )
     path = _kubeconfig_path(kubeconfig, environ)
     if not os.path.isfile(path):
-        raise ClusterConfigError(
+        raise ClusterError(
             f"no kubeconfig at {path}: give --kubeconfig PATH (and --context NAME), set "
             "$KUBECONFIG, or run inside a pod of the cluster"
         )
     try:
         contexts, current = kubernetes.config.list_kube_config_contexts(config_file=path)
     except (ConfigException, OSError, ValueError) as exc:
-        raise ClusterConfigError(f"{path} is not a usable kubeconfig: {exc}") from exc
+        raise ClusterError(f"{path} is not a usable kubeconfig: {exc}") from exc
     names = [c["name"] for c in contexts or []]
     chosen = next((c for c in contexts or [] if c["name"] == context), None) if context else current
     if chosen is None:
-        raise ClusterConfigError(
+        raise ClusterError(
             f"--context {context!r} is not in {path}: its contexts are "
             f"{', '.join(names) or '(none)'}"
         )
@@ -135,9 +111,7 @@ def connect(
             config_file=path, context=chosen["name"], persist_config=False
         )
     except (ConfigException, OSError, ValueError) as exc:
-        raise ClusterConfigError(
-            f"context {chosen['name']!r} of {path} cannot be used: {exc}"
-        ) from exc
+        raise ClusterError(f"context {chosen['name']!r} of {path} cannot be used: {exc}") from exc
     return Connection(
         api,
         namespace or chosen.get("context", {}).get("namespace") or DEFAULT_NAMESPACE,

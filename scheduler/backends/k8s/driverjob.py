@@ -32,12 +32,12 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
-from scheduler.backends.k8s import names
+from scheduler.backends.k8s import client, names, render
 from scheduler.backends.k8s.connect import Connection, api_errors
 from shuffle.errors import UserError
 
 #: The UID (and GID) of the worker image (manifests/Dockerfile) that every pod runs as.
-RUN_AS_USER = 10001
+RUN_AS_USER = render.RUN_AS_USER
 #: Where the driver pod sees the job's code.
 CODE_DIR = "/mrk8s/code"
 #: The most a job's code may take in its ConfigMap (text as is, other files base64):
@@ -221,10 +221,12 @@ def driver_job(
     package_: Package,
     owner_ref: dict[str, Any],
     ttl: int = DEFAULT_TTL,
+    env_secrets: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The driver's Job: ``mrk8s run CODE_DIR/<script> <run_args>`` in one pod.
 
-    ``script`` is the script's path relative to its package's directory.
+    ``script`` is the script's path relative to its package's directory; the
+    keys of each Secret in ``env_secrets`` become the driver's environment.
     """
     labels = {**names.job_labels(job_id), names.STAGE_LABEL: "driver"}
     metadata = _metadata(job_id, driver_job_name(job_id), **{names.STAGE_LABEL: "driver"})
@@ -255,13 +257,15 @@ def driver_job(
                             "workingDir": CODE_DIR,
                             "env": [
                                 {"name": "HOME", "value": "/tmp"},
-                                # See connect.py: the token's directory, named where a node
+                                # See client.py: the token's directory, named where a node
                                 # agent that maps mount paths in env values can see it.
                                 {
-                                    "name": "MRK8S_SERVICEACCOUNT_DIR",
-                                    "value": "/var/run/secrets/kubernetes.io/serviceaccount",
+                                    "name": client.SERVICE_ACCOUNT_ENV,
+                                    "value": client.SERVICE_ACCOUNT_DIR,
                                 },
                             ],
+                            # Storage credentials, as the task pods get them (--env-from-secret).
+                            "envFrom": [{"secretRef": {"name": name}} for name in env_secrets],
                             "resources": {
                                 "requests": {"cpu": "500m", "memory": "1Gi"},
                                 "limits": {"memory": "2Gi"},
@@ -308,6 +312,7 @@ def submit(
     script: str,
     run_args: list[str],
     ttl: int = DEFAULT_TTL,
+    env_secrets: tuple[str, ...] = (),
 ) -> Submitted:
     """Create the owner, the code and the driver Job (see the module docstring)."""
     code = package(script)
@@ -340,6 +345,7 @@ def submit(
                 package_=code,
                 owner_ref=ref,
                 ttl=ttl,
+                env_secrets=env_secrets,
             )
             batch.create_namespaced_job(namespace, body, field_validation="Strict")
         except BaseException:

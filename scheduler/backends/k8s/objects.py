@@ -20,7 +20,8 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from scheduler.backends.k8s import names
-from scheduler.backends.k8s.connect import ClusterError, Connection, api_errors
+from scheduler.backends.k8s.connect import Connection, api_errors
+from scheduler.errors import ClusterError
 from shuffle.errors import UserError
 
 #: The order stages are shown in (the driver first, then each step's map and reduce).

@@ -22,7 +22,7 @@ from typing import Any
 import kubernetes.client
 import pytest
 
-from scheduler.backends.k8s import connect, driverjob, names, objects
+from scheduler.backends.k8s import client, connect, driverjob, names, objects
 from tests.cluster import kube
 from tests.cluster.controlplane import Cluster
 from tests.manifests.kustomize import installed
@@ -137,8 +137,8 @@ def test_inside_a_pod_connect_uses_the_pods_service_account(api: Any, installed:
                         "command": ["python", "-c", IN_CLUSTER],
                         "env": [
                             {
-                                "name": "MRK8S_SERVICEACCOUNT_DIR",
-                                "value": connect.SERVICEACCOUNT_DIR,
+                                "name": client.SERVICE_ACCOUNT_ENV,
+                                "value": client.SERVICE_ACCOUNT_DIR,
                             }
                         ],
                         "securityContext": driverjob.container_security_context(),

@@ -1,17 +1,17 @@
-"""The test cluster for the tests: one per session, a namespace per test (a pytest plugin).
+"""The test cluster for any test: one per session, a namespace per test (a pytest plugin).
 
-A plugin, named by tests/conftest.py, so that tests outside tests/cluster/
-(tests/manifests/, the k8s backend's and commands' tests) share the one
-session cluster.
+Named in ``tests/conftest.py``'s ``pytest_plugins``, so every test directory
+(``tests/cluster/``, ``tests/scheduler/k8s/``, ...) can ask for ``cluster``,
+``api`` and ``namespace``. `cluster` starts the real control plane (etcd,
+kube-apiserver, kube-controller-manager, kube-scheduler, built by `make
+test`) and the node agent that runs pods as local processes, for three
+nodes, in a temporary directory, once a test asks for it, and stops it all
+at the end of the session. The tests talk to it as its admin
+(`system:masters`, a client certificate): the service accounts that mrk8s
+will run as are separate and get only what RBAC grants them.
 
-`cluster` starts the real control plane (etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler, built by `make test`) and the node
-agent that runs pods as local processes, for three nodes, in a temporary
-directory, once a test asks for it, and stops it all at the end of the
-session.
-The tests talk to it as its admin (`system:masters`, a client certificate):
-the service accounts that mrk8s will run as are separate and get only what
-RBAC grants them.
+The ``kubernetes`` client is imported only when a fixture runs, so loading
+this plugin costs nothing to tests that never use the cluster.
 """
 
 from __future__ import annotations
@@ -21,16 +21,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import kubernetes
 import pytest
-from kubernetes.client.exceptions import ApiException
-
-from tests.cluster.controlplane import BINARY, Cluster
-from tests.cluster.kube import wait_until
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    pytest.importorskip("kubernetes")
+    from tests.cluster.controlplane import BINARY, Cluster
+
     if not BINARY.exists():
         pytest.fail(
             f"the control plane is not built ({BINARY} is missing): run `make test`, or "
@@ -46,8 +44,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def api(cluster: Cluster) -> Iterator[Any]:
+def api(cluster: Any) -> Iterator[Any]:
     """An ApiClient with the admin's credentials."""
+    import kubernetes
+
     client = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
     try:
         yield client
@@ -58,6 +58,10 @@ def api(cluster: Cluster) -> Iterator[Any]:
 @pytest.fixture
 def namespace(api: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted (with what is in it) afterwards."""
+    import kubernetes
+
+    from tests.cluster.kube import wait_until
+
     stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
     name = f"{stem}-{uuid.uuid4().hex[:5]}"
     core = kubernetes.client.CoreV1Api(api)
@@ -70,6 +74,8 @@ def namespace(api: Any, request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 def _has_default_account(core: Any, namespace: str) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
     try:
         core.read_namespaced_service_account("default", namespace)
     except ApiException as error:

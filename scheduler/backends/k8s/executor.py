@@ -1,0 +1,497 @@
+"""The Kubernetes backend: each stage's tasks as the pods of one Indexed Job.
+
+Called by the driver for ``--backend k8s`` (through the registry in
+:mod:`scheduler.backends`). ``run_stage`` makes sure the job's owner
+ConfigMap exists, creates the stage's Job (:mod:`render`), follows the Job
+and its pods with the watch API (:mod:`watch`) and turns what it sees into
+:class:`~scheduler.stage.TaskEvent` s: a pod running is an attempt
+``started``; a pod that succeeded, ``finished`` (its result read from
+storage through the stage's ``result_entrypoint``: a pod's return value
+cannot reach the driver); a pod that failed, ``failed``, with the message
+the task printed, read from the pod's log (:mod:`podlog`); an evicted or
+preempted pod (``DisruptionTarget``), ``cancelled``: the Job's pod failure
+policy does not count it, and the task runs again. Retries are the Job
+controller's (``backoffLimitPerIndex``); the Job failing (an index out of
+attempts, or a user error, exit code 2) raises
+:class:`scheduler.errors.JobFailedError` with the task's own message.
+
+A driver that died and runs again with the same job id re-attaches: a
+stage's Job that still runs and covers the tasks asked for is followed, not
+created again (the Job's name is fixed by the job id, step and stage); one
+that finished or covers other tasks is deleted and replaced. On an error
+(Ctrl-C included) the Job being followed is deleted, so its pods stop; on
+success nothing is deleted: finished Jobs stay until their
+``ttlSecondsAfterFinished``.
+
+Shuffle in object-store mode only: map outputs, commit records, the plan and
+the code live under the job's ``--shuffle-dir`` URL, which every pod
+reaches; ``placement`` is not used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import kubernetes.client
+from kubernetes.client.exceptions import ApiException
+
+from scheduler.backends.k8s import client as k8s_client
+from scheduler.backends.k8s import indexmap, names, podlog, render, watch
+from scheduler.errors import ClusterError, JobFailedError
+from scheduler.stage import EventSink, StageSpec, TaskError, TaskEvent, resolve
+
+logger = logging.getLogger(__name__)
+
+#: While no pod of a new Job exists, how often to look for the reason in its events.
+CREATE_CHECK_SECONDS = 5.0
+#: How long to wait for a replaced Job to be gone before creating it again.
+DELETE_TIMEOUT = 60.0
+
+
+@dataclass(slots=True)
+class _PodSeen:
+    """What was already reported about one pod (events are replayed: report once)."""
+
+    index: int
+    attempt: int
+    started: bool = False
+    ended: bool = False
+
+
+@dataclass(slots=True)
+class _Follow:
+    """State of following one stage Job."""
+
+    stage: StageSpec
+    name: str
+    uid: str
+    tasks: list[int]  # completion index -> task index
+    emit: EventSink
+    pods: dict[str, _PodSeen] = field(default_factory=dict)
+    job: dict[str, Any] = field(default_factory=dict)
+    failures: dict[int, tuple[int, TaskError]] = field(default_factory=dict)  # task -> last
+
+
+def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind and c.get("status") == "True":
+            return dict(c)
+    return None
+
+
+def _is_finished(job: Mapping[str, Any]) -> bool:
+    return bool(_condition(job, "Complete") or _condition(job, "Failed"))
+
+
+def _attempt(pod: Mapping[str, Any]) -> int:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    failed = int(annotations.get(render.FAILURE_COUNT_ANNOTATION) or 0)
+    ignored = int(annotations.get(render.IGNORED_FAILURE_COUNT_ANNOTATION) or 0)
+    return 1 + failed + ignored
+
+
+def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid for r in refs)
+
+
+class KubernetesExecutor:
+    """Runs stages as Indexed Jobs on a Kubernetes cluster; see the module docstring.
+
+    Parameters: ``settings`` (namespace, image, workers, resources, TTL, ...;
+    :class:`render.PodSettings`), ``kubeconfig`` and ``context`` (None: the
+    in-cluster configuration, else ``$KUBECONFIG`` or ``~/.kube/config``).
+    """
+
+    name = "k8s"
+
+    def __init__(
+        self,
+        settings: render.PodSettings | None = None,
+        *,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+    ) -> None:
+        self.settings = settings or render.PodSettings()
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self._client: Any = None
+        self._owners: dict[str, dict[str, Any]] = {}
+        self._following: str | None = None  # the name of the Job being followed
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def __enter__(self) -> KubernetesExecutor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc and exc[0] is not None and self._following and self._client is not None:
+            self._delete_unfinished(self._following)
+        self.close()
+
+    def start(self) -> None:
+        """Connect to the API server (once) and check that it answers."""
+        if self._client is not None:
+            return
+        client = k8s_client.connect(self.kubeconfig, self.context)
+        k8s_client.check_reachable(client)
+        self._client = client
+        self.batch = kubernetes.client.BatchV1Api(client)
+        self.core = kubernetes.client.CoreV1Api(client)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.namespace
+
+    def nodes(self) -> dict[str, int]:
+        """Ready nodes and the pods each may run at once (their ``pods`` allocatable).
+
+        In object-store mode no node keeps map outputs, so this only informs
+        placement, which the executor does not use; without the right to list
+        nodes (the driver's Role is namespaced) it is empty.
+        """
+        self.start()
+        try:
+            items = self.core.list_node().items
+        except ApiException as exc:
+            if exc.status == 403:
+                return {}
+            raise k8s_client.explain(exc, self._client, "list nodes") from exc
+        out: dict[str, int] = {}
+        for node in items:
+            ready = any(
+                c.type == "Ready" and c.status == "True" for c in node.status.conditions or []
+            )
+            if ready:
+                out[node.metadata.name] = int((node.status.allocatable or {}).get("pods", 1))
+        return out
+
+    # -- objects -----------------------------------------------------------------------
+
+    def owner(self, job_id: str) -> dict[str, Any]:
+        """The job's owner ConfigMap, created if missing (as a dict with its uid)."""
+        cached = self._owners.get(job_id)
+        if cached is not None:
+            return cached
+        body = render.owner_config_map(job_id, self.settings)
+        name = body["metadata"]["name"]
+        try:
+            created = self.core.create_namespaced_config_map(
+                self.namespace, body, field_validation="Strict"
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise k8s_client.explain(
+                    exc, self._client, "create the job's ConfigMap", self.namespace
+                ) from exc
+            created = self.core.read_namespaced_config_map(name, self.namespace)
+        owner = self._client.sanitize_for_serialization(created)
+        self._owners[job_id] = owner
+        return dict(owner)
+
+    def _read_job(self, name: str) -> dict[str, Any] | None:
+        try:
+            job = self.batch.read_namespaced_job(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise k8s_client.explain(exc, self._client, f"read Job {name}", self.namespace) from exc
+        return dict(self._client.sanitize_for_serialization(job))
+
+    def _delete_job(self, name: str, uid: str | None = None) -> None:
+        body = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}  # type: ignore[assignment]
+        with contextlib.suppress(ApiException):
+            self.batch.delete_namespaced_job(name, self.namespace, body=body)
+
+    def _delete_unfinished(self, name: str) -> None:
+        """On an error: stop the Job being followed (and its pods) unless it finished."""
+        try:
+            job = self._read_job(name)
+            if job is not None and not _is_finished(job):
+                logger.warning("deleting Job %s/%s (the driver stopped)", self.namespace, name)
+                self._delete_job(name, job["metadata"]["uid"])
+        except Exception as exc:  # the cluster may be why we stopped
+            logger.warning("could not delete Job %s/%s: %s", self.namespace, name, exc)
+
+    def _attach_or_create(self, body: dict[str, Any], indexes: Sequence[int]) -> dict[str, Any]:
+        """The stage's Job: the running one if it covers ``indexes``, else a new one."""
+        name = body["metadata"]["name"]
+        existing = self._read_job(name)
+        if existing is not None:
+            theirs = (existing["metadata"].get("annotations") or {}).get(indexmap.ANNOTATION)
+            covered = theirs is not None and set(indexes) <= set(indexmap.decode(theirs))
+            if covered and not _is_finished(existing):
+                logger.info("re-attaching to the running Job %s/%s", self.namespace, name)
+                return existing
+            self._delete_job(name, existing["metadata"]["uid"])
+            deadline = time.monotonic() + DELETE_TIMEOUT
+            while (again := self._read_job(name)) is not None:
+                if again["metadata"]["uid"] != existing["metadata"]["uid"]:
+                    break
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"--backend k8s: the old Job {self.namespace}/{name} was not deleted "
+                        f"within {DELETE_TIMEOUT:.0f} s: delete it (kubectl delete job {name} "
+                        f"-n {self.namespace}), then run the same command again"
+                    )
+                time.sleep(0.2)
+        try:
+            created = self.batch.create_namespaced_job(
+                self.namespace, body, field_validation="Strict"
+            )
+        except ApiException as exc:
+            raise k8s_client.explain(
+                exc, self._client, f"create Job {name}", self.namespace
+            ) from exc
+        return dict(self._client.sanitize_for_serialization(created))
+
+    def dry_run_manifests(
+        self, job_id: str, stages: Sequence[tuple[StageSpec, Sequence[int]]]
+    ) -> list[dict[str, Any]]:
+        """What the job would create (no cluster needed): its owner ConfigMap, then one
+        Job per ``(stage, task indexes)``. The Jobs' ownerReferences are left out: they
+        name the ConfigMap by the uid it gets when created."""
+        out = [render.owner_config_map(job_id, self.settings)]
+        out += [render.stage_job(stage, list(idx), self.settings) for stage, idx in stages]
+        return out
+
+    @staticmethod
+    def to_yaml(manifests: Sequence[Mapping[str, Any]]) -> str:
+        return render.to_yaml(manifests)
+
+    # -- a stage -----------------------------------------------------------------------
+
+    def run_stage(
+        self,
+        stage: StageSpec,
+        *,
+        indexes: Sequence[int],
+        placement: Mapping[int, str] | None = None,
+        on_event: EventSink | None = None,
+    ) -> dict[int, dict[str, Any]]:
+        indexes = sorted(indexes)
+        if not indexes:
+            return {}
+        if not stage.result_entrypoint:
+            raise ValueError(f"stage {stage.name!r}: --backend k8s needs a result_entrypoint")
+        self.start()
+        owner = self.owner(stage.job_id)
+        body = render.stage_job(stage, indexes, self.settings, owner=owner)
+        job = self._attach_or_create(body, indexes)
+        meta = job["metadata"]
+        follow = _Follow(
+            stage,
+            meta["name"],
+            meta["uid"],
+            indexmap.decode(meta["annotations"][indexmap.ANNOTATION]),
+            on_event or (lambda event: None),
+            job=job,
+        )
+        self._following = follow.name
+        self._follow(follow)
+        self._following = None
+        fetch = resolve(stage.result_entrypoint)
+        results: dict[int, dict[str, Any]] = {}
+        for index in indexes:
+            results[index] = dict(fetch(stage.payload, index, 0))
+        # A task whose pod ended unseen (it finished while no driver watched).
+        reported = {p.index for p in follow.pods.values() if p.ended}
+        for index in indexes:
+            if index not in reported:
+                attempt = int(results[index].get("attempt", 1))
+                follow.emit(TaskEvent(stage.name, index, attempt, "started"))
+                follow.emit(TaskEvent(stage.name, index, attempt, "finished", results[index]))
+        return results
+
+    def _follow(self, follow: _Follow) -> None:
+        """Follow the Job and its pods until it completes; raise if it fails."""
+        events: queue.Queue[watch.Event] = queue.Queue()
+        selector = ",".join(
+            f"{k}={v}"
+            for k, v in names.stage_labels(
+                follow.stage.job_id, follow.stage.step, follow.stage.kind
+            ).items()
+        )
+        followers = [
+            watch.Follower(
+                self.batch.list_namespaced_job,
+                namespace=self.namespace,
+                selector=selector,
+                kind="job",
+                out=events,
+            ).start(),
+            watch.Follower(
+                self.core.list_namespaced_pod,
+                namespace=self.namespace,
+                selector=selector,
+                kind="pod",
+                out=events,
+            ).start(),
+        ]
+        last_check = time.monotonic()
+        try:
+            while True:
+                if _condition(follow.job, "Complete"):
+                    return
+                if _condition(follow.job, "Failed"):
+                    self._raise_failure(follow)
+                try:
+                    kind, what, payload = events.get(timeout=CREATE_CHECK_SECONDS)
+                except queue.Empty:
+                    kind, what, payload = "", "", None
+                if what == "ERROR":
+                    raise k8s_client.explain(
+                        payload, self._client, f"watch the {kind}s of Job {follow.name}"
+                    )
+                items = payload if what == "LIST" else [payload] if payload else []
+                for obj in items:
+                    if kind == "job" and obj["metadata"].get("uid") == follow.uid:
+                        follow.job = obj
+                    elif kind == "pod" and _owned_by(obj, follow.uid):
+                        self._on_pod(follow, obj, deleted=what == "DELETED")
+                if not follow.pods and time.monotonic() - last_check > CREATE_CHECK_SECONDS:
+                    last_check = time.monotonic()
+                    self._check_creation(follow)
+        finally:
+            for f in followers:
+                f.stop()
+
+    def _task_index(self, follow: _Follow, pod: Mapping[str, Any]) -> int | None:
+        meta = pod.get("metadata") or {}
+        value = (meta.get("labels") or {}).get(names.INDEX_LABEL)
+        if value is None:
+            value = (meta.get("annotations") or {}).get(names.INDEX_LABEL)
+        if value is None or not 0 <= int(value) < len(follow.tasks):
+            return None
+        return follow.tasks[int(value)]
+
+    def _on_pod(self, follow: _Follow, pod: dict[str, Any], *, deleted: bool) -> None:
+        uid = pod["metadata"]["uid"]
+        seen = follow.pods.get(uid)
+        if seen is None:
+            index = self._task_index(follow, pod)
+            if index is None:
+                return
+            seen = follow.pods[uid] = _PodSeen(index, _attempt(pod))
+        if seen.ended:
+            return
+        stage, name = follow.stage, pod["metadata"]["name"]
+        phase = (pod.get("status") or {}).get("phase")
+        if not seen.started and phase in ("Running", "Succeeded", "Failed"):
+            seen.started = True
+            follow.emit(TaskEvent(stage.name, seen.index, seen.attempt, "started", worker=name))
+        if phase == "Succeeded":
+            seen.ended = True
+            try:
+                result = dict(resolve(stage.result_entrypoint)(stage.payload, seen.index, 0))
+            except Exception as exc:  # read again once the Job completes
+                logger.info("result of task %d not readable yet: %s", seen.index, exc)
+                result = {}
+            follow.emit(
+                TaskEvent(stage.name, seen.index, seen.attempt, "finished", result, worker=name)
+            )
+        elif phase == "Failed" or (deleted and seen.started):
+            seen.ended = True
+            if podlog.is_disrupted(pod) or phase != "Failed":
+                error = TaskError(
+                    "Disrupted",
+                    f"pod {name} of task {seen.index} of {stage.name} was evicted, preempted "
+                    "or deleted: it runs again, and this does not count as a failure",
+                    retryable=True,
+                    user_error=False,
+                )
+                logger.warning("%s", error.message)
+                follow.emit(
+                    TaskEvent(
+                        stage.name, seen.index, seen.attempt, "cancelled", error=error, worker=name
+                    )
+                )
+                return
+            error = podlog.task_error(pod, render.CONTAINER, self._log(name))
+            follow.failures[seen.index] = (seen.attempt, error)
+            follow.emit(
+                TaskEvent(stage.name, seen.index, seen.attempt, "failed", error=error, worker=name)
+            )
+            if error.retryable and seen.attempt < stage.max_attempts:
+                logger.warning(
+                    "task %d of %s failed (attempt %d of %d), retrying: %s",
+                    seen.index,
+                    stage.name,
+                    seen.attempt,
+                    stage.max_attempts,
+                    error.message.splitlines()[0] if error.message else "",
+                )
+
+    def _log(self, pod: str) -> str:
+        try:
+            return str(
+                self.core.read_namespaced_pod_log(
+                    pod, self.namespace, container=render.CONTAINER, _request_timeout=30
+                )
+            )
+        except Exception as exc:
+            logger.warning("could not read the log of pod %s: %s", pod, exc)
+            return ""
+
+    def _raise_failure(self, follow: _Follow) -> None:
+        """The Job failed: raise JobFailedError with the failing task's own message."""
+        pods = self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"batch.kubernetes.io/controller-uid={follow.uid}"
+        )
+        for pod in pods.items:
+            self._on_pod(follow, self._client.sanitize_for_serialization(pod), deleted=False)
+        condition = _condition(follow.job, "Failed") or {}
+        status = follow.job.get("status") or {}
+        failed = indexmap.decode(status.get("failedIndexes") or "")
+        culprit = None
+        if condition.get("reason") == "PodFailurePolicy":
+            users = [i for i, (_, e) in follow.failures.items() if e.user_error]
+            culprit = users[0] if users else None
+        elif failed:
+            culprit = follow.tasks[failed[0]] if failed[0] < len(follow.tasks) else None
+        if culprit is None and follow.failures:
+            culprit = next(iter(follow.failures))
+        if culprit is not None and culprit in follow.failures:
+            attempt, error = follow.failures[culprit]
+            raise JobFailedError.from_task_error(
+                error, stage=follow.stage.name, index=culprit, attempt=attempt
+            )
+        raise JobFailedError(
+            f"{follow.stage.name}: Job {self.namespace}/{follow.name} failed "
+            f"({condition.get('reason', '?')}: {condition.get('message', '')}); "
+            f"see kubectl describe job {follow.name} -n {self.namespace}",
+            stage=follow.stage.name,
+        )
+
+    def _check_creation(self, follow: _Follow) -> None:
+        """No pod yet: if the Job controller cannot create them, say why (and stop)."""
+        try:
+            events = self.core.list_namespaced_event(
+                self.namespace, field_selector=f"involvedObject.uid={follow.uid}"
+            ).items
+        except ApiException:
+            return  # no right to read events: keep waiting
+        failed = [e for e in events if e.reason == "FailedCreate"]
+        if failed:
+            message = failed[-1].message
+            self._delete_job(follow.name, follow.uid)
+            raise ClusterError(
+                f"--backend k8s: the pods of Job {self.namespace}/{follow.name} cannot be "
+                f"created: {message}. Apply manifests/ (the mrk8s-worker ServiceAccount and "
+                "the mrk8s PriorityClass), or fix what the message names, then run the "
+                "same command again"
+            )
