@@ -424,14 +424,46 @@ def _job_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def _cmd_status(argv: Sequence[str]) -> int:
-    from mrk8s.cli import jobs
+    from mrk8s.cli import jobs, k8s
 
-    args = _job_parser("mrk8s status", "Show a job's progress from its commit records.").parse_args(
-        argv
+    parser = _job_parser(
+        "mrk8s status",
+        "Show a job's progress from its commit records; with --namespace, --context or "
+        "--kubeconfig, also its Jobs and pods on Kubernetes.",
     )
-    store, plan = jobs.open_job(args.job_id, args.shuffle_dir, _storage_options(args))
-    print(jobs.render(plan, jobs.status(store, plan)))
+    k8s.add_cluster_options(parser)
+    args = parser.parse_args(argv)
+    on_cluster = k8s.wants_cluster(argv)
+    try:
+        store, plan = jobs.open_job(args.job_id, args.shuffle_dir, _storage_options(args))
+    except UsageError as exc:
+        if not on_cluster:
+            raise
+        # A submitted job may not have written its plan yet, or ran with another shuffle dir.
+        print(f"shuffle dir: {exc}")
+    else:
+        print(jobs.render(plan, jobs.status(store, plan)))
+    if on_cluster:
+        print(k8s.cluster_status(args))
     return 0
+
+
+def _cmd_submit(argv: Sequence[str]) -> int:
+    from mrk8s.cli import k8s
+
+    return k8s.cmd_submit(argv, _run_parser)
+
+
+def _cmd_logs(argv: Sequence[str]) -> int:
+    from mrk8s.cli import k8s
+
+    return k8s.cmd_logs(argv)
+
+
+def _cmd_cancel(argv: Sequence[str]) -> int:
+    from mrk8s.cli import k8s
+
+    return k8s.cmd_cancel(argv)
 
 
 def _cmd_clean(argv: Sequence[str]) -> int:
@@ -518,6 +550,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _cmd_run,
         "status": _cmd_status,
         "clean": _cmd_clean,
+        "submit": _cmd_submit,
+        "logs": _cmd_logs,
+        "cancel": _cmd_cancel,
         "worker": _cmd_worker,
         "bench": _cmd_bench,
         "kfp": _cmd_kfp,
@@ -529,8 +564,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "usage: mrk8s COMMAND [ARGS]\n\n"
             "commands:\n"
             "  run SCRIPT [INPUT ...]   run a job (mrk8s run --help)\n"
-            "  status JOB_ID            a job's progress, attempts and failures\n"
+            "  status JOB_ID            a job's progress, attempts, failures, Kubernetes state\n"
             "  clean JOB_ID             remove a job's shuffle data\n"
+            "  submit SCRIPT [INPUT ...] run a job's driver in a Kubernetes cluster and return\n"
+            "  logs JOB_ID              logs of a Kubernetes job's pods (mrk8s logs -h)\n"
+            "  cancel JOB_ID            delete a Kubernetes job's objects\n"
             "  worker --job URL ...     run one task of a job (what a pod runs)\n"
             "  bench shuffle            shuffle throughput, verified (mrk8s bench shuffle -h)\n"
             "  kfp compile|component    mrk8s as a Kubeflow Pipelines step (mrk8s kfp -h)\n"

@@ -375,6 +375,13 @@ class PodRun:
         data = self._read("config map", self.node.api.read_namespaced_config_map, name)
         return dict(data.get("data", {}))
 
+    def _config_map_files(self, name: str) -> dict[str, bytes]:
+        """A config map's keys as a volume shows them: `data` as UTF-8, `binaryData` decoded."""
+        found = self._read("config map", self.node.api.read_namespaced_config_map, name)
+        files = {k: v.encode() for k, v in found.get("data", {}).items()}
+        files.update({k: base64.b64decode(v) for k, v in found.get("binaryData", {}).items()})
+        return files
+
     def _secret(self, name: str) -> dict[str, str]:
         data = self._read("secret", self.node.api.read_namespaced_secret, name).get("data", {})
         return {k: base64.b64decode(v).decode() for k, v in data.items()}
@@ -450,10 +457,12 @@ class PodRun:
                 token = json.loads(response.data)["status"]["token"]
                 (path / spec["path"]).write_text(token)
             elif "configMap" in source:
-                data = self._config_map(source["configMap"]["name"])
-                items = source["configMap"].get("items") or [{"key": k, "path": k} for k in data]
+                files = self._config_map_files(source["configMap"]["name"])
+                items = source["configMap"].get("items") or [{"key": k, "path": k} for k in files]
                 for item in items:
-                    (path / item["path"]).write_text(data[item["key"]])
+                    target = path / item["path"]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(files[item["key"]])
             elif "secret" in source:
                 self._write_secret(source["secret"], path, projected.get("defaultMode"))
             elif "downwardAPI" in source:

@@ -7,6 +7,7 @@ test, read back through the real API server (pod status, `pods/log`).
 
 from __future__ import annotations
 
+import base64
 import datetime
 import time
 from typing import Any
@@ -228,3 +229,58 @@ def test_a_secret_volume_holds_the_secrets_keys_as_files(api: Any, namespace: st
     assert pod.status.phase == "Succeeded", log
     # (The paths themselves are the volumes' directories: mountPaths are substituted.)
     assert log == "token t0k 0o400\nother x 0o400\nrenamed t0k 0o644\n"
+
+
+@pytest.mark.timeout(60)
+def test_config_map_items_land_at_nested_paths_with_binary_data_decoded(
+    api: Any, namespace: str
+) -> None:
+    # As a kubelet projects them: each item at its path (parent directories made),
+    # `binaryData` values as their decoded bytes.
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespaced_config_map(
+        namespace,
+        {
+            "metadata": {"name": "code"},
+            "data": {"main": "print('main')\n"},
+            "binaryData": {"blob": base64.b64encode(bytes([0, 255, 1])).decode()},
+        },
+    )
+    code = (
+        "import os\n"
+        "print(open('/code/pkg/sub/main.py').read().strip())\n"
+        "print(list(open('/code/data/blob.bin', 'rb').read()))\n"
+    )
+    items = [{"key": "main", "path": "pkg/sub/main.py"}, {"key": "blob", "path": "data/blob.bin"}]
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "reader"},
+            "spec": {
+                "restartPolicy": "Never",
+                "volumes": [
+                    {
+                        "name": "code",
+                        "projected": {"sources": [{"configMap": {"name": "code", "items": items}}]},
+                    }
+                ],
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "python",
+                        "command": ["python", "-c", code],
+                        "volumeMounts": [{"name": "code", "mountPath": "/code"}],
+                    }
+                ],
+            },
+        },
+    )
+
+    def finished() -> Any:
+        pod = core.read_namespaced_pod("reader", namespace)
+        return pod if pod.status.phase in ("Succeeded", "Failed") else None
+
+    pod = kube.wait_until(finished, timeout=45, what="the pod to finish")
+    log = core.read_namespaced_pod_log("reader", namespace)
+    assert pod.status.phase == "Succeeded", log
+    assert log == "print('main')\n[0, 255, 1]\n"

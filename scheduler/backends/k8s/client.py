@@ -22,8 +22,32 @@ from kubernetes.client.exceptions import ApiException
 
 from scheduler.errors import ClusterError
 
-#: Where a pod finds its service account's token (in-cluster configuration).
-SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+#: Where a pod finds its service account's token, CA and namespace (in-cluster
+#: configuration), unless ``$MRK8S_SERVICEACCOUNT_DIR`` names the directory: pods that
+#: mrk8s creates set it to this same path, which changes nothing on a real kubelet and
+#: lets the test cluster's node agent that runs pods as local processes (which maps a
+#: volume's mountPath only in command, args and env values) point at the mounted token.
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SERVICE_ACCOUNT_ENV = "MRK8S_SERVICEACCOUNT_DIR"
+
+
+def service_account_dir(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The mounted service-account directory when this process runs in a pod, else None."""
+    directory = environ.get(SERVICE_ACCOUNT_ENV) or SERVICE_ACCOUNT_DIR
+    if environ.get("KUBERNETES_SERVICE_HOST") and os.path.isfile(os.path.join(directory, "token")):
+        return directory
+    return None
+
+
+def load_in_cluster(directory: str, configuration: Any, environ: Mapping[str, str]) -> None:
+    """Fill ``configuration`` from the service account mounted at ``directory``."""
+    from kubernetes.config.incluster_config import InClusterConfigLoader
+
+    InClusterConfigLoader(
+        token_filename=os.path.join(directory, "token"),
+        cert_filename=os.path.join(directory, "ca.crt"),
+        environ=environ,
+    ).load_and_set(configuration)
 
 
 def default_kubeconfig(environ: Mapping[str, str] = os.environ) -> str:
@@ -33,10 +57,6 @@ def default_kubeconfig(environ: Mapping[str, str] = os.environ) -> str:
     return first or os.path.expanduser("~/.kube/config")
 
 
-def _in_cluster(environ: Mapping[str, str]) -> bool:
-    return bool(environ.get("KUBERNETES_SERVICE_HOST")) and os.path.isfile(SERVICE_ACCOUNT_TOKEN)
-
-
 def connect(
     kubeconfig: str | None = None,
     context: str | None = None,
@@ -44,8 +64,9 @@ def connect(
 ) -> Any:
     """An ``ApiClient`` for the cluster named by the options (see the module docstring)."""
     configuration = kubernetes.client.Configuration()
-    if kubeconfig is None and context is None and _in_cluster(environ):
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    directory = None if kubeconfig or context else service_account_dir(environ)
+    if directory is not None:
+        load_in_cluster(directory, configuration, environ)
         where = "the in-cluster service account"
     else:
         path = kubeconfig or default_kubeconfig(environ)

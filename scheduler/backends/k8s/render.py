@@ -44,8 +44,9 @@ CONTAINER = "task"
 #: Where the pod's scratch volume is mounted (the root filesystem is read-only).
 SCRATCH = "/scratch"
 #: A non-root user for the container (restricted Pod Security wants non-root;
-#: a numeric id lets the kubelet check it whatever the image's USER says).
-RUN_AS_USER = 1000
+#: a numeric id lets the kubelet check it whatever the image's USER says): the
+#: UID of manifests/Dockerfile's user (tests/manifests/test_dockerfile.py checks).
+RUN_AS_USER = 10001
 
 #: The Job controller's counters on each pod of a Job with backoffLimitPerIndex.
 FAILURE_COUNT_ANNOTATION = "batch.kubernetes.io/job-index-failure-count"

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 kubernetes = pytest.importorskip("kubernetes")
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 from scheduler.backends.k8s.executor import KubernetesExecutor  # noqa: E402
 from scheduler.backends.k8s.render import PodSettings  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
 from tests.s3 import S3Bucket  # noqa: E402
 
 #: Not pulled by the node agent; any name will do.
@@ -69,13 +71,8 @@ class Space:
 @pytest.fixture(scope="session")
 def priority_class(api: Any) -> str:
     scheduling = kubernetes.client.SchedulingV1Api(api)
-    body = {
-        "metadata": {"name": "mrk8s"},
-        "value": 1000,
-        "preemptionPolicy": "Never",
-        "globalDefault": False,
-        "description": "mrk8s task pods (non-preempting)",
-    }
+    # manifests/'s own (its value may not change once created: tests/manifests applies it too).
+    body = yaml.safe_load((REPO / "manifests" / "base" / "priorityclass.yaml").read_text())
     try:
         scheduling.create_priority_class(body)
     except ApiException as exc:
