@@ -239,6 +239,7 @@ def _ray_run(size: int, workers: int, by_key: bool, address: str | None = None) 
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     else:
         ray.init(
+            address="local",  # its own Ray, not one running on this machine
             num_cpus=workers,
             log_to_driver=False,
             include_dashboard=False,

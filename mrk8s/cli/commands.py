@@ -131,7 +131,7 @@ def _run_parser(job_parser_hook: Any = None) -> argparse.ArgumentParser:
 
 
 def _cmd_run(argv: Sequence[str]) -> int:
-    from mrk8s.engine.executors import make_executor
+    from mrk8s.engine.executors import check_options, make_executor
     from scheduler.backends.local import LocalExecutor
 
     argv = _runner_names(list(argv))
@@ -142,6 +142,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
     known, _ = _run_parser().parse_known_intermixed_args(
         [a for a in argv if a not in ("-h", "--help")]
     )
+    check_options(known.backend, speculative=known.speculative)
     # Started before this process loads pyarrow and the job (half a second here), so
     # that the workers' own start-up runs alongside.
     executor = make_executor(

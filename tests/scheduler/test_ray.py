@@ -27,7 +27,8 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # A Ray of its own, not one that something else runs on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
@@ -107,6 +108,12 @@ def test_a_user_error_fails_at_once_with_its_message(executor: RayExecutor, tmp_
     assert info.value.user_error
     assert "record 7 of task 0 is not valid JSON" in str(info.value)
     assert runs(tmp_path) == {0: [1]}
+
+
+def test_a_speculative_stage_is_refused_not_ignored(executor: RayExecutor, tmp_path: Path):
+    with pytest.raises(JobFailedError, match="speculative attempts are not implemented"):
+        executor.run_stage(spec(tmp_path, "echo", 2, speculative=True), indexes=[0, 1])
+    assert runs(tmp_path) == {}  # nothing ran
 
 
 def test_a_placed_task_runs_on_its_node(executor: RayExecutor, tmp_path: Path):

@@ -19,7 +19,8 @@ is still alive. :meth:`nodes` tells the driver which nodes are alive and how
 many tasks each can run at once: the capacity for placement, and, for a map
 output kept on a node that is gone, the sign that its map task must run
 again before the reducers that need it. Speculative attempts are not
-implemented on this backend (a warning says so).
+implemented on this backend: a stage that asks for them is refused (and
+``mrk8s run --speculative --backend ray`` is a usage error).
 
 When connecting to an existing cluster with a ``working_dir`` (the job
 script's directory), that directory is shipped to every worker as Ray's
@@ -121,7 +122,6 @@ class RayExecutor:
         self._readers: dict[str, Any] = {}
         self._spawned = 0
         self._job_dirs: set[str] = set()
-        self._warned_speculative = False
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -148,7 +148,9 @@ class RayExecutor:
             }
             if self.address is None:
                 options["num_cpus"] = self.num_workers or os.cpu_count() or 1
-            ray.init(address=self.address, **options)
+            # "local": a Ray of its own, even when another is running on this
+            # machine (ray.init() with no address would join that one).
+            ray.init(address=self.address or "local", **options)
             self._started_ray = True
         self._namespace = ray.get_runtime_context().namespace
         if package is not None:
@@ -332,9 +334,15 @@ class RayExecutor:
     ) -> dict[int, dict[str, Any]]:
         self.start()
         emit = on_event or (lambda event: None)
-        if stage.speculative and not self._warned_speculative:
-            logger.warning("--speculative is not implemented on --backend ray; ignored")
-            self._warned_speculative = True
+        if stage.speculative:
+            # The driver refuses --speculative on this backend before a job starts;
+            # a stage asking for it from elsewhere is refused, not silently ignored.
+            raise JobFailedError(
+                f"{stage.name}: speculative attempts are not implemented on the Ray backend: "
+                "run the stage without speculative=True",
+                user_error=True,
+                stage=stage.name,
+            )
         job_dir = stage.payload.get("job_dir")
         if isinstance(job_dir, str):
             self._job_dirs.add(job_dir)
