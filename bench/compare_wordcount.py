@@ -237,7 +237,13 @@ def count_ray(path: str, workers: int) -> tuple[float, Counts, dict[str, Any]]:
     import ray.data
 
     t0 = time.perf_counter()
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(
+        address="local",
+        num_cpus=workers,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+    )
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False

@@ -213,7 +213,15 @@ def _ray_placement(parts: list[Part]) -> bool:
     return all(p.pid_min == p.pid_max for p in parts) and pids == list(range(REDUCERS))
 
 
-def _ray_run(size: int, workers: int, by_key: bool) -> dict[str, Any]:
+def ray_system_config(workers: int) -> dict[str, int]:
+    """Ray's worker-process settings for the Ray Data peers (see the comment in
+    :func:`_ray_run`); a cluster started elsewhere must be started with them."""
+    return {"num_workers_soft_limit": 4 * workers, "idle_worker_killing_time_threshold_ms": 600_000}
+
+
+def _ray_run(size: int, workers: int, by_key: bool, address: str | None = None) -> dict[str, Any]:
+    """One warm-up and one measured run; on ``ray.init(num_cpus=workers)``, or on the
+    running cluster at ``address`` (started with :func:`ray_system_config`)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     import ray.data
@@ -227,22 +235,23 @@ def _ray_run(size: int, workers: int, by_key: bool) -> dict[str, Any]:
         "ray.data._internal.progress",
     ):
         logging.getLogger(name).setLevel(logging.ERROR)
-    ray.init(
-        num_cpus=workers,
-        log_to_driver=False,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        # Ray Data runs shuffle map and reduce tasks in worker processes of
-        # their own (a runtime_env each), beside the ones for ordinary tasks.
-        # Ray keeps only num_cpus idle workers and kills the rest after 1 s,
-        # so every run would start new worker processes (several seconds
-        # here). Keeping them lets the warm-up leave a warm pool, as the
-        # other contestants have; at most num_cpus tasks still run at once.
-        _system_config={
-            "num_workers_soft_limit": 4 * workers,
-            "idle_worker_killing_time_threshold_ms": 600_000,
-        },
-    )
+    if address is not None:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        ray.init(
+            address="local",  # its own Ray, not one running on this machine
+            num_cpus=workers,
+            log_to_driver=False,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            # Ray Data runs shuffle map and reduce tasks in worker processes of
+            # their own (a runtime_env each), beside the ones for ordinary tasks.
+            # Ray keeps only num_cpus idle workers and kills the rest after 1 s,
+            # so every run would start new worker processes (several seconds
+            # here). Keeping them lets the warm-up leave a warm pool, as the
+            # other contestants have; at most num_cpus tasks still run at once.
+            _system_config=ray_system_config(workers),
+        )
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False

@@ -76,6 +76,14 @@ def path_in_node_dir(data_path: str) -> str:
     return "/".join(parts[-3:])
 
 
+def job_directory(data_path: str, job_id: str) -> str:
+    """The job's directory on its node, from a node-local map output's path."""
+    cut = data_path.rfind(f"/{job_id}/")
+    if cut < 0:
+        raise ValueError(f"{data_path} is not a map output of job {job_id}")
+    return data_path[: cut + len(job_id) + 1]
+
+
 def is_node_local(data_path: str) -> bool:
     """Whether a commit record's ``data_path`` names a node-local map output."""
     return data_path.startswith("/")

@@ -210,7 +210,7 @@ def _kubernetes_settings(args: argparse.Namespace) -> Any:
 
 
 def _cmd_run(argv: Sequence[str]) -> int:
-    from mrk8s.engine.executors import make_executor
+    from mrk8s.engine.executors import check_options, make_executor
     from mrk8s.engine.settings import parse_size
     from scheduler.backends.local import LocalExecutor
 
@@ -236,6 +236,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
             memory_per_worker=parse_size(known.memory_per_worker, "--memory-per-worker"),
         )
         return _run_job(argv, executor)
+    check_options(known.backend, speculative=known.speculative)
     # Started before this process loads pyarrow and the job (half a second here), so
     # that the workers' own start-up runs alongside.
     executor = make_executor(
@@ -469,11 +470,22 @@ def _cmd_cancel(argv: Sequence[str]) -> int:
 def _cmd_clean(argv: Sequence[str]) -> int:
     from mrk8s.cli import jobs
 
-    args = _job_parser("mrk8s clean", "Remove a job's shuffle data.").parse_args(argv)
+    p = _job_parser("mrk8s clean", "Remove a job's shuffle data.")
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="the Ray cluster a --backend ray job ran on, to remove the map outputs it "
+        "kept on other machines' disks (those on this machine need none)",
+    )
+    args = p.parse_args(argv)
     store, plan = jobs.open_job(args.job_id, args.shuffle_dir, _storage_options(args))
-    jobs.clean(store, plan)
+    cleaned = jobs.clean(store, plan, ray_address=args.ray_address)
     print(f"removed job {args.job_id} from {args.shuffle_dir}")
-    return 0
+    if cleaned.removed:
+        print(f"removed its map outputs kept on nodes' disks: {', '.join(cleaned.removed)}")
+    for node, (directory, why) in sorted(cleaned.left.items()):
+        print(f"could not remove its map outputs on node {node} ({directory}): {why}")
+    return 1 if cleaned.left else 0
 
 
 def _storage_options(args: argparse.Namespace) -> dict[str, Any]:

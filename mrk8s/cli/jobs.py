@@ -15,7 +15,7 @@ from typing import Any
 from mrk8s.errors import UsageError
 from mrk8s.tasks.plan import JobPlan
 from mrk8s.tasks.run import PLAN_FILE
-from shuffle import commit
+from shuffle import commit, nodelocal
 from shuffle.store import FsspecStore, join
 
 
@@ -92,8 +92,59 @@ def render(plan: JobPlan, stages: list[StageStatus]) -> str:
     return "\n".join(lines)
 
 
-def clean(store: FsspecStore, plan: JobPlan) -> None:
-    """Remove the job's shuffle data and any staged (uncommitted) output."""
+def node_local_dirs(store: FsspecStore, plan: JobPlan) -> dict[str, str]:
+    """The job's directory on each node that holds committed node-local map outputs."""
+    dirs: dict[str, str] = {}
+    for step, sp in enumerate(plan.steps):
+        for i in range(len(sp.splits)):
+            rec = commit.read(store, step, "map", i)
+            if rec is not None and nodelocal.is_node_local(rec.data_path):
+                dirs[rec.node] = nodelocal.job_directory(rec.data_path, plan.job_id)
+    return dirs
+
+
+@dataclass
+class Cleaned:
+    """What :func:`clean` removed of a job's node-local map outputs, and what it could not."""
+
+    removed: list[str] = field(default_factory=list)
+    #: node -> the job's directory there, left in place, and why.
+    left: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+def clean(store: FsspecStore, plan: JobPlan, *, ray_address: str | None = None) -> Cleaned:
+    """Remove the job's shuffle data, any staged (uncommitted) output, and its
+    node-local map outputs (a Ray job's): those on this machine directly, those
+    on other machines through the Ray cluster at ``ray_address``."""
+    import os
+    import shutil
+
+    on_nodes = node_local_dirs(store, plan)
     options = {**plan.storage_options, **store.storage_options}
     FsspecStore(plan.staging_url, options).remove("", recursive=True)
     store.remove("", recursive=True)
+    cleaned = Cleaned()
+    elsewhere: dict[str, str] = {}
+    for node, directory in sorted(on_nodes.items()):
+        if os.path.isdir(directory):  # this machine's disk (a local or simulated cluster)
+            shutil.rmtree(directory, ignore_errors=True)
+            cleaned.removed.append(directory)
+        else:
+            elsewhere[node] = directory
+    if not elsewhere:
+        return cleaned
+    if ray_address is None:
+        why = "it is on another machine: pass --ray-address to remove it through the Ray cluster"
+        cleaned.left = {node: (d, why) for node, d in elsewhere.items()}
+        return cleaned
+    from scheduler.backends.ray.cleanup import remove_job
+
+    # Every alive node is asked (one may hold only uncommitted attempts).
+    bases = sorted({os.path.dirname(os.path.dirname(d)) for d in on_nodes.values()})
+    by_node = remove_job(ray_address, bases, plan.job_id)
+    for node, directory in elsewhere.items():
+        if node not in by_node:
+            why = "its node has left the Ray cluster, and took its disk with it"
+            cleaned.left[node] = (directory, why)
+    cleaned.removed += sorted({d for dirs in by_node.values() for d in dirs})
+    return cleaned

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from mrk8s.engine.executors import make_executor
+from mrk8s.engine.executors import check_options, make_executor
 from mrk8s.engine.progress import Progress
 from mrk8s.engine.settings import RunSettings, check_reachable_by_workers, redact
 from mrk8s.errors import (
@@ -477,6 +477,7 @@ class Driver:
         if s.output is None and s.output_format == "parquet":
             raise UsageError("--output-format parquet needs --output DIR (it cannot go to stdout)")
         check_reachable_by_workers(s.backend, s.shuffle_dir, s.output, s.inputs)
+        check_options(getattr(executor, "name", None) or s.backend, speculative=s.speculative)
         job_class = self.load()
         job_id = s.job_id or new_job_id(s.script)
         if s.output is not None:

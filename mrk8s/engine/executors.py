@@ -25,6 +25,22 @@ if TYPE_CHECKING:
 LOCAL_PRELOAD = ("mrk8s.tasks.run:warm_up",)
 
 
+#: Options a backend does not implement, and what to do instead.
+UNSUPPORTED = {
+    ("ray", "speculative"): (
+        "--speculative is not implemented on --backend ray: run without it (a slow task "
+        "then runs to its end; a lost worker or node is still retried), or run on "
+        "--backend local, which gives stragglers a second attempt"
+    ),
+}
+
+
+def check_options(backend: str, *, speculative: bool = False) -> None:
+    """Refuse, before anything starts, an option that ``backend`` does not implement."""
+    if speculative and (backend, "speculative") in UNSUPPORTED:
+        raise UsageError(UNSUPPORTED[backend, "speculative"])
+
+
 def make_executor(
     backend: str,
     workers: int | None,

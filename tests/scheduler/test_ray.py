@@ -27,7 +27,8 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # A Ray of its own, not one that something else runs on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
@@ -107,6 +108,12 @@ def test_a_user_error_fails_at_once_with_its_message(executor: RayExecutor, tmp_
     assert info.value.user_error
     assert "record 7 of task 0 is not valid JSON" in str(info.value)
     assert runs(tmp_path) == {0: [1]}
+
+
+def test_a_speculative_stage_is_refused_not_ignored(executor: RayExecutor, tmp_path: Path):
+    with pytest.raises(JobFailedError, match="speculative attempts are not implemented"):
+        executor.run_stage(spec(tmp_path, "echo", 2, speculative=True), indexes=[0, 1])
+    assert runs(tmp_path) == {}  # nothing ran
 
 
 def test_a_placed_task_runs_on_its_node(executor: RayExecutor, tmp_path: Path):
@@ -198,9 +205,9 @@ def test_a_reader_serves_only_its_nodes_directory(tmp_path: Path):
             reader.read(str(outside), 0, 4)
 
 
-def test_a_remote_read_comes_in_bounded_pieces_and_equals_the_file(
-    executor: RayExecutor, tmp_path: Path
-):
+@pytest.fixture
+def remote_file(executor: RayExecutor) -> Iterator[tuple[str, Path, bytes]]:
+    """A map output on this node, and a reader for it installed as if read from another node."""
     from scheduler.backends.ray import nodefs
     from shuffle import nodelocal
 
@@ -210,21 +217,56 @@ def test_a_remote_read_comes_in_bounded_pieces_and_equals_the_file(
     path = directory / "map-00000-a1.arrow"
     data = os.urandom(nodefs.PIECE_BYTES * 2 + 12345)
     path.write_bytes(data)
+    nodefs.install(executor.reader_prefix, ray.get_runtime_context().namespace)
     try:
-        nodefs.install(executor.reader_prefix, ray.get_runtime_context().namespace)
-        store, name = nodelocal.segment_store(None, node, str(path), here="another-node")  # type: ignore[arg-type]
-        fs = store.fs
-        before = fs.bytes_read
-
-        assert store.read_range(name, 7, len(data) - 7) == data[7:]  # three pieces
-        assert fs.bytes_read - before == len(data) - 7
-        with store.open_read(name) as f:  # streamed, a piece per cache miss
-            f.seek(nodefs.PIECE_BYTES - 3)
-            assert f.read(10) == data[nodefs.PIECE_BYTES - 3 : nodefs.PIECE_BYTES + 7]
+        yield node, path, data
     finally:
         nodelocal.set_remote_opener(None)
         path.unlink()
         directory.rmdir()
+
+
+def test_a_remote_read_comes_straight_from_the_nodes_server_and_equals_the_file(
+    remote_file: tuple[str, Path, bytes],
+):
+    from shuffle import nodelocal
+
+    node, path, data = remote_file
+    store, name = nodelocal.segment_store(None, node, str(path), here="another-node")  # type: ignore[arg-type]
+    again, _ = nodelocal.segment_store(None, node, str(path), here="another-node")  # type: ignore[arg-type]
+    fs = store.fs
+    read, direct = fs.bytes_read, fs.bytes_direct
+
+    assert store.read_range(name, 7, len(data) - 7) == data[7:]
+    # Not one byte through the object store:
+    assert fs.bytes_read - read == fs.bytes_direct - direct == len(data) - 7
+    assert again is store  # one store per node: its segments are fetched as one batch
+
+
+def test_an_unreachable_server_falls_back_to_bounded_pieces_through_the_reader_actor(
+    remote_file: tuple[str, Path, bytes], caplog: pytest.LogCaptureFixture
+):
+    import socket
+
+    from scheduler.backends.ray import nodefs
+    from shuffle import nodelocal
+
+    node, path, data = remote_file
+    store, name = nodelocal.segment_store(None, node, str(path), here="another-node")  # type: ignore[arg-type]
+    fs = store.fs
+    read, direct = fs.bytes_read, fs.bytes_direct
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        fs._servers[node] = ("127.0.0.1", closed.getsockname()[1], "token")
+
+        assert store.read_range(name, 7, len(data) - 7) == data[7:]  # three pieces
+    assert fs.bytes_read - read == len(data) - 7
+    assert fs.bytes_direct == direct
+    assert "reading them through its reader actor instead" in caplog.text
+    with store.open_read(name) as f:  # streamed, a piece per cache miss
+        f.seek(nodefs.PIECE_BYTES - 3)
+        assert f.read(10) == data[nodefs.PIECE_BYTES - 3 : nodefs.PIECE_BYTES + 7]
+    assert fs.bytes_direct == direct
 
 
 def test_a_remote_read_from_a_dead_reader_names_the_map_output_to_recompute(

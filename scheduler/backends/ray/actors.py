@@ -10,8 +10,11 @@ to one node (``NodeAffinitySchedulingStrategy``, not soft):
   directory for map outputs, see :mod:`shuffle.nodelocal`), and it installs
   the remote opener through which a reducer reads other nodes' map outputs.
 - :class:`NodeReader` serves ranged reads of its node's map outputs to
-  reducers on other nodes, a bounded piece per call (see
-  :mod:`scheduler.backends.ray.nodefs`), and only under its node's directory.
+  reducers on other nodes, and only under its node's directory: directly,
+  through the HTTP server it starts on its node
+  (:mod:`scheduler.backends.ray.rangeserver`, whose address reducers ask it
+  for), or a bounded piece per actor call when that server cannot be
+  reached (see :mod:`scheduler.backends.ray.nodefs`).
 
 These classes are plain; the executor wraps them with ``ray.remote``. Errors
 in a task come back as :class:`scheduler.stage.TaskError` JSON, as from a
@@ -28,6 +31,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from scheduler.backends.ray.rangeserver import Address, RangeServer, resolve_under
 from scheduler.stage import TaskError, run_task
 from shuffle import nodelocal
 
@@ -130,12 +134,21 @@ class NodeReader:
         os.makedirs(node_directory(_node_base(local_dir), node_id), exist_ok=True)
         # Resolved, as the paths asked for are (a temp dir may be behind a symlink).
         self.root = os.path.realpath(node_directory(_node_base(local_dir), node_id))
+        self._server: RangeServer | None = None
 
     def _checked(self, path: str) -> str:
-        real = os.path.realpath(path)
-        if not real.startswith(self.root + os.sep):
-            raise PermissionError(f"{path} is not under this node's shuffle directory {self.root}")
-        return real
+        return resolve_under(self.root, path)
+
+    def address(self) -> Address:
+        """Where reducers read this node's map outputs directly: (host, port, token).
+
+        The server starts on the first call, on this node's address as Ray knows it.
+        """
+        if self._server is None:
+            import ray
+
+            self._server = RangeServer(self.root, ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+        return self._server.address
 
     def size(self, path: str) -> int:
         return os.path.getsize(self._checked(path))

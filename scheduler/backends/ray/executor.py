@@ -19,7 +19,8 @@ is still alive. :meth:`nodes` tells the driver which nodes are alive and how
 many tasks each can run at once: the capacity for placement, and, for a map
 output kept on a node that is gone, the sign that its map task must run
 again before the reducers that need it. Speculative attempts are not
-implemented on this backend (a warning says so).
+implemented on this backend: a stage that asks for them is refused (and
+``mrk8s run --speculative --backend ray`` is a usage error).
 
 When connecting to an existing cluster with a ``working_dir`` (the job
 script's directory), that directory is shipped to every worker as Ray's
@@ -82,6 +83,31 @@ class _Run:
     inflight: dict[Any, _Slot] = field(default_factory=dict)
 
 
+def token_auth() -> None:
+    """Present this machine's Ray token to an existing cluster, when it has one.
+
+    Ray 2.60's ``ray start`` turns token authentication on whenever a token
+    exists (``~/.ray/auth_token``), but a driver connecting to that cluster
+    (``host:port`` or ``ray://``) sends the token only with
+    ``RAY_AUTH_MODE=token`` set: without it the GCS refused the driver
+    ("Authentication token is missing or incorrect") and the Ray client server
+    every call ("no authorization header provided"), and the connection timed
+    out. This is the step ``ray start`` takes (an explicit ``RAY_AUTH_MODE``
+    is respected); a Ray without token authentication has nothing to do.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:
+        return
+    # Its notice that token authentication is on is no warning for our users.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 class RayExecutor:
     """Runs stages on Ray worker actors; see the module docstring.
 
@@ -121,7 +147,6 @@ class RayExecutor:
         self._readers: dict[str, Any] = {}
         self._spawned = 0
         self._job_dirs: set[str] = set()
-        self._warned_speculative = False
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -148,7 +173,21 @@ class RayExecutor:
             }
             if self.address is None:
                 options["num_cpus"] = self.num_workers or os.cpu_count() or 1
-            ray.init(address=self.address, **options)
+            if self.address is not None:
+                token_auth()
+            try:
+                # "local": a Ray of its own, even when another is running on this
+                # machine (ray.init() with no address would join that one).
+                ray.init(address=self.address or "local", **options)
+            except ConnectionError as exc:
+                raise JobFailedError(
+                    f"cannot connect to the Ray cluster at {self.address} ({exc}): check "
+                    "that it runs (ray status on its head node), that --ray-address names it "
+                    "(host:port of its GCS, or ray://host:port of its Ray client server, "
+                    "port 10001 unless it was started with another), and that this machine "
+                    "can reach that port",
+                    user_error=True,
+                ) from exc
             self._started_ray = True
         self._namespace = ray.get_runtime_context().namespace
         if package is not None:
@@ -332,9 +371,15 @@ class RayExecutor:
     ) -> dict[int, dict[str, Any]]:
         self.start()
         emit = on_event or (lambda event: None)
-        if stage.speculative and not self._warned_speculative:
-            logger.warning("--speculative is not implemented on --backend ray; ignored")
-            self._warned_speculative = True
+        if stage.speculative:
+            # The driver refuses --speculative on this backend before a job starts;
+            # a stage asking for it from elsewhere is refused, not silently ignored.
+            raise JobFailedError(
+                f"{stage.name}: speculative attempts are not implemented on the Ray backend: "
+                "run the stage without speculative=True",
+                user_error=True,
+                stage=stage.name,
+            )
         job_dir = stage.payload.get("job_dir")
         if isinstance(job_dir, str):
             self._job_dirs.add(job_dir)

@@ -4,9 +4,13 @@ Installed in every task worker (:func:`install`), so that the reduce task's
 ordinary read path (:mod:`shuffle.mapfile` over an
 :class:`shuffle.store.FsspecStore`) reads a remote node's segment the way it
 reads one from object storage: ``mrk8s-node://NODE_ID`` is the root, the
-map output's absolute path the path. Every read is a ranged read, cut into
-pieces of at most :data:`PIECE_BYTES`, each one call of the node's
-:class:`scheduler.backends.ray.actors.NodeReader`, with at most
+map output's absolute path the path. Every read is a ranged read of the
+node's :class:`scheduler.backends.ray.actors.NodeReader`: straight from the
+HTTP server the reader runs on its node (:mod:`scheduler.backends.ray.rangeserver`;
+the address is asked of the actor once per node), so the bytes never pass
+through Ray's object store. When that server cannot be reached (a network
+that lets only Ray's own ports through), the read falls back to actor calls,
+cut into pieces of at most :data:`PIECE_BYTES` with at most
 :data:`PIECES_IN_FLIGHT` outstanding: a map output never passes through the
 object store whole, only the requested range, a few pieces at a time.
 
@@ -17,6 +21,7 @@ the reducer recomputes the map task, as it does for a damaged output.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from typing import Any
@@ -25,9 +30,12 @@ import ray
 from fsspec import AbstractFileSystem, register_implementation
 from fsspec.spec import AbstractBufferedFile
 
+from scheduler.backends.ray import rangeserver
 from shuffle import nodelocal
 from shuffle.errors import CorruptSegmentError
 from shuffle.store import FsspecStore
+
+logger = logging.getLogger(__name__)
 
 PROTOCOL = "mrk8s-node"
 
@@ -56,9 +64,13 @@ class NodeFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self.reader_prefix = reader_prefix
         self.namespace = namespace
         self._readers: dict[str, Any] = {}
+        #: Each node's range server (None: unreachable, read through actor calls).
+        self._servers: dict[str, rangeserver.Address | None] = {}
         self._lock = threading.Lock()
-        #: Bytes read through this filesystem (what a reducer fetched from other nodes).
+        #: Bytes read through this filesystem (what a reducer fetched from other nodes)...
         self.bytes_read = 0
+        #: ...and how many of them came straight from a node's range server.
+        self.bytes_direct = 0
 
     @classmethod
     def _strip_protocol(cls, path: str) -> str:
@@ -102,12 +114,50 @@ class NodeFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 raise _lost(node, local, "the file is gone from the node") from exc
             raise
 
+    def _server(self, node: str, local: str) -> rangeserver.Address | None:
+        if node not in self._servers:
+            address = self._call(node, local, lambda r: r.address.remote())
+            with self._lock:
+                self._servers[node] = tuple(address)
+        return self._servers[node]
+
+    def _direct(self, node: str, local: str, begin: int, stop: int) -> bytes | None:
+        """The range from the node's server, or None if it cannot be reached."""
+        address = self._server(node, local)
+        if address is None:
+            return None
+        try:
+            return rangeserver.fetch(address, local, begin, stop)
+        except FileNotFoundError as exc:
+            raise _lost(node, local, "the file is gone from the node") from exc
+        except PermissionError:
+            raise
+        except OSError as exc:
+            # Unreachable, or gone with its node: the actor path tells which.
+            logger.warning(
+                "cannot read node %s's map outputs directly from %s:%d (%s); "
+                "reading them through its reader actor instead",
+                node,
+                address[0],
+                address[1],
+                exc,
+            )
+            with self._lock:
+                self._servers[node] = None
+            return None
+
     def cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
         node, local = self._split(path)
         begin = start or 0
         stop = end if end is not None else self.info(path)["size"]
+        direct = self._direct(node, local, begin, stop)
+        if direct is not None:
+            with self._lock:
+                self.bytes_read += len(direct)
+                self.bytes_direct += len(direct)
+            return direct
         reader = self._reader(node, local)
         pieces: list[bytes] = []
         pending: deque[Any] = deque()
@@ -124,7 +174,8 @@ class NodeFileSystem(AbstractFileSystem):  # type: ignore[misc]
             for ref in pending:  # an error part-way: do not leave pieces behind
                 ray.cancel(ref)
         data = b"".join(pieces)
-        self.bytes_read += len(data)
+        with self._lock:
+            self.bytes_read += len(data)
         return data
 
     def _open(
@@ -155,8 +206,13 @@ def install(reader_prefix: str, namespace: str) -> None:
     """Make this process read other nodes' map outputs through their reader actors."""
     register_implementation(PROTOCOL, NodeFileSystem, clobber=True)
     options = {"reader_prefix": reader_prefix, "namespace": namespace}
+    stores: dict[str, FsspecStore] = {}
 
     def open_node(node: str) -> FsspecStore:
-        return FsspecStore(f"{PROTOCOL}://{node}", options)
+        # One store per node: a reducer's segments on one node are then read
+        # as one batch, several at once (mapfile.read_segments), not one by one.
+        if node not in stores:
+            stores[node] = FsspecStore(f"{PROTOCOL}://{node}", options)
+        return stores[node]
 
     nodelocal.set_remote_opener(open_node)

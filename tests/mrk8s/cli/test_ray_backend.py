@@ -75,3 +75,22 @@ def test_ray_address_with_the_local_backend_is_refused(cli: Callable[..., CLIRes
 
     assert result.returncode == 2
     assert "--ray-address is for --backend ray, not --backend local" in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_speculative_on_ray_is_refused_before_ray_starts(
+    cli: Callable[..., CLIResult], tmp_path: Path
+):
+    result = cli(
+        "run", str(EXAMPLES / "wordcount.py"), str(EXAMPLES / "data" / "sample.txt"),
+        "--backend", "ray", "--speculative", "--shuffle-dir", str(tmp_path / "shuffle"),
+        "-o", str(tmp_path / "out"),
+    )  # fmt: skip
+
+    assert result.returncode == 2, result.stderr
+    assert "--speculative is not implemented on --backend ray" in result.stderr
+    assert "run without it" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Started a local Ray instance" not in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob("shuffle/*"))  # refused before any job directory
