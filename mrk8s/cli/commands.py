@@ -328,6 +328,24 @@ def _cmd_worker(argv: Sequence[str]) -> int:
     return worker.main(argv)
 
 
+def _cmd_gateway(argv: Sequence[str]) -> int:
+    # mrk8s.gateway sits above the CLI (its jobs run `mrk8s run`): reached by name.
+    import importlib
+
+    try:
+        gateway_cli = importlib.import_module("mrk8s.gateway.cli")
+        if argv and argv[0] not in ("-h", "--help"):
+            importlib.import_module("mrk8s.gateway.app")
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] == "mrk8s":
+            raise
+        raise UsageError(
+            f"mrk8s gateway needs the web stack: pip install 'mrk8s[gateway]' ({exc})"
+        ) from exc
+    status: int = gateway_cli.main(argv)
+    return status
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
@@ -344,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clean": _cmd_clean,
         "worker": _cmd_worker,
         "bench": _cmd_bench,
+        "gateway": _cmd_gateway,
     }
     if not argv or argv[0] in ("-h", "--help"):
         print(
@@ -355,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "  clean JOB_ID             remove a job's shuffle data\n"
             "  worker --job URL ...     run one task of a job (what a pod runs)\n"
             "  bench shuffle            shuffle throughput, verified (mrk8s bench shuffle -h)\n"
+            "  gateway serve            the job gateway, a REST service (mrk8s gateway -h)\n"
         )
         return 0
     if argv[0] == "--version":
