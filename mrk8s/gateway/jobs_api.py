@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -80,6 +80,10 @@ def _visible(request: Request, user: User, job_id: str) -> dict[str, Any]:
 
 async def visible_job(request: Request, user: User, job_id: str) -> dict[str, Any]:
     return await run_in_threadpool(_visible, request, user, job_id)
+
+
+async def _visible_dependency(request: Request, user: CurrentUser, job_id: str) -> dict[str, Any]:
+    return await visible_job(request, user, job_id)
 
 
 def encode_cursor(seq: int) -> str:
@@ -188,8 +192,13 @@ async def cancel_job(request: Request, user: CurrentUser, job_id: str) -> models
     responses={**NOT_FOUND, 200: {"model": models.JobEvent}},
     summary="Server-sent events of the job's state changes, until it ends",
 )
-async def job_events(request: Request, user: CurrentUser, job_id: str) -> AsyncIterator[Any]:
-    job = await visible_job(request, user, job_id)
+async def job_events(
+    request: Request,
+    user: CurrentUser,
+    job_id: str,
+    # Checked as a dependency, before the stream (and its 200) starts.
+    job: Annotated[dict[str, Any], Depends(_visible_dependency)],
+) -> AsyncIterator[Any]:
     app = request.app
     db: st.State = app.state.db
     try:
