@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -39,8 +40,8 @@ logger = logging.getLogger(__name__)
 #: answers 400 (not 422) to a body it cannot decode, e.g. a request body that is not
 #: JSON where JSON is expected (undocumented by FastAPI: declared here).
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": models.Problem, "description": "a body that could not be decoded"},
-    401: {"model": models.Problem, "description": "no credentials, or wrong ones"},
+    400: models.problem("a body that could not be decoded"),
+    401: models.problem("no credentials, or wrong ones"),
 }
 
 
@@ -66,6 +67,21 @@ def upload_cap(app: ASGIApp, get_config: Any) -> ASGIApp:
         await app(scope, receive, send)
 
     return guarded
+
+
+def _openapi_with_problem(app: FastAPI) -> dict[str, Any]:
+    """The generated spec, with the error body every route may answer among its schemas."""
+    if app.openapi_schema is None:
+        spec = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = models.Problem.model_json_schema()
+        app.openapi_schema = spec
+    return app.openapi_schema
 
 
 def create_app(config: GatewayConfig) -> FastAPI:
@@ -105,10 +121,17 @@ def create_app(config: GatewayConfig) -> FastAPI:
         responses=COMMON_RESPONSES,
     )
     app.state.config = config
+    app.openapi = lambda: _openapi_with_problem(app)  # type: ignore[method-assign]
     app.include_router(artifacts.router)
     app.include_router(jobs_api.router)
 
-    @app.get("/v1/audit", response_model=models.AuditList, tags=["admin"], summary="Audit log")
+    @app.get(
+        "/v1/audit",
+        response_model=models.AuditList,
+        tags=["admin"],
+        summary="Audit log",
+        responses={403: models.problem("not an admin")},
+    )
     async def audit_log(
         request: Request,
         _: Annotated[User, Depends(require_admin)],

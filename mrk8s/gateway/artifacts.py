@@ -93,7 +93,7 @@ def path(state: State, artifact_id: str, user: str, admin: bool) -> Path | None:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=models.Artifact,
-    responses={413: {"model": models.Problem, "description": "over the size cap"}},
+    responses={413: models.problem("over the size cap")},
     summary="Upload a job script or a small input",
 )
 async def upload(

@@ -32,9 +32,7 @@ from mrk8s.gateway.config import User
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": models.Problem, "description": "no such job (or not yours)"}
-}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: models.problem("no such job (or not yours)")}
 MAX_PAGE = 500
 
 
@@ -172,7 +170,7 @@ async def get_job(request: Request, user: CurrentUser, job_id: str) -> models.Jo
 @router.delete(
     "/{job_id}",
     response_model=models.Job,
-    responses={**NOT_FOUND, 409: {"model": models.Problem, "description": "already ended"}},
+    responses={**NOT_FOUND, 409: models.problem("already ended")},
     summary="Cancel a job: its processes are stopped when this answers; its record stays",
 )
 async def cancel_job(request: Request, user: CurrentUser, job_id: str) -> models.Job:
@@ -277,7 +275,7 @@ async def job_logs(
 @router.get(
     "/{job_id}/output",
     response_class=PlainTextResponse,
-    responses={**NOT_FOUND, 409: {"model": models.Problem, "description": "not SUCCEEDED"}},
+    responses={**NOT_FOUND, 409: models.problem("not SUCCEEDED")},
     summary="The job's results in the text format: json(key) TAB json(value) per line",
 )
 async def job_output(request: Request, user: CurrentUser, job_id: str) -> StreamingResponse:

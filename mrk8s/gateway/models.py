@@ -142,3 +142,13 @@ class Problem(BaseModel):
     """An error: what was wrong and how to fix it."""
 
     detail: str
+
+
+def problem(description: str) -> dict[str, Any]:
+    """An error answer for a route's ``responses``: always JSON, whatever the route's success
+    type is (FastAPI would document a ``model`` under an event stream's or a text route's
+    media type). The app puts :class:`Problem` in the spec's components."""
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
