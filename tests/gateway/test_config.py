@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from mrk8s.errors import UsageError
 from mrk8s.gateway import config
@@ -85,3 +86,14 @@ def test_serve_with_a_bad_config_exits_2_with_one_paragraph(tmp_path):
     assert proc.stderr.startswith("mrk8s: error: ")
     assert "queues.q.max_running is -1: give a whole number of at least 1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_readme_config_example_is_a_valid_config():
+    from tests.conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    block = text.split("The config file (every key optional):", 1)[1]
+    block = block.split("```yaml\n", 1)[1].split("```", 1)[0]
+    c = config.from_mapping(yaml.safe_load(block), environ={})
+    assert [q.name for q in c.queues] == ["default", "big"]
+    assert [(u.name, u.admin) for u in c.users] == [("alice", False), ("bob", False), ("ops", True)]
