@@ -115,3 +115,29 @@ class WordCount(MapReduce):
     def reducer(self, word, counts):
         yield word, sum(counts)
 """
+
+
+@pytest.mark.parametrize("max_launches", [1, 2])
+def test_a_job_whose_process_is_killed_is_resumed_up_to_max_launches(gateway, max_launches):
+    gw = gateway(
+        queues={"default": {"max_running": 1, "default_workers": 2}}, max_launches=max_launches
+    )
+    text = make_words(3000, seed=13)
+    with gw.client("alice") as c:
+        script = upload(c, "slow.py", (JOBS / "slow_wordcount.py").read_bytes())
+        data = upload(c, "in.txt", text)
+        jid = submit(c, script=script, inputs=[data], reducers=2, args=["--sleep", "0.04"])["id"]
+        wait_until(lambda: _map_commits(gw, jid), what="a first map commit")
+        (row,) = gw.job_rows()
+        kill_session(row["pid"])  # not through the API: the gateway sees it die
+        events = follow(c, jid)
+        done = c.get(f"/v1/jobs/{jid}").json()
+        output = c.get(f"/v1/jobs/{jid}/output").text
+    if max_launches == 1:
+        assert done["status"] == "FAILED" and done["launches"] == 1
+        assert "died without an exit status 1 time(s)" in done["error"]
+        assert "max_launches" in done["error"]
+    else:
+        assert done["status"] == "SUCCEEDED" and done["launches"] == 2
+        assert dict(parse_text_output(output)) == Counter(text.split())
+        assert any("resuming it (launch 2)" in e["message"] for e in events)
