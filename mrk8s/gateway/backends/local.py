@@ -169,7 +169,10 @@ class LocalBackend:
     def progress(self, job: dict[str, Any]) -> list[dict[str, Any]] | None:
         from mrk8s.cli import jobs as cli_jobs
         from mrk8s.errors import MRError
+        from mrk8s.tasks.run import PLAN_FILE
 
+        if not (self.shuffle_dir / job["id"] / PLAN_FILE).exists():
+            return None  # not planned yet (open_job would list every job to say so)
         try:
             store, plan = cli_jobs.open_job(job["id"], str(self.shuffle_dir))
             stages = cli_jobs.status(store, plan)
