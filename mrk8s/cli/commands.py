@@ -548,6 +548,24 @@ def _cmd_shuffle_server(argv: Sequence[str]) -> int:
     return shuffleserver.main(argv)
 
 
+def _cmd_gateway(argv: Sequence[str]) -> int:
+    # mrk8s.gateway sits above the CLI (its jobs run `mrk8s run`): reached by name.
+    import importlib
+
+    try:
+        gateway_cli = importlib.import_module("mrk8s.gateway.cli")
+        if argv and argv[0] not in ("-h", "--help"):
+            importlib.import_module("mrk8s.gateway.app")
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] == "mrk8s":
+            raise
+        raise UsageError(
+            f"mrk8s gateway needs the web stack: pip install 'mrk8s[gateway]' ({exc})"
+        ) from exc
+    status: int = gateway_cli.main(argv)
+    return status
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
@@ -569,6 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": _cmd_bench,
         "kfp": _cmd_kfp,
         "shuffle-server": _cmd_shuffle_server,
+        "gateway": _cmd_gateway,
     }
     if not argv or argv[0] in ("-h", "--help"):
         print(
@@ -585,6 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "  bench shuffle            shuffle throughput, verified (mrk8s bench shuffle -h)\n"
             "  kfp compile|component    mrk8s as a Kubeflow Pipelines step (mrk8s kfp -h)\n"
             "  shuffle-server --root D  serve a node's map outputs over HTTP (a DaemonSet)\n"
+            "  gateway serve            the job gateway, a REST service (mrk8s gateway -h)\n"
         )
         return 0
     if argv[0] == "--version":

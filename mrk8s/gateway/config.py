@@ -1,0 +1,242 @@
+"""The gateway's settings: built once from the config file, the flags and the environment.
+
+``mrk8s gateway serve`` calls :func:`load`; everything below it receives a
+:class:`GatewayConfig` as an argument (no global configuration). The config
+file is YAML; every key is optional, so ``serve`` with no file runs the
+minimal contract: SQLite in the state directory, the local backend, one
+queue, and ``$MRK8S_GATEWAY_TOKEN`` (when set) as an admin bearer token.
+
+A mistake in the file (an unknown key, a wrong type, a queue that does not
+exist) raises :class:`mrk8s.errors.UsageError` naming the key and the fix,
+before the service starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mrk8s.engine.settings import parse_size
+from mrk8s.errors import UsageError
+
+#: The queue a job goes to when it names none (and the only one with no config).
+DEFAULT_QUEUE = "default"
+
+#: Jobs running at once per queue when the config says nothing: the machines this
+#: runs on in tests have two cores, and each job starts its own worker processes.
+DEFAULT_MAX_RUNNING = 2
+
+#: Largest artifact upload: job scripts and small inputs, not data sets (those are URLs).
+DEFAULT_MAX_ARTIFACT_BYTES = 64 << 20
+
+#: The admin whose token comes from $MRK8S_GATEWAY_TOKEN.
+ENV_ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class User:
+    """Someone who may call the API: a bearer token and/or an HTTP Basic password."""
+
+    name: str
+    """Who the jobs, artifacts and audit rows are attributed to."""
+    token: str | None = None
+    """Bearer token (``Authorization: Bearer TOKEN``)."""
+    password: str | None = None
+    """HTTP Basic password (``Authorization: Basic base64(name:password)``)."""
+    admin: bool = False
+    """Admins see and cancel every job and read the audit log."""
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A named line of jobs with a cap on how many run at once (the rest wait QUEUED)."""
+
+    name: str
+    max_running: int = DEFAULT_MAX_RUNNING
+    """Jobs of this queue running at once."""
+    max_workers: int = 8
+    """Largest ``resources.workers`` a job of this queue may ask for (more is refused)."""
+    default_workers: int = 2
+    """Worker processes of a job that does not say (``mrk8s run --workers``)."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the service needs; see the module docstring."""
+
+    state_dir: Path
+    """Database (SQLite), artifacts, job directories (script, log, output, shuffle)."""
+    database_url: str = ""
+    """SQLAlchemy URL; empty means SQLite in ``state_dir`` (PostgreSQL: a config change)."""
+    users: tuple[User, ...] = ()
+    """Who may call the API. No users at all turns authentication off (see README)."""
+    queues: tuple[Queue, ...] = (Queue(DEFAULT_QUEUE),)
+    default_queue: str = DEFAULT_QUEUE
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+    allow_local_inputs: bool = False
+    """Whether jobs may read paths of the gateway's own disk (off: only URLs and artifacts)."""
+    max_launches: int = 3
+    """Times a job's process may be started (the first run, then resumes after it died)."""
+    poll_seconds: float = 0.25
+    """How often running jobs' processes and commit records are looked at."""
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    """fsspec options for input URLs (e.g. an S3 endpoint), handed to every job."""
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'gateway.db'}"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.users)
+
+    def queue(self, name: str) -> Queue | None:
+        return next((q for q in self.queues if q.name == name), None)
+
+
+_TOP_KEYS = {
+    "state_dir",
+    "database",
+    "users",
+    "queues",
+    "default_queue",
+    "artifacts",
+    "allow_local_inputs",
+    "max_launches",
+    "storage_options",
+}
+
+
+def load(
+    path: str | None,
+    *,
+    state_dir: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> GatewayConfig:
+    """The config file at ``path`` (or none), with ``--state-dir`` and the environment."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        import yaml
+
+        try:
+            with open(path) as f:
+                raw = yaml.safe_load(f) or {}
+        except OSError as exc:
+            raise UsageError(f"--config {path}: cannot read it ({exc.strerror})") from exc
+        except yaml.YAMLError as exc:
+            raise UsageError(f"--config {path} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise UsageError(f"--config {path}: the file must hold a mapping of settings")
+    return from_mapping(raw, state_dir=state_dir, environ=environ, source=path or "config")
+
+
+def from_mapping(
+    raw: Mapping[str, Any],
+    *,
+    state_dir: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+    source: str = "config",
+) -> GatewayConfig:
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise UsageError(
+            f"{source}: unknown setting(s) {', '.join(unknown)}; the settings are "
+            f"{', '.join(sorted(_TOP_KEYS))}"
+        )
+    where = state_dir or raw.get("state_dir") or "mrk8s-gateway"
+    users = [_user(u, source, i) for i, u in enumerate(_list(raw, "users", source))]
+    token = environ.get("MRK8S_GATEWAY_TOKEN")
+    if token:
+        users.append(User(name=ENV_ADMIN, token=token, admin=True))
+    names = [u.name for u in users]
+    if len(set(names)) != len(names):
+        raise UsageError(f"{source}: users: a user name appears twice ({', '.join(names)})")
+    queues = tuple(_queue(name, q, source) for name, q in _mapping(raw, "queues", source).items())
+    default_queue = str(raw.get("default_queue") or DEFAULT_QUEUE)
+    if not any(q.name == default_queue for q in queues):
+        if "queues" in raw and "default_queue" in raw:
+            raise UsageError(
+                f"{source}: default_queue {default_queue!r} is not one of the queues "
+                f"({', '.join(q.name for q in queues)})"
+            )
+        queues = (*queues, Queue(default_queue))
+    artifacts = _mapping(raw, "artifacts", source)
+    max_bytes = parse_size(
+        artifacts.get("max_bytes", DEFAULT_MAX_ARTIFACT_BYTES), "artifacts.max_bytes"
+    )
+    return GatewayConfig(
+        state_dir=Path(where).absolute(),
+        database_url=str(raw.get("database") or ""),
+        users=tuple(users),
+        queues=queues,
+        default_queue=default_queue,
+        max_artifact_bytes=max_bytes,
+        allow_local_inputs=bool(raw.get("allow_local_inputs", False)),
+        max_launches=_positive(raw.get("max_launches", 3), "max_launches", source),
+        storage_options=dict(_mapping(raw, "storage_options", source)),
+    )
+
+
+def _list(raw: Mapping[str, Any], key: str, source: str) -> list[Any]:
+    value = raw.get(key) or []
+    if not isinstance(value, list):
+        raise UsageError(f"{source}: {key} must be a list")
+    return value
+
+
+def _mapping(raw: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise UsageError(f"{source}: {key} must be a mapping")
+    return value
+
+
+def _positive(value: Any, key: str, source: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UsageError(f"{source}: {key} is {value!r}: give a whole number of at least 1")
+    return value
+
+
+def _user(raw: Any, source: str, i: int) -> User:
+    if not isinstance(raw, dict) or not raw.get("name"):
+        raise UsageError(f"{source}: users[{i}] needs a name (and a token or a password)")
+    unknown = sorted(set(raw) - {"name", "token", "password", "admin"})
+    if unknown:
+        raise UsageError(
+            f"{source}: users[{i}] ({raw['name']}): unknown key(s) {', '.join(unknown)}; "
+            "a user has name, token, password, admin"
+        )
+    if not raw.get("token") and not raw.get("password"):
+        raise UsageError(
+            f"{source}: user {raw['name']!r} has neither a token nor a password: give one"
+        )
+    return User(
+        name=str(raw["name"]),
+        token=str(raw["token"]) if raw.get("token") else None,
+        password=str(raw["password"]) if raw.get("password") else None,
+        admin=bool(raw.get("admin", False)),
+    )
+
+
+def _queue(name: str, raw: Any, source: str) -> Queue:
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: queues.{name} must be a mapping (e.g. max_running: 2)")
+    keys = {"max_running", "max_workers", "default_workers"}
+    unknown = sorted(set(raw) - keys)
+    if unknown:
+        raise UsageError(
+            f"{source}: queues.{name}: unknown key(s) {', '.join(unknown)}; a queue has "
+            f"{', '.join(sorted(keys))}"
+        )
+    values = {k: _positive(v, f"queues.{name}.{k}", source) for k, v in raw.items()}
+    queue = Queue(name=str(name), **values)
+    if queue.default_workers > queue.max_workers:
+        raise UsageError(
+            f"{source}: queues.{name}: default_workers {queue.default_workers} is above "
+            f"max_workers {queue.max_workers}"
+        )
+    return queue
