@@ -37,6 +37,7 @@ from scheduler.backends.ray.actors import node_directory  # noqa: E402
 from shuffle import commit  # noqa: E402
 from shuffle.store import FsspecStore  # noqa: E402
 from tests.conftest import EXAMPLES  # noqa: E402
+from tests.s3 import S3Bucket  # noqa: E402
 from tests.util import make_words  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -140,6 +141,30 @@ def test_wordcount_on_three_nodes(executor: RayExecutor, tmp_path: Path, corpus:
         == (summary["shuffle_bytes"])
     )
     assert summary["shuffle_bytes_remote"] > 0  # some segments came from other nodes
+
+
+def test_wordcount_with_the_shuffle_on_s3(
+    executor: RayExecutor, tmp_path: Path, corpus: Path, s3_bucket: S3Bucket
+):
+    import s3fs
+
+    options = s3_bucket.storage_options
+    result = run(
+        executor, tmp_path, "wordcount.py", [corpus], reducers=3, max_split_bytes=32 << 10,
+        shuffle_dir=f"{s3_bucket.url}/shuffle", storage_options=options, keep_shuffle=True,
+    )  # fmt: skip
+
+    assert dict(result.records()) == dict(collections.Counter(corpus.read_text().split()))
+    # Every map output went to the bucket (not to a node's disk), from several nodes.
+    job = FsspecStore(f"{s3_bucket.url}/shuffle/{result.job_id}", options)
+    n_maps = result.summary["stages"]["step0-map"]["tasks"]
+    maps = commit.read_stage(job, 0, "map", n_maps)
+    assert len({m.node for m in maps}) > 1
+    fs = s3fs.S3FileSystem(**options)
+    for m in maps:
+        assert not m.data_path.startswith("/")
+        assert fs.exists(f"{s3_bucket.url}/shuffle/{result.job_id}/{m.data_path}")
+    assert not list(Path(executor.local_dir).glob(f"*/{result.job_id}"))
 
 
 def test_columnar_wordcount_hash_shuffle(executor: RayExecutor, tmp_path: Path, corpus: Path):

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from scheduler.backends.ray.executor import token_auth
 from scheduler.errors import JobFailedError
 
 
@@ -43,7 +42,6 @@ def remove_job(address: str, bases: Sequence[str], job_id: str) -> dict[str, lis
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started = not ray.is_initialized()
     if started:
-        token_auth()
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except ConnectionError as exc:

@@ -83,31 +83,6 @@ class _Run:
     inflight: dict[Any, _Slot] = field(default_factory=dict)
 
 
-def token_auth() -> None:
-    """Present this machine's Ray token to an existing cluster, when it has one.
-
-    Ray 2.60's ``ray start`` turns token authentication on whenever a token
-    exists (``~/.ray/auth_token``), but a driver connecting to that cluster
-    (``host:port`` or ``ray://``) sends the token only with
-    ``RAY_AUTH_MODE=token`` set: without it the GCS refused the driver
-    ("Authentication token is missing or incorrect") and the Ray client server
-    every call ("no authorization header provided"), and the connection timed
-    out. This is the step ``ray start`` takes (an explicit ``RAY_AUTH_MODE``
-    is respected); a Ray without token authentication has nothing to do.
-    """
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:
-        return
-    # Its notice that token authentication is on is no warning for our users.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
-        logging.ERROR
-    )
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
-
 class RayExecutor:
     """Runs stages on Ray worker actors; see the module docstring.
 
@@ -173,8 +148,6 @@ class RayExecutor:
             }
             if self.address is None:
                 options["num_cpus"] = self.num_workers or os.cpu_count() or 1
-            if self.address is not None:
-                token_auth()
             try:
                 # "local": a Ray of its own, even when another is running on this
                 # machine (ray.init() with no address would join that one).
@@ -185,7 +158,10 @@ class RayExecutor:
                     "that it runs (ray status on its head node), that --ray-address names it "
                     "(host:port of its GCS, or ray://host:port of its Ray client server, "
                     "port 10001 unless it was started with another), and that this machine "
-                    "can reach that port",
+                    "can reach that port. A cluster with token authentication (ray start turns "
+                    "it on when the machine has ~/.ray/auth_token) also needs "
+                    "RAY_AUTH_MODE=token here, and its token in RAY_AUTH_TOKEN or "
+                    "~/.ray/auth_token",
                     user_error=True,
                 ) from exc
             self._started_ray = True
