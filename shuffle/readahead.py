@@ -206,12 +206,7 @@ def resident(buf: pa.Buffer) -> bool:
 
 
 class _Mapper:
-    """Memory-maps ranges, each file once for the read-ahead's life.
-
-    A reducer's ranges visit every map output once per piece, one file after
-    another, so a mapping kept only for the next range of the same file was
-    made again for every range (open, fstat, mmap: a quarter of the residency
-    check's cost). Mappings are address space, not memory.
+    """Memory-maps ranges, keeping the last file's mapping for the next range of it.
 
     Python's ``mmap`` under an Arrow buffer, not ``pyarrow.memory_map``: Arrow
     advises ``WILLNEED`` on every range it hands out, which starts reading a
@@ -219,26 +214,27 @@ class _Mapper:
     """
 
     def __init__(self) -> None:
-        self._files: dict[str, pa.Buffer] = {}
+        self._path = ""
+        self._file: pa.Buffer | None = None
 
     def view(self, r: Range) -> pa.Buffer:
         """``r`` as a view of the mapped file (raises like :func:`map_range`)."""
         if r.length == 0:
             return pa.py_buffer(b"")
-        mapped = self._files.get(r.path)
-        if mapped is None:
+        if r.path != self._path or self._file is None:
+            self._file = None
             with translate_errors(r.path, "read"), open(r.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size < r.end:
                     raise _short(r, 0, size)
-                mapped = pa.py_buffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-            self._files[r.path] = mapped
-        if mapped.size < r.end:
-            raise _short(r, 0, mapped.size)
-        return mapped.slice(r.offset, r.length)  # keeps the mapping alive
+                self._file = pa.py_buffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            self._path = r.path
+        if self._file.size < r.end:
+            raise _short(r, 0, self._file.size)
+        return self._file.slice(r.offset, r.length)  # keeps the mapping alive
 
     def close(self) -> None:
-        self._files.clear()
+        self._file, self._path = None, ""
 
 
 def map_range(r: Range) -> pa.Buffer:
@@ -266,7 +262,11 @@ class ReadAhead:
     allocation per 64-128 KiB range took a sixth of a 256 x 256 reducer's CPU.
     ``held`` is the bytes of the batches not yet wholly handed out, ``peak_held``
     its peak: never above ``budget`` unless one batch (one range) is larger
-    (pread and auto modes; mapped ranges hold page cache, not buffers).
+    (pread and auto modes). Ranges mapped ahead count too, though they hold
+    page cache rather than buffers: a map made far ahead of use keeps its file
+    mapped, and every page of it the reducer has touched counted in its RSS,
+    for as long (a reducer walking all its pieces' ranges in one read-ahead
+    had its whole partition mapped from the start).
     ``mapped`` and ``read`` count the ranges handed out as memory maps and as
     buffers the readers filled (in ``auto`` mode, the choice made per range).
     """
@@ -340,9 +340,10 @@ class ReadAhead:
                 if self.mode == "auto":
                     view = self._resident_view(r)
                     if view is not None:
-                        if not batch:  # mapped in turn; it holds no budget
-                            self._pending.append(([r], 0, None, view))
+                        if not batch:  # mapped in turn, within the budget (see below)
+                            self._pending.append(([r], r.length, None, view))
                             self._next += 1
+                            self.held += r.length
                             continue
                         break  # read the batch before it first
                 batch.append(r)
@@ -378,6 +379,7 @@ class ReadAhead:
                 batch, size, future, view = self._pending.popleft()
                 if future is None:
                     self.mapped += 1
+                    self.held -= size
                     yield view
                     continue
                 data, error = future.result()
