@@ -114,8 +114,10 @@ def test_cancel_stops_a_running_jobs_processes_and_keeps_its_record(gateway):
     gw = gateway(queues={"default": {"max_running": 2, "default_workers": 2}})
     with gw.client("alice") as c:
         script = upload(c, "slow.py", (JOBS / "slow_wordcount.py").read_bytes())
-        data = upload(c, "in.txt", make_words(4000, seed=3))
-        job = submit(c, script=script, inputs=[data], reducers=2, args=["--sleep", "0.05"])
+        data = upload(c, "in.txt", make_words(4000, seed=3) + "gate\n")
+        # The gate never opens: the job cannot end before it is cancelled.
+        args = ["--sleep", "0.002", "--gate", str(gw.root / "gate")]
+        job = submit(c, script=script, inputs=[data], reducers=2, args=args)
         jid = job["id"]
         wait_until(lambda: c.get(f"/v1/jobs/{jid}").json()["progress"], what="the job's progress")
         (row,) = gw.job_rows()
