@@ -80,3 +80,44 @@ def test_pin_to_node_is_a_required_node_affinity_on_the_node_name() -> None:
     assert term == {
         "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-2"]}]
     }
+
+
+def test_a_node_local_stage_job_carries_the_parts_and_a_node_groups_pin() -> None:
+    from scheduler.backends.k8s import names, render
+    from scheduler.stage import StageSpec
+
+    stage = StageSpec(
+        name="step 1/1 reduce",
+        num_tasks=4,
+        entrypoint="mod:fn",
+        payload={},
+        command=("mrk8s", "worker", "--job", "s3://b/j", "--step", "0", "--stage", "reduce"),
+        max_attempts=3,
+        job_id="wc",
+        step=0,
+        kind="reduce",
+    )
+    settings = render.PodSettings(namespace="ns", image="img", node_local=True)
+    servers = {"node-2": "http://10.0.0.2:7070/"}
+    job = render.stage_job(stage, [1, 3], settings, node="node-2", servers=servers)
+    assert job["metadata"]["name"] == names.stage_job_name("wc", 0, "reduce", "node-2")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["affinity"] == nodeshuffle.pin_to_node("node-2")
+    assert {v["name"] for v in pod["volumes"]} == {"scratch", "node-shuffle", "shuffle-token"}
+    # The token file is group-readable; a kubelet gives the Secret's files the pod's fsGroup.
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+    (container,) = pod["containers"]
+    names_ = [e["name"] for e in container["env"]]
+    assert len(names_) == len(set(names_))  # MRK8S_NODE once
+    env = {e["name"]: e for e in container["env"]}
+    assert httpfs.parse_servers(env[httpfs.SERVERS_ENV]["value"]) == servers
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {
+        "/scratch",
+        "/var/lib/mrk8s/shuffle",
+        "/etc/mrk8s/shuffle-token",
+    }
+    # Object-store mode: none of it.
+    plain = render.stage_job(stage, [1, 3], render.PodSettings(namespace="ns", image="img"))
+    plain_pod = plain["spec"]["template"]["spec"]
+    assert "affinity" not in plain_pod and "fsGroup" not in plain_pod["securityContext"]
+    assert [v["name"] for v in plain_pod["volumes"]] == ["scratch"]

@@ -221,6 +221,16 @@ def stage_job(
         env += [e for e in parts["env"] if e["name"] not in have]
         container["volumeMounts"] += parts["volumeMounts"]
         volumes += parts["volumes"]
+    pod_security: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if settings.node_local:
+        # A kubelet makes a Secret volume's files root's, readable by the pod's
+        # fsGroup: without one the token file (mode 0440) is unreadable as non-root.
+        pod_security["fsGroup"] = RUN_AS_USER
     group = names.label_value(node) if node else ""
     metadata: dict[str, Any] = {
         "name": names.stage_job_name(job_id, stage.step, stage.kind, group),
@@ -255,12 +265,7 @@ def stage_job(
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "priorityClassName": settings.priority_class,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": RUN_AS_USER,
-                        "runAsGroup": RUN_AS_USER,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": pod_security,
                     "containers": [container],
                     "volumes": volumes,
                     **({"affinity": nodeshuffle.pin_to_node(node)} if node else {}),
