@@ -76,6 +76,7 @@ class _Follow:
     pods: dict[str, _PodSeen] = field(default_factory=dict)
     job: dict[str, Any] = field(default_factory=dict)
     failures: dict[int, tuple[int, TaskError]] = field(default_factory=dict)  # task -> last
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)  # read when finished
 
 
 def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -124,6 +125,7 @@ class KubernetesExecutor:
         self._client: Any = None
         self._owners: dict[str, dict[str, Any]] = {}
         self._following: str | None = None  # the name of the Job being followed
+        self._warned_speculative = False
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -286,6 +288,9 @@ class KubernetesExecutor:
         indexes = sorted(indexes)
         if not indexes:
             return {}
+        if stage.speculative and not self._warned_speculative:
+            logger.warning("--speculative is not implemented on --backend k8s; ignored")
+            self._warned_speculative = True
         if not stage.result_entrypoint:
             raise ValueError(f"stage {stage.name!r}: --backend k8s needs a result_entrypoint")
         self.start()
@@ -307,7 +312,7 @@ class KubernetesExecutor:
         fetch = resolve(stage.result_entrypoint)
         results: dict[int, dict[str, Any]] = {}
         for index in indexes:
-            results[index] = dict(fetch(stage.payload, index, 0))
+            results[index] = follow.results.get(index) or dict(fetch(stage.payload, index, 0))
         # A task whose pod ended unseen (it finished while no driver watched).
         reported = {p.index for p in follow.pods.values() if p.ended}
         for index in indexes:
@@ -406,6 +411,7 @@ class KubernetesExecutor:
             seen.ended = True
             try:
                 result = dict(resolve(stage.result_entrypoint)(stage.payload, seen.index, 0))
+                follow.results[seen.index] = result
             except Exception as exc:  # read again once the Job completes
                 logger.info("result of task %d not readable yet: %s", seen.index, exc)
                 result = {}

@@ -309,3 +309,40 @@ def test_a_driver_killed_mid_map_reattaches_and_skips_committed_tasks(
     assert {i: len(ps) for i, ps in by_index(stage_pods(space, "restart")).items()} == {
         i: 1 for i in range(before.spec.completions)
     }
+
+
+def test_ctrl_c_deletes_the_running_job_and_its_pods(space: Space, job_script: Path, text: Path):
+    url = space.upload(text, "in/text.txt")
+    command = [
+        sys.executable, "-m", "mrk8s.cli", "run", str(job_script), url, *space.cli_args(),
+        "--job-id", "interrupted", "--split-size", "1KiB", "--", "--sleep", "0.05",
+    ]  # fmt: skip
+    batch = kubernetes.client.BatchV1Api(space.api)
+    core = kubernetes.client.CoreV1Api(space.api)
+    selector = names.job_selector("interrupted")
+    driver = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(
+            lambda: any(running_pid(p) for p in stage_pods(space, "interrupted")),
+            timeout=120,
+            what="a running map pod",
+        )
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+
+    assert driver.returncode == 130
+    assert stderr.splitlines()[-1].startswith("mrk8s: interrupted; job interrupted stopped")
+    wait_until(
+        lambda: (
+            not batch.list_namespaced_job(space.namespace, label_selector=selector).items
+            and not core.list_namespaced_pod(space.namespace, label_selector=selector).items
+        ),
+        timeout=90,
+        what="the interrupted job's Job and pods to be gone",
+    )
