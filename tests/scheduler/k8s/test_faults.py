@@ -57,6 +57,9 @@ class SlowCount(MapReduce):
     def mapper(self, _, line):
         if "poison" in line:
             raise ValueError(f"poison in {line!r}")
+        if "crash" in line:  # the process dies on every attempt: not the user's error
+            import os, signal
+            os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(self.options.sleep)
         for word in line.split():
             yield word, 1
@@ -346,3 +349,29 @@ def test_ctrl_c_deletes_the_running_job_and_its_pods(space: Space, job_script: P
         timeout=90,
         what="the interrupted job's Job and pods to be gone",
     )
+
+
+def test_a_task_that_fails_on_every_attempt_fails_the_job_after_max_attempts(
+    space: Space, job_script: Path, tmp_path: Path, cli: Any
+):
+    crashing = tmp_path / "crashing.txt"
+    crashing.write_text("a b\n" * 50 + "c crash d\n" + "e f\n" * 50)
+    url = space.upload(crashing, "in/crashing.txt")
+
+    out = cli(
+        "run", str(job_script), url, *space.cli_args(), "--job-id", "crash",
+        "--split-size", "1KiB", "--max-attempts", "2",
+    )  # fmt: skip
+
+    assert out.returncode == 1  # not a user error: a rerun may succeed
+    assert "was killed by SIGKILL (exit 137)" in out.stderr
+    assert "(task failed on all 2 attempts; giving up)" in out.stderr
+    assert "--job-id crash" in out.stderr  # its finished tasks are kept to resume
+    batch = kubernetes.client.BatchV1Api(space.api)
+    job = batch.read_namespaced_job(names.stage_job_name("crash", 0, "map"), space.namespace)
+    failed = [c for c in job.status.conditions if c.type == "Failed" and c.status == "True"]
+    assert [c.reason for c in failed] == ["MaxFailedIndexesExceeded"]
+    pods = by_index(stage_pods(space, "crash"))
+    crashed = [i for i, ps in pods.items() if any(_exit_code(p) == 137 for p in ps)]
+    assert len(crashed) == 1
+    assert sorted(_exit_code(p) for p in pods[crashed[0]]) == [137, 137]  # two attempts
