@@ -77,6 +77,7 @@ class _Follow:
     job: dict[str, Any] = field(default_factory=dict)
     failures: dict[int, tuple[int, TaskError]] = field(default_factory=dict)  # task -> last
     results: dict[int, dict[str, Any]] = field(default_factory=dict)  # read when finished
+    finished: set[int] = field(default_factory=set)  # tasks whose "finished" was emitted
 
 
 def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -313,10 +314,9 @@ class KubernetesExecutor:
         results: dict[int, dict[str, Any]] = {}
         for index in indexes:
             results[index] = follow.results.get(index) or dict(fetch(stage.payload, index, 0))
-        # A task whose pod ended unseen (it finished while no driver watched).
-        reported = {p.index for p in follow.pods.values() if p.ended}
+        # A task whose pod succeeded unseen (e.g. it was gone before a re-attached driver).
         for index in indexes:
-            if index not in reported:
+            if index not in follow.finished:
                 attempt = int(results[index].get("attempt", 1))
                 follow.emit(TaskEvent(stage.name, index, attempt, "started"))
                 follow.emit(TaskEvent(stage.name, index, attempt, "finished", results[index]))
@@ -415,6 +415,7 @@ class KubernetesExecutor:
             except Exception as exc:  # read again once the Job completes
                 logger.info("result of task %d not readable yet: %s", seen.index, exc)
                 result = {}
+            follow.finished.add(seen.index)
             follow.emit(
                 TaskEvent(stage.name, seen.index, seen.attempt, "finished", result, worker=name)
             )
