@@ -1,12 +1,11 @@
 """The Kubernetes executor's own behaviour on the real test cluster.
 
-Watching (list, then watch from the list's version; a version etcd has
+Watching: list, then watch from the list's version; a version etcd has
 compacted away is answered with 410 Gone and listed again; a watch the
-server ends is started again from the last version, nothing replayed), the owner
-ConfigMap (deleting it removes the Jobs and their pods through the real
-garbage collector), shipping the modules beside
-the script, and the clear errors for a missing namespace and for pods that
-cannot be created.
+server ends is started again from the last version, nothing replayed. The
+owner ConfigMap: deleting it removes the Jobs and their pods through the
+real garbage collector. Shipping the modules beside the script. The clear
+errors for a missing namespace and for pods that cannot be created.
 """
 
 from __future__ import annotations
