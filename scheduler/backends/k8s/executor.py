@@ -82,6 +82,8 @@ class _Follow:
     pods: dict[str, _PodSeen] = field(default_factory=dict)
     job: dict[str, Any] = field(default_factory=dict)
     failures: dict[int, tuple[int, TaskError]] = field(default_factory=dict)  # task -> last
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)  # read when finished
+    finished: set[int] = field(default_factory=set)  # tasks whose "finished" was emitted
 
 
 def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -130,6 +132,7 @@ class KubernetesExecutor:
         self._client: Any = None
         self._owners: dict[str, dict[str, Any]] = {}
         self._following: list[str] = []  # the names of the Jobs being followed
+        self._warned_speculative = False
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -297,6 +300,9 @@ class KubernetesExecutor:
         indexes = sorted(indexes)
         if not indexes:
             return {}
+        if stage.speculative and not self._warned_speculative:
+            logger.warning("--speculative is not implemented on --backend k8s; ignored")
+            self._warned_speculative = True
         if not stage.result_entrypoint:
             raise ValueError(f"stage {stage.name!r}: --backend k8s needs a result_entrypoint")
         self.start()
@@ -333,14 +339,15 @@ class KubernetesExecutor:
             self._follow(follow)
         self._following = []
         fetch = resolve(stage.result_entrypoint)
+        seen_results = {i: r for f in follows for i, r in f.results.items()}
+        finished = {i for f in follows for i in f.finished}
         results: dict[int, dict[str, Any]] = {}
         for index in indexes:
-            results[index] = dict(fetch(stage.payload, index, 0))
-        # A task whose pod ended unseen (it finished while no driver watched).
-        reported = {p.index for f in follows for p in f.pods.values() if p.ended}
+            results[index] = seen_results.get(index) or dict(fetch(stage.payload, index, 0))
+        # A task whose pod succeeded unseen (e.g. it was gone before a re-attached driver).
         emit = follows[0].emit
         for index in indexes:
-            if index not in reported:
+            if index not in finished:
                 attempt = int(results[index].get("attempt", 1))
                 emit(TaskEvent(stage.name, index, attempt, "started"))
                 emit(TaskEvent(stage.name, index, attempt, "finished", results[index]))
@@ -472,9 +479,11 @@ class KubernetesExecutor:
             seen.ended = True
             try:
                 result = dict(resolve(stage.result_entrypoint)(stage.payload, seen.index, 0))
+                follow.results[seen.index] = result
             except Exception as exc:  # read again once the Job completes
                 logger.info("result of task %d not readable yet: %s", seen.index, exc)
                 result = {}
+            follow.finished.add(seen.index)
             follow.emit(
                 TaskEvent(stage.name, seen.index, seen.attempt, "finished", result, worker=name)
             )

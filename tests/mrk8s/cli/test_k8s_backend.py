@@ -159,3 +159,22 @@ def test_a_script_directory_past_the_shipping_cap_is_refused(
     )
     assert "that --backend k8s ships to the cluster with the script" in out.stderr
     assert "raise the limit with $MRK8S_SHIP_LIMIT" in out.stderr
+
+
+def test_a_context_the_kubeconfig_lacks_is_named(cli: Any, k8s_args: list[str], tmp_path: Path):
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+    }  # fmt: skip
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config))
+
+    out = cli(
+        "run", "examples/wordcount.py", *k8s_args, "--kubeconfig", str(path), "--context", "prod"
+    )
+
+    assert out.returncode == 2
+    assert f"cannot use kubeconfig {path} with --context prod" in out.stderr
+    assert "name one of its contexts with --context" in out.stderr

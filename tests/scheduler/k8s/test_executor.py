@@ -1,19 +1,22 @@
 """The Kubernetes executor's own behaviour on the real test cluster.
 
-Watching (list, then watch from the list's version; a watch the server ends
-is started again from the last version, nothing replayed), the owner
-ConfigMap (deleting it removes the Jobs and their pods through the real
-garbage collector), shipping the modules beside
-the script, and the clear errors for a missing namespace and for pods that
-cannot be created.
+Watching: list, then watch from the list's version; a version etcd has
+compacted away is answered with 410 Gone and listed again; a watch the
+server ends is started again from the last version, nothing replayed. The
+owner ConfigMap: deleting it removes the Jobs and their pods through the
+real garbage collector. Shipping the modules beside the script. The clear
+errors for a missing namespace and for pods that cannot be created.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import queue
+import ssl
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,61 @@ def events_of(out: queue.Queue[watch.Event], until: Any, timeout: float = 60) ->
 
 def config_map(name: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "labels": {"test": "watch"}}, "data": {"k": name}}
+
+
+def compact_etcd(cluster: Any) -> None:
+    """Compact the cluster's etcd to its current revision (through its gRPC gateway):
+    older resource versions are gone for any watch the API server sends to etcd."""
+    pki = Path(cluster.state) / "pki"
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    context.load_cert_chain(pki / "apiserver-etcd-client.crt", pki / "apiserver-etcd-client.key")
+    url = f"https://127.0.0.1:{cluster.ports['etcd-client']}/v3"
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(url + path, json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            return dict(json.loads(response.read()))
+
+    revision = post("/maintenance/status", {})["header"]["revision"]
+    post("/kv/compaction", {"revision": revision, "physical": True})
+
+
+def event(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {"test": "watch"}},
+        "involvedObject": {"kind": "Pod", "name": "nothing", "namespace": namespace},
+        "reason": "Test",
+        "message": name,
+    }
+
+
+def test_a_resource_version_gone_from_etcd_is_listed_again(cluster: Any, api: Any, namespace: str):
+    # Events have no watch cache in the API server: their watches go to etcd.
+    core = kubernetes.client.CoreV1Api(api)
+    for i in range(3):
+        core.create_namespaced_event(namespace, event(f"e-{i}", namespace))
+    compact_etcd(cluster)
+    out: queue.Queue[watch.Event] = queue.Queue()
+    follower = watch.Follower(
+        core.list_namespaced_event,
+        namespace=namespace,
+        selector="test=watch",
+        kind="event",
+        out=out,
+        resource_version="2",  # compacted away: the server answers 410 Gone
+    ).start()
+    try:
+        seen = events_of(out, lambda s: any(what == "LIST" for _, what, _ in s))
+        core.create_namespaced_event(namespace, event("e-late", namespace))
+        seen += events_of(out, lambda s: any(what == "ADDED" for _, what, _ in s))
+    finally:
+        follower.stop()
+
+    (listed,) = [items for _, what, items in seen if what == "LIST"]
+    assert sorted(i["metadata"]["name"] for i in listed) == ["e-0", "e-1", "e-2"]
+    assert follower.lists == 1  # the list came after the 410, not before the first watch
+    added = [obj["metadata"]["name"] for _, what, obj in seen if what == "ADDED"]
+    assert added == ["e-late"]  # watched from the new list's version: nothing replayed
 
 
 def test_a_watch_the_server_ends_is_started_again_from_its_version(api: Any, namespace: str):

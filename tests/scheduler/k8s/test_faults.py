@@ -57,6 +57,9 @@ class SlowCount(MapReduce):
     def mapper(self, _, line):
         if "poison" in line:
             raise ValueError(f"poison in {line!r}")
+        if "crash" in line:  # the process dies on every attempt: not the user's error
+            import os, signal
+            os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(self.options.sleep)
         for word in line.split():
             yield word, 1
@@ -309,3 +312,66 @@ def test_a_driver_killed_mid_map_reattaches_and_skips_committed_tasks(
     assert {i: len(ps) for i, ps in by_index(stage_pods(space, "restart")).items()} == {
         i: 1 for i in range(before.spec.completions)
     }
+
+
+def test_ctrl_c_deletes_the_running_job_and_its_pods(space: Space, job_script: Path, text: Path):
+    url = space.upload(text, "in/text.txt")
+    command = [
+        sys.executable, "-m", "mrk8s.cli", "run", str(job_script), url, *space.cli_args(),
+        "--job-id", "interrupted", "--split-size", "1KiB", "--", "--sleep", "0.05",
+    ]  # fmt: skip
+    batch = kubernetes.client.BatchV1Api(space.api)
+    core = kubernetes.client.CoreV1Api(space.api)
+    selector = names.job_selector("interrupted")
+    driver = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(
+            lambda: any(running_pid(p) for p in stage_pods(space, "interrupted")),
+            timeout=120,
+            what="a running map pod",
+        )
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+
+    assert driver.returncode == 130
+    assert stderr.splitlines()[-1].startswith("mrk8s: interrupted; job interrupted stopped")
+    wait_until(
+        lambda: (
+            not batch.list_namespaced_job(space.namespace, label_selector=selector).items
+            and not core.list_namespaced_pod(space.namespace, label_selector=selector).items
+        ),
+        timeout=90,
+        what="the interrupted job's Job and pods to be gone",
+    )
+
+
+def test_a_task_that_fails_on_every_attempt_fails_the_job_after_max_attempts(
+    space: Space, job_script: Path, tmp_path: Path, cli: Any
+):
+    crashing = tmp_path / "crashing.txt"
+    crashing.write_text("a b\n" * 50 + "c crash d\n" + "e f\n" * 50)
+    url = space.upload(crashing, "in/crashing.txt")
+
+    out = cli(
+        "run", str(job_script), url, *space.cli_args(), "--job-id", "crash",
+        "--split-size", "1KiB", "--max-attempts", "2",
+    )  # fmt: skip
+
+    assert out.returncode == 1  # not a user error: a rerun may succeed
+    assert "was killed by SIGKILL (exit 137)" in out.stderr
+    assert "(task failed on all 2 attempts; giving up)" in out.stderr
+    assert "--job-id crash" in out.stderr  # its finished tasks are kept to resume
+    batch = kubernetes.client.BatchV1Api(space.api)
+    job = batch.read_namespaced_job(names.stage_job_name("crash", 0, "map"), space.namespace)
+    failed = [c for c in job.status.conditions if c.type == "Failed" and c.status == "True"]
+    assert [c.reason for c in failed] == ["MaxFailedIndexesExceeded"]
+    pods = by_index(stage_pods(space, "crash"))
+    crashed = [i for i, ps in pods.items() if any(_exit_code(p) == 137 for p in ps)]
+    assert len(crashed) == 1
+    assert sorted(_exit_code(p) for p in pods[crashed[0]]) == [137, 137]  # two attempts
