@@ -378,42 +378,6 @@ def _job_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("job_id", metavar="JOB_ID", help="the job's --job-id")
-    k8s = p.add_argument_group("--backend k8s (each stage an Indexed Job; --workers: pods at once)")
-    k8s.add_argument(
-        "--kubeconfig",
-        metavar="PATH",
-        help="kubeconfig of the cluster (default: the in-cluster config, else $KUBECONFIG "
-        "or ~/.kube/config)",
-    )
-    k8s.add_argument("--context", metavar="NAME", help="kubeconfig context (default: current)")
-    k8s.add_argument(
-        "--namespace", metavar="NS", default="mrk8s", help="namespace (default: %(default)s)"
-    )
-    k8s.add_argument(
-        "--image", metavar="IMG", help="worker image (default: the released mrk8s image)"
-    )
-    k8s.add_argument(
-        "--cpu", metavar="Q", default="1", help="CPU request and limit of a pod (default: 1)"
-    )
-    k8s.add_argument(
-        "--ttl",
-        metavar="DURATION",
-        default="1h",
-        help="how long finished Jobs and pods stay for kubectl (default: %(default)s)",
-    )
-    k8s.add_argument(
-        "--env-from-secret",
-        metavar="SECRET",
-        action="append",
-        default=[],
-        help="a Secret whose keys become the pods' environment, e.g. AWS_ACCESS_KEY_ID and "
-        "AWS_SECRET_ACCESS_KEY for S3 (repeatable)",
-    )
-    k8s.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print every manifest the job would create, as YAML; needs no cluster",
-    )
     p.add_argument(
         "--shuffle-dir",
         metavar="URL",

@@ -178,3 +178,16 @@ def test_a_context_the_kubeconfig_lacks_is_named(cli: Any, k8s_args: list[str], 
     assert out.returncode == 2
     assert f"cannot use kubeconfig {path} with --context prod" in out.stderr
     assert "name one of its contexts with --context" in out.stderr
+
+
+@pytest.mark.parametrize("command", ["status", "clean"])
+def test_status_and_clean_take_no_options_of_run(cli: Any, command: str):
+    # They read a job's records: --image, --ttl, --dry-run... belong to `mrk8s run`
+    # (they were offered here by mistake once, and silently ignored).
+    out = cli(command, "--help")
+    assert out.returncode == 0, out.stderr
+    for option in ("--image", "--cpu", "--ttl", "--dry-run", "--env-from-secret"):
+        assert option not in out.stdout
+    refused = cli(command, "some-job", "--dry-run")
+    assert refused.returncode == 2
+    assert "unrecognized arguments: --dry-run" in refused.stderr
