@@ -34,6 +34,7 @@ from kubernetes.client.exceptions import ApiException
 
 from scheduler.backends.k8s import client, names, render
 from scheduler.backends.k8s.connect import Connection, api_errors
+from scheduler.ship import EXCLUDES
 from shuffle.errors import UserError
 
 #: The UID (and GID) of the worker image (manifests/Dockerfile) that every pod runs as.
@@ -43,24 +44,6 @@ CODE_DIR = "/mrk8s/code"
 #: The most a job's code may take in its ConfigMap (text as is, other files base64):
 #: a ConfigMap holds at most 1 MiB, and its keys and metadata need some of it.
 CODE_LIMIT = 900 << 10
-#: Never shipped: version control, virtual environments, caches (as the Ray backend's
-#: shipping leaves out, scheduler/backends/ray/ship.py).
-EXCLUDES = frozenset(
-    {
-        ".git",
-        ".hg",
-        ".svn",
-        ".venv",
-        "venv",
-        ".tox",
-        ".nox",
-        "__pycache__",
-        ".mypy_cache",
-        ".pytest_cache",
-        ".ruff_cache",
-        "node_modules",
-    }
-)
 DRIVER_ACCOUNT = "mrk8s-driver"
 PRIORITY_CLASS = "mrk8s"
 #: How long a finished driver Job (and so its pod and log) stays for inspection.
