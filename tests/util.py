@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import random
+from dataclasses import dataclass
+from pathlib import Path
 
 #: A plain word count (no combiner) with a __main__ block, for tests that need a job file.
 WORDCOUNT = """
@@ -39,3 +42,38 @@ def parse_text_output(text: str) -> list[tuple[object, object]]:
         assert sep, f"not a key TAB value line: {line!r}"
         out.append((json.loads(k), json.loads(v)))
     return out
+
+
+@dataclass(frozen=True)
+class JoinInputs:
+    """Inputs of examples/join.py and its answer, computed here with plain dicts."""
+
+    users_csv: Path
+    orders_csv: Path
+    expected: dict[str, dict[str, str]]  # order id -> the joined record
+    dropped: int  # orders whose user does not exist
+
+
+def join_inputs(
+    directory: Path, *, users: int = 300, orders: int = 3000, seed: int = 5
+) -> JoinInputs:
+    """users.csv and orders.csv in ``directory`` (some orders name no user) and the answer."""
+    rng = random.Random(seed)
+    user_rows = [(i, f"user{i}", rng.choice(["GB", "US", "NL"])) for i in range(1, users)]
+    order_rows = [
+        (f"o{j:05d}", rng.randint(1, users + 20), f"{rng.randint(1, 9999) / 100}")
+        for j in range(orders)
+    ]
+    u, o = directory / "users.csv", directory / "orders.csv"
+    with u.open("w", newline="") as f:
+        csv.writer(f).writerows([("user_id", "name", "country"), *user_rows])
+    with o.open("w", newline="") as f:
+        csv.writer(f).writerows([("order_id", "user_id", "amount"), *order_rows])
+    by_id = {str(i): (name, country) for i, name, country in user_rows}
+    expected = {
+        oid: {"user_id": str(uid), "name": by_id[str(uid)][0], "country": by_id[str(uid)][1],
+              "amount": amt}
+        for oid, uid, amt in order_rows
+        if str(uid) in by_id
+    }  # fmt: skip
+    return JoinInputs(u, o, expected, len(order_rows) - len(expected))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import csv
 import json
 import random
 import re
@@ -17,7 +16,7 @@ import pytest
 
 import mrk8s
 from tests.conftest import EXAMPLES
-from tests.util import make_words
+from tests.util import join_inputs, make_words
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -103,32 +102,11 @@ def test_inverted_index(tmp_path: Path) -> None:
 
 
 def test_reduce_side_join(tmp_path: Path) -> None:
-    rng = random.Random(5)
-    users = [(i, f"user{i}", rng.choice(["GB", "US", "NL"])) for i in range(1, 300)]
-    orders = [
-        (f"o{j:05d}", rng.randint(1, 320), f"{rng.randint(1, 9999) / 100}") for j in range(3000)
-    ]
-    u, o = tmp_path / "users.csv", tmp_path / "orders.csv"
-    with u.open("w", newline="") as f:
-        csv.writer(f).writerows([("user_id", "name", "country"), *users])
-    with o.open("w", newline="") as f:
-        csv.writer(f).writerows([("order_id", "user_id", "amount"), *orders])
-    result = run(tmp_path, "join.py", [u, o], reducers=3)
-    by_id = {str(i): (name, country) for i, name, country in users}
-    expected = {
-        oid: {
-            "user_id": str(uid),
-            "name": by_id[str(uid)][0],
-            "country": by_id[str(uid)][1],
-            "amount": amt,
-        }
-        for oid, uid, amt in orders
-        if str(uid) in by_id
-    }
-    assert dict(result.records()) == expected
-    dropped = sum(1 for _, uid, _ in orders if str(uid) not in by_id)
-    assert dropped > 0
-    assert result.summary["counters"] == {"join": {"orders_without_user": dropped}}
+    inputs = join_inputs(tmp_path)
+    result = run(tmp_path, "join.py", [inputs.users_csv, inputs.orders_csv], reducers=3)
+    assert dict(result.records()) == inputs.expected
+    assert inputs.dropped > 0
+    assert result.summary["counters"] == {"join": {"orders_without_user": inputs.dropped}}
 
 
 def test_top_words_two_steps(tmp_path: Path, corpus: Path) -> None:

@@ -11,8 +11,6 @@ task ran.
 from __future__ import annotations
 
 import collections
-import csv
-import random
 import re
 import sys
 import threading
@@ -38,7 +36,7 @@ from shuffle import commit  # noqa: E402
 from shuffle.store import FsspecStore  # noqa: E402
 from tests.conftest import EXAMPLES  # noqa: E402
 from tests.s3 import S3Bucket  # noqa: E402
-from tests.util import make_words  # noqa: E402
+from tests.util import join_inputs, make_words  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -208,29 +206,12 @@ def test_terasort_global_sort(executor: RayExecutor, tmp_path: Path):
 
 
 def test_reduce_side_join(executor: RayExecutor, tmp_path: Path):
-    rng = random.Random(5)
-    users = [(i, f"user{i}", rng.choice(["GB", "US", "NL"])) for i in range(1, 300)]
-    orders = [
-        (f"o{j:05d}", rng.randint(1, 320), f"{rng.randint(1, 9999) / 100}") for j in range(3000)
-    ]
-    u, o = tmp_path / "users.csv", tmp_path / "orders.csv"
-    with u.open("w", newline="") as f:
-        csv.writer(f).writerows([("user_id", "name", "country"), *users])
-    with o.open("w", newline="") as f:
-        csv.writer(f).writerows([("order_id", "user_id", "amount"), *orders])
+    inputs = join_inputs(tmp_path)
 
-    result = run(executor, tmp_path, "join.py", [u, o], reducers=3)
+    result = run(executor, tmp_path, "join.py", [inputs.users_csv, inputs.orders_csv], reducers=3)
 
-    by_id = {str(i): (name, country) for i, name, country in users}
-    expected = {
-        oid: {"user_id": str(uid), "name": by_id[str(uid)][0], "country": by_id[str(uid)][1],
-              "amount": amt}
-        for oid, uid, amt in orders
-        if str(uid) in by_id
-    }  # fmt: skip
-    assert dict(result.records()) == expected
-    dropped = sum(1 for _, uid, _ in orders if str(uid) not in by_id)
-    assert result.summary["counters"] == {"join": {"orders_without_user": dropped}}
+    assert dict(result.records()) == inputs.expected
+    assert result.summary["counters"] == {"join": {"orders_without_user": inputs.dropped}}
 
 
 class RecordingDriver(Driver):

@@ -10,9 +10,7 @@ sorted()). Marker ``cluster``.
 from __future__ import annotations
 
 import collections
-import csv
 import json
-import random
 import re
 import sys
 from pathlib import Path
@@ -29,7 +27,7 @@ from scheduler.backends.k8s import names  # noqa: E402
 from scheduler.backends.k8s.executor import KubernetesExecutor  # noqa: E402
 from tests.conftest import EXAMPLES  # noqa: E402
 from tests.scheduler.k8s.conftest import Space  # noqa: E402
-from tests.util import make_words  # noqa: E402
+from tests.util import join_inputs, make_words  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -133,27 +131,13 @@ def test_terasort_global_sort(executor: KubernetesExecutor, space: Space, tmp_pa
 
 
 def test_reduce_side_join(executor: KubernetesExecutor, space: Space, tmp_path: Path):
-    rng = random.Random(5)
-    users = [(i, f"user{i}", rng.choice(["GB", "US", "NL"])) for i in range(1, 200)]
-    orders = [
-        (f"o{j:05d}", rng.randint(1, 220), f"{rng.randint(1, 9999) / 100}") for j in range(2000)
+    inputs = join_inputs(tmp_path, users=200, orders=2000)
+    urls = [
+        space.upload(inputs.users_csv, "in/users.csv"),
+        space.upload(inputs.orders_csv, "in/orders.csv"),
     ]
-    u, o = tmp_path / "users.csv", tmp_path / "orders.csv"
-    with u.open("w", newline="") as f:
-        csv.writer(f).writerows([("user_id", "name", "country"), *users])
-    with o.open("w", newline="") as f:
-        csv.writer(f).writerows([("order_id", "user_id", "amount"), *orders])
-    urls = [space.upload(u, "in/users.csv"), space.upload(o, "in/orders.csv")]
 
     result = run(executor, space, "join.py", urls, reducers=3)
 
-    by_id = {str(i): (name, country) for i, name, country in users}
-    expected = {
-        oid: {"user_id": str(uid), "name": by_id[str(uid)][0], "country": by_id[str(uid)][1],
-              "amount": amt}
-        for oid, uid, amt in orders
-        if str(uid) in by_id
-    }  # fmt: skip
-    assert dict(result.records(space.bucket.storage_options)) == expected
-    dropped = sum(1 for _, uid, _ in orders if str(uid) not in by_id)
-    assert result.summary["counters"] == {"join": {"orders_without_user": dropped}}
+    assert dict(result.records(space.bucket.storage_options)) == inputs.expected
+    assert result.summary["counters"] == {"join": {"orders_without_user": inputs.dropped}}
