@@ -102,6 +102,13 @@ def create_app(config: GatewayConfig) -> FastAPI:
         app.state.metrics = Metrics(db, supervisor)
         app.state.stopping = asyncio.Event()
         loop_task = asyncio.create_task(supervisor.run())
+        # Declarative queues: their jobs go to the cluster from git (reconciler.py).
+        reconciler_task = None
+        if any(q.mode == "declarative" for q in config.queues):
+            from mrk8s.gateway.reconciler import Reconciler
+
+            app.state.reconciler = Reconciler(config, db, on_change=changes.notify)
+            reconciler_task = asyncio.create_task(app.state.reconciler.run())
         logger.info("gateway state in %s, database %s", config.state_dir, db.engine.url)
         try:
             yield
@@ -111,6 +118,12 @@ def create_app(config: GatewayConfig) -> FastAPI:
             loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop_task
+            if reconciler_task is not None:
+                reconciler_task.cancel()
+                app.state.reconciler.wake()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reconciler_task
+                app.state.reconciler.close()
             db.close()
 
     app = FastAPI(

@@ -61,6 +61,11 @@ class Queue:
     """Largest ``resources.workers`` a job of this queue may ask for (more is refused)."""
     default_workers: int = 2
     """Worker processes of a job that does not say (``mrk8s run --workers``)."""
+    mode: str = "direct"
+    """``direct``: the gateway runs the job; ``declarative``: it commits the job's manifests
+    to ``git`` and its reconciler applies them (:mod:`mrk8s.gateway.gitops`)."""
+    git: Any = None
+    """A declarative queue's repository and target (:class:`~mrk8s.gateway.gitconfig.GitTarget`)."""
 
 
 @dataclass(frozen=True)
@@ -225,14 +230,22 @@ def _queue(name: str, raw: Any, source: str) -> Queue:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise UsageError(f"{source}: queues.{name} must be a mapping (e.g. max_running: 2)")
-    keys = {"max_running", "max_workers", "default_workers"}
+    keys = {"max_running", "max_workers", "default_workers", "mode", "git"}
     unknown = sorted(set(raw) - keys)
     if unknown:
         raise UsageError(
             f"{source}: queues.{name}: unknown key(s) {', '.join(unknown)}; a queue has "
             f"{', '.join(sorted(keys))}"
         )
-    values = {k: _positive(v, f"queues.{name}.{k}", source) for k, v in raw.items()}
+    values: dict[str, Any] = {
+        k: _positive(v, f"queues.{name}.{k}", source)
+        for k, v in raw.items()
+        if k not in ("mode", "git")
+    }
+    if "mode" in raw or "git" in raw:
+        from mrk8s.gateway import gitconfig
+
+        values["mode"], values["git"] = gitconfig.queue_mode(str(name), raw, source)
     queue = Queue(name=str(name), **values)
     if queue.default_workers > queue.max_workers:
         raise UsageError(

@@ -29,6 +29,7 @@ from mrk8s.gateway import models, submit
 from mrk8s.gateway import state as st
 from mrk8s.gateway.auth import CurrentUser
 from mrk8s.gateway.config import User
+from mrk8s.gateway.gitops import GitError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -66,6 +67,8 @@ def view(job: dict[str, Any]) -> models.Job:
         output=f"/v1/jobs/{job['id']}/output" if job["status"] == st.SUCCEEDED else None,
         logs=f"/v1/jobs/{job['id']}/logs",
         request=job["spec"].get("request", {}),
+        git_commit=job.get("git_commit"),
+        manifest=job.get("manifest"),
     )
 
 
@@ -116,7 +119,10 @@ def decode_cursor(cursor: str | None) -> int | None:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=models.Job,
     summary="Submit a job; answered at once, it runs later",
-    responses={202: {"headers": {"Location": {"schema": {"type": "string"}}}}},
+    responses={
+        202: {"headers": {"Location": {"schema": {"type": "string"}}}},
+        503: models.problem("declarative queue: its git repository refused or failed"),
+    },
 )
 async def create_job(
     request: Request, response: Response, user: CurrentUser, body: models.JobRequest
@@ -127,7 +133,11 @@ async def create_job(
         job = await run_in_threadpool(submit.prepare, app.state.config, app.state.db, user, body)
     except submit.Invalid as exc:
         raise RequestValidationError(exc.errors) from exc
+    except GitError as exc:  # declarative mode: git refused or failed
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     app.state.supervisor.wake()
+    if job.get("git_commit") and hasattr(app.state, "reconciler"):
+        app.state.reconciler.wake()
     app.state.metrics.submit_seconds.observe(time.perf_counter() - started)
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return view(job)

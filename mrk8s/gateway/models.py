@@ -94,6 +94,12 @@ class Job(BaseModel):
     output: str | None = Field(description="where its results are served, once SUCCEEDED")
     logs: str
     request: dict[str, Any]
+    git_commit: str | None = Field(
+        None, description="declarative mode: the commit of the queue's repository holding it"
+    )
+    manifest: str | None = Field(
+        None, description="declarative mode: the manifests committed (YAML, several documents)"
+    )
 
 
 class JobList(BaseModel):

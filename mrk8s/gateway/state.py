@@ -59,6 +59,9 @@ jobs = sa.Table(
     sa.Column("job_dir", sa.Text, nullable=False),
     sa.Column("log_path", sa.Text, nullable=False),
     sa.Column("output_dir", sa.Text, nullable=False),
+    # Declarative mode (gitops.py): the commit that holds the job, and its manifest.
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("manifest", sa.Text),
 )
 
 job_events = sa.Table(
@@ -101,6 +104,19 @@ audit = sa.Table(
     sa.Column("path", sa.Text, nullable=False),
     sa.Column("status", sa.Integer, nullable=False),
     sa.Column("client", sa.String(200)),
+)
+
+
+git_syncs = sa.Table(
+    "git_syncs",
+    metadata,
+    # One row per pass of the reconciler that applied something: which commit of which
+    # queue's branch is in the cluster (reconciler.py).
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("queue", sa.String(200), nullable=False, index=True),
+    sa.Column("commit", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("applied", sa.Integer, nullable=False),
 )
 
 
@@ -245,6 +261,23 @@ class State:
     def ping(self) -> None:
         with self.engine.connect() as c:
             c.execute(sa.select(1))
+
+    # -- declarative mode -------------------------------------------------------------
+
+    def record_sync(self, queue: str, commit: str, applied: int) -> None:
+        """The reconciler applied ``applied`` jobs of ``queue``'s branch at ``commit``."""
+        with self.engine.begin() as c:
+            c.execute(
+                git_syncs.insert().values(
+                    queue=queue, commit=commit, at=time.time(), applied=applied
+                )
+            )
+
+    def last_sync(self, queue: str) -> dict[str, Any] | None:
+        q = sa.select(git_syncs).where(git_syncs.c.queue == queue).order_by(git_syncs.c.seq.desc())
+        with self.engine.connect() as c:
+            row = c.execute(q.limit(1)).first()
+        return dict(row._mapping) if row else None
 
     # -- audit ----------------------------------------------------------------------
 

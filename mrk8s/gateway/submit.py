@@ -164,11 +164,13 @@ def prepare(
 ) -> dict[str, Any]:
     """Check ``req`` and create its job (QUEUED); raises :class:`Invalid`."""
     errors: list[dict[str, Any]] = []
-    if req.backend not in KNOWN:
-        why = NOT_YET.get(req.backend, f"the backends are {', '.join(KNOWN)}")
-        errors.append(_error(("backend",), f"backend {req.backend!r}: {why}", req.backend))
     queue_name = req.queue or config.default_queue
     queue = config.queue(queue_name)
+    # A declarative queue's backends are those it renders manifests for (gitops.check).
+    declarative = queue is not None and queue.mode == "declarative"
+    if req.backend not in KNOWN and not declarative:
+        why = NOT_YET.get(req.backend, f"the backends are {', '.join(KNOWN)}")
+        errors.append(_error(("backend",), f"backend {req.backend!r}: {why}", req.backend))
     if queue is None:
         known = ", ".join(q.name for q in config.queues)
         errors.append(
@@ -207,10 +209,15 @@ def prepare(
         elif resolved is not None:
             input_paths.append(resolved)
     errors += _check_args(req.args)
+    if declarative:
+        from mrk8s.gateway import gitops
+
+        checked = gitops.check(queue, req.backend, req.inputs)
+        errors += [_error(loc, msg, value) for loc, msg, value in checked]
     if errors:
         raise Invalid(errors)
     assert script is not None and queue is not None
-    cluster = "local"
+    cluster = queue.git.cluster if declarative else "local"
     job_id = new_job_id(cluster)
     job_dir = config.state_dir / "jobs" / job_id
     job_dir.mkdir(parents=True)
@@ -225,6 +232,9 @@ def prepare(
         "memory_per_worker": memory,
         "args": list(req.args),
     }
+    extra: dict[str, Any] = {}
+    if declarative:
+        extra = _commit(config, queue, user, job_id, spec, script_name, script, job_dir)
     return state.create_job(
         id=job_id,
         user=user.name,
@@ -235,4 +245,30 @@ def prepare(
         job_dir=str(job_dir),
         log_path=str(job_dir / "driver.log"),
         output_dir=str(job_dir / "output"),
+        **extra,
     )
+
+
+def _commit(
+    config: GatewayConfig,
+    queue: Any,
+    user: User,
+    job_id: str,
+    spec: dict[str, Any],
+    script_name: str,
+    script: bytes,
+    job_dir: Any,
+) -> dict[str, Any]:
+    """Commit a declarative queue's job to git (the row is created only if that worked)."""
+    import shutil
+
+    from mrk8s.gateway import gitops
+
+    try:
+        done = gitops.commit_job(
+            config.state_dir, queue, user.name, job_id, spec, script_name, script
+        )
+    except BaseException:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        raise
+    return {"git_commit": done.commit, "manifest": done.manifest}

@@ -90,6 +90,8 @@ class Supervisor:
     def recover(self) -> None:
         with self._lock:
             for job in self.state.jobs_in([st.RUNNING]):
+                if job.get("git_commit"):
+                    continue  # declarative: the reconciler applied it (reconciler.py)
                 if job["pid"] is None:
                     logger.info("job %s was claimed but not launched: launching it", job["id"])
                     self._launch(job)
@@ -133,6 +135,8 @@ class Supervisor:
         for job in self.state.jobs_in([st.RUNNING]):
             running[job["queue"]] += 1
         for job in self.state.jobs_in([st.QUEUED]):
+            if job.get("git_commit"):
+                continue  # declarative: started by the reconciler from git, not here
             queue = self.config.queue(job["queue"])
             cap = queue.max_running if queue else 1
             if running[job["queue"]] >= cap:

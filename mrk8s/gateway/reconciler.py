@@ -1,0 +1,268 @@
+"""The reconciler: what is in git at a declarative queue's branch head goes to the cluster.
+
+It stands where Argo CD or Flux would, as the gateway's own loop (started
+by the app's lifespan when a queue is declarative). Each pass, per
+declarative queue:
+
+1. fetch the branch and read every ``.yaml`` under the queue's manifest
+   root at its head (files already parsed are known by their blob id);
+2. group the objects by the job id annotation every object of a job carries
+   (``mrk8s.io/job-id``);
+3. for each job the gateway holds QUEUED (submitted, committed, not yet
+   applied), apply its objects with server-side apply (field manager
+   :data:`FIELD_MANAGER`, strict field validation): the owner ConfigMap
+   first, then the others with an ``ownerReference`` to it, which git
+   cannot hold (it needs the owner's uid); then the job becomes RUNNING
+   with the commit in its history;
+4. record the commit applied (table ``git_syncs``).
+
+Applying is idempotent (applying the same objects again changes nothing),
+so a gateway that dies between applying and recording applies again after
+its restart and nothing runs twice. A job is applied once: once it left
+QUEUED it is not applied again, so a finished driver Job removed by its TTL
+does not come back. Objects for job ids this gateway does not know
+(committed by hand) are left alone and logged; pruning is not done.
+A manifest the API server refuses (4xx) fails its job with the server's
+message; an unreachable server is tried again next pass.
+
+Who follows the job once applied: :attr:`Reconciler.on_applied`, which the
+app points at the ``k8s`` backend's ``attach`` when that backend is there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from mrk8s.gateway import gitops
+from mrk8s.gateway import state as st
+from mrk8s.gateway.config import GatewayConfig, Queue
+from mrk8s.gateway.gitconfig import GitTarget
+
+logger = logging.getLogger(__name__)
+
+#: The field manager of every object the reconciler applies (``kubectl get --show-managed-fields``).
+FIELD_MANAGER = "mrk8s-gateway"
+JOB_ID_ANNOTATION = "mrk8s.io/job-id"
+
+
+class Reconciler:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        state: st.State,
+        on_change: Callable[[str], None] = lambda job_id: None,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.on_change = on_change
+        #: Called with (job row, the applied objects as the server answered) after a job was
+        #: applied: the hand-off to whatever follows it on the cluster.
+        self.on_applied: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None
+        self.queues = [q for q in config.queues if q.mode == "declarative"]
+        self._docs: dict[str, list[dict[str, Any]]] = {}
+        self._synced: dict[str, str] = {}
+        self._clients: dict[tuple[str | None, str | None], Any] = {}
+        self._wake = threading.Event()
+        self.passes = 0
+
+    def wake(self) -> None:
+        """Look at git now (a submission just committed)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        interval = min(q.git.interval for q in self.queues)
+        while True:
+            try:
+                await asyncio.to_thread(self.reconcile_all)
+            except Exception:
+                logger.exception("gateway reconciler pass failed; trying again")
+            await asyncio.to_thread(self._wake.wait, interval)
+            self._wake.clear()
+
+    def reconcile_all(self) -> int:
+        self.passes += 1
+        return sum(self.reconcile(q) for q in self.queues)
+
+    # -- one queue ----------------------------------------------------------------------
+
+    def reconcile(self, queue: Queue) -> int:
+        """Apply the jobs of ``queue`` that git holds and the cluster lacks; how many."""
+        target: GitTarget = queue.git
+        pending = {
+            j["id"]: j
+            for j in self.state.jobs_in([st.QUEUED])
+            if j["queue"] == queue.name and j.get("git_commit")
+        }
+        repo = gitops.repository(target, self.config.state_dir)
+        with repo.locked():
+            head = repo.fetch()
+            if head is None or (head == self._synced.get(queue.name) and not pending):
+                return 0
+            files = repo.files(head, target.root)
+            for blob in files.values():
+                if blob not in self._docs:
+                    self._docs[blob] = _parse(repo.blob(blob))
+        by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for path in sorted(files):
+            for doc in self._docs[files[path]]:
+                job_id = ((doc.get("metadata") or {}).get("annotations") or {}).get(
+                    JOB_ID_ANNOTATION
+                )
+                if job_id:
+                    by_job[job_id].append(doc)
+                else:
+                    logger.warning("%s at %s: an object without a job id: skipped", path, head)
+        applied = 0
+        for job_id, objects in by_job.items():
+            job = pending.get(job_id)
+            if job is None:
+                continue  # applied before, cancelled, or not submitted through this gateway
+            if not self._apply_job(target, job, objects, head):
+                break  # the cluster is unreachable: next pass
+            applied += 1
+        self._synced[queue.name] = head
+        if applied:
+            self.state.record_sync(queue.name, head, applied)
+        return applied
+
+    def _apply_job(
+        self, target: GitTarget, job: dict[str, Any], objects: list[dict[str, Any]], head: str
+    ) -> bool:
+        """Apply one job's objects; False if the cluster could not be reached."""
+        import urllib3.exceptions
+        from kubernetes.client.exceptions import ApiException
+
+        from scheduler.errors import ClusterError
+
+        job_id = job["id"]
+        try:
+            answered = self.apply(target, job_id, objects)
+        except ApiException as exc:
+            if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (409, 429):
+                message = _api_message(exc)
+                self.state.transition(
+                    job_id,
+                    [st.QUEUED],
+                    st.FAILED,
+                    f"the cluster refused its manifest from git commit {head[:12]}",
+                    finished_at=time.time(),
+                    error=(
+                        f"applying the job's manifest (git commit {job['git_commit'][:12]}) "
+                        f"failed: HTTP {exc.status}: {message}; fix the queue's settings "
+                        "(namespace, image, secrets) and submit again"
+                    ),
+                )
+                self.on_change(job_id)
+                return True
+            logger.warning("applying job %s: HTTP %s; trying again", job_id, exc.status)
+            return False
+        except (urllib3.exceptions.HTTPError, OSError, ClusterError) as exc:
+            logger.warning("applying job %s: the cluster cannot be reached (%s)", job_id, exc)
+            return False
+        moved = self.state.transition(
+            job_id,
+            [st.QUEUED],
+            st.RUNNING,
+            f"applied from git commit {head[:12]} (the job's own commit {job['git_commit'][:12]})",
+            started_at=time.time(),
+        )
+        if moved:
+            logger.info("job %s applied from git commit %s", job_id, head[:12])
+            self.on_change(job_id)
+            if self.on_applied is not None:
+                fresh = self.state.job(job_id)
+                if fresh is not None:
+                    self.on_applied(fresh, answered)
+        return True
+
+    # -- the cluster ----------------------------------------------------------------------
+
+    def client(self, target: GitTarget) -> Any:
+        """A dynamic client for the target's cluster (one per kubeconfig and context)."""
+        key = (target.kubeconfig, target.context)
+        found = self._clients.get(key)
+        if found is None:
+            from kubernetes.dynamic import DynamicClient
+
+            from scheduler.backends.k8s.connect import connect
+
+            connection = connect(
+                kubeconfig=target.kubeconfig, context=target.context, namespace=target.namespace
+            )
+            found = DynamicClient(connection.api)
+            self._clients[key] = found
+        return found
+
+    def apply(
+        self, target: GitTarget, job_id: str, objects: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Server-side apply ``objects``, the owner first; the objects as the server has them."""
+        from scheduler.backends.k8s import names
+
+        dynamic = self.client(target)
+        owner_name = names.owner_name(job_id)
+        is_owner = [
+            o["kind"] == "ConfigMap" and o["metadata"]["name"] == owner_name for o in objects
+        ]
+        ordered = [o for o, own in zip(objects, is_owner, strict=True) if own]
+        ordered += [o for o, own in zip(objects, is_owner, strict=True) if not own]
+        answered: list[dict[str, Any]] = []
+        owner_ref: dict[str, Any] | None = None
+        for obj in ordered:
+            body = json.loads(json.dumps(obj))
+            body["metadata"].setdefault("namespace", target.namespace)
+            if owner_ref is not None:
+                body["metadata"]["ownerReferences"] = [owner_ref]
+            resource = dynamic.resources.get(api_version=body["apiVersion"], kind=body["kind"])
+            response = dynamic.server_side_apply(
+                resource,
+                body=body,
+                namespace=body["metadata"]["namespace"],
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+                query_params=[("fieldValidation", "Strict")],
+            )
+            live = response.to_dict()
+            answered.append(live)
+            if owner_ref is None and body["metadata"]["name"] == owner_name:
+                owner_ref = {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "name": owner_name,
+                    "uid": live["metadata"]["uid"],
+                }
+        return answered
+
+    def close(self) -> None:
+        for dynamic in self._clients.values():
+            with contextlib.suppress(Exception):
+                dynamic.client.close()
+        self._clients.clear()
+
+
+def _parse(data: bytes) -> list[dict[str, Any]]:
+    import yaml
+
+    try:
+        docs = list(yaml.safe_load_all(data))
+    except yaml.YAMLError as exc:
+        logger.warning("a manifest in git is not valid YAML: %s", exc)
+        return []
+    return [d for d in docs if isinstance(d, dict) and d.get("kind") and d.get("metadata")]
+
+
+def _api_message(exc: Any) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.body)
+    except ValueError:
+        return str(exc.body)
