@@ -200,7 +200,7 @@ class Repository:
         with self.locked():
             for attempt in range(1, PUSH_ATTEMPTS + 1):
                 base = self.fetch()
-                commit = self._make_commit(base, files, author, email, message)
+                commit = self._make_commit(base, files, (author, email), committer, message)
                 pushed = self.git(
                     "push",
                     "--porcelain",
@@ -234,7 +234,12 @@ class Repository:
         return now != base
 
     def _make_commit(
-        self, base: str | None, files: Mapping[str, bytes], author: str, email: str, message: str
+        self,
+        base: str | None,
+        files: Mapping[str, bytes],
+        author: tuple[str, str],
+        committer: tuple[str, str],
+        message: str,
     ) -> str:
         index = self.cache / f"index-{threading.get_ident()}"
         env = {"GIT_INDEX_FILE": str(index)}
@@ -249,10 +254,10 @@ class Repository:
         finally:
             index.unlink(missing_ok=True)
         who = {
-            "GIT_AUTHOR_NAME": author,
-            "GIT_AUTHOR_EMAIL": email,
-            "GIT_COMMITTER_NAME": self.target.committer_name,
-            "GIT_COMMITTER_EMAIL": self.target.committer_email,
+            "GIT_AUTHOR_NAME": author[0],
+            "GIT_AUTHOR_EMAIL": author[1],
+            "GIT_COMMITTER_NAME": committer[0],
+            "GIT_COMMITTER_EMAIL": committer[1],
         }
         parents = ["-p", base] if base is not None else []
         made = self.git(
@@ -344,6 +349,7 @@ def commit_job(
         {path: (header + manifest).encode()},
         author=user,
         email=target.email(user),
+        committer=(target.committer_name, target.committer_email),
         message=message(job_id, user, queue.name, spec, hashlib.sha256(script).hexdigest()),
     )
     logger.info("job %s committed to %s as %s", job_id, target.repository, commit[:12])
