@@ -59,6 +59,8 @@ jobs = sa.Table(
     sa.Column("job_dir", sa.Text, nullable=False),
     sa.Column("log_path", sa.Text, nullable=False),
     sa.Column("output_dir", sa.Text, nullable=False),
+    # What the backend needs to find the run again (backends.Handle as JSON).
+    sa.Column("handle", sa.Text),
 )
 
 job_events = sa.Table(
