@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -84,6 +85,21 @@ def _openapi_with_problem(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+def make_backends(config: GatewayConfig) -> dict[str, Backend]:
+    """One backend per cluster of the config, by cluster name (the k8s ones connect lazily)."""
+    backends: dict[str, Backend] = {}
+    for cluster in config.clusters:
+        if cluster.kind == "local":
+            backends[cluster.name] = LocalBackend(
+                config.state_dir / "shuffle", dict(config.storage_options)
+            )
+        elif cluster.kind == "k8s":
+            from mrk8s.gateway.backends.k8s import K8sBackend
+
+            backends[cluster.name] = K8sBackend(cluster)
+    return backends
+
+
 def create_app(config: GatewayConfig) -> FastAPI:
     config.state_dir.mkdir(parents=True, exist_ok=True)
 
@@ -92,10 +108,9 @@ def create_app(config: GatewayConfig) -> FastAPI:
         db = st.State(config.database)
         await run_in_threadpool(db.sync_users, [(u.name, u.admin) for u in config.users])
         changes = jobs_api.Changes(asyncio.get_running_loop())
-        backends: dict[str, Backend] = {
-            "local": LocalBackend(config.state_dir / "shuffle", dict(config.storage_options))
-        }
+        backends = make_backends(config)
         supervisor = Supervisor(config, db, backends, on_change=changes.notify)
+        app.state.rng = random.Random(config.routing_seed)
         app.state.db = db
         app.state.changes = changes
         app.state.supervisor = supervisor
@@ -108,6 +123,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
             from mrk8s.gateway.reconciler import Reconciler
 
             app.state.reconciler = Reconciler(config, db, on_change=changes.notify)
+            app.state.reconciler.supervisor = supervisor
             reconciler_task = asyncio.create_task(app.state.reconciler.run())
         logger.info("gateway state in %s, database %s", config.state_dir, db.engine.url)
         try:
@@ -124,6 +140,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reconciler_task
                 app.state.reconciler.close()
+            for backend in backends.values():
+                backend.close()
             db.close()
 
     app = FastAPI(

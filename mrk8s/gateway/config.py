@@ -14,8 +14,9 @@ before the service starts.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,45 @@ class User:
     """Admins see and cancel every job and read the audit log."""
 
 
+#: Kinds of cluster a job can run on (the request's ``backend`` names one).
+CLUSTER_KINDS = ("local", "k8s", "ray")
+
+#: The cluster of a gateway whose config names none: this machine.
+LOCAL_CLUSTER = "local"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Somewhere jobs run: this machine, a Kubernetes cluster (a kube context) or Ray."""
+
+    name: str
+    """Starts the id of every job it runs (so the id tells which cluster holds the job)."""
+    kind: str = "local"
+    """local, k8s or ray: a request's ``backend`` picks the clusters of that kind."""
+    weight: float = 1.0
+    """Share of a queue's jobs this cluster gets (a queue may give its own weights)."""
+    kubeconfig: str | None = None
+    """k8s: the kubeconfig file (default: in a pod its service account, else $KUBECONFIG)."""
+    context: str | None = None
+    """k8s: the kubeconfig context (default: its current one)."""
+    namespace: str | None = None
+    """k8s: the namespace of the jobs' objects (default: the context's, else mrk8s)."""
+    image: str | None = None
+    """k8s: the mrk8s image the driver and task pods run (default: mrk8s run's)."""
+    storage: str = ""
+    """k8s: a URL the cluster reads and writes (e.g. s3://bucket/mrk8s): each job's shuffle,
+    output and uploaded inputs go under it."""
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    """k8s: fsspec options with which the gateway reads and writes ``storage``."""
+    job_storage_options: Mapping[str, Any] = field(default_factory=dict)
+    """k8s: fsspec options handed to the job's pods (``--storage-options``; no secrets:
+    credentials go in a Secret named in ``env_from_secret``)."""
+    env_from_secret: tuple[str, ...] = ()
+    """k8s: Secrets whose keys become the pods' environment (storage credentials)."""
+    address: str | None = None
+    """ray: the Ray cluster's address."""
+
+
 @dataclass(frozen=True)
 class Queue:
     """A named line of jobs with a cap on how many run at once (the rest wait QUEUED)."""
@@ -61,6 +101,11 @@ class Queue:
     """Largest ``resources.workers`` a job of this queue may ask for (more is refused)."""
     default_workers: int = 2
     """Worker processes of a job that does not say (``mrk8s run --workers``)."""
+    clusters: Mapping[str, float] = field(default_factory=dict)
+    """The clusters that serve this queue and their weights (empty: every cluster, with
+    its own weight)."""
+    max_reducers: int = 10_000
+    """Largest ``reducers`` a job of this queue may ask for (more is refused)."""
     mode: str = "direct"
     """``direct``: the gateway runs the job; ``declarative``: it commits the job's manifests
     to ``git`` and its reconciler applies them (:mod:`mrk8s.gateway.gitops`)."""
@@ -89,6 +134,10 @@ class GatewayConfig:
     """How often running jobs' processes and commit records are looked at."""
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     """fsspec options for input URLs (e.g. an S3 endpoint), handed to every job."""
+    clusters: tuple[Cluster, ...] = (Cluster(LOCAL_CLUSTER),)
+    """Where jobs run (none in the file: this machine only)."""
+    routing_seed: int | None = None
+    """Seed of the random choice of a cluster by weight (tests; None: from the OS)."""
 
     @property
     def database(self) -> str:
@@ -101,6 +150,9 @@ class GatewayConfig:
     def queue(self, name: str) -> Queue | None:
         return next((q for q in self.queues if q.name == name), None)
 
+    def cluster(self, name: str) -> Cluster | None:
+        return next((c for c in self.clusters if c.name == name), None)
+
 
 _TOP_KEYS = {
     "state_dir",
@@ -112,6 +164,8 @@ _TOP_KEYS = {
     "allow_local_inputs",
     "max_launches",
     "storage_options",
+    "clusters",
+    "routing",
 }
 
 
@@ -172,7 +226,40 @@ def from_mapping(
     max_bytes = parse_size(
         artifacts.get("max_bytes", DEFAULT_MAX_ARTIFACT_BYTES), "artifacts.max_bytes"
     )
+    clusters = tuple(
+        _cluster(c, source, i) for i, c in enumerate(_list(raw, "clusters", source))
+    ) or (Cluster(LOCAL_CLUSTER),)
+    cluster_names = [c.name for c in clusters]
+    if len(set(cluster_names)) != len(cluster_names):
+        raise UsageError(f"{source}: clusters: a name appears twice ({', '.join(cluster_names)})")
+    for q in queues:
+        for name in q.clusters:
+            if name not in cluster_names:
+                raise UsageError(
+                    f"{source}: queues.{q.name}.clusters names {name!r}, which is not one of "
+                    f"the clusters ({', '.join(cluster_names)})"
+                )
+    # A queue that lists its clusters by name gives each its own weight.
+    own = {c.name: c.weight for c in clusters}
+    queues = tuple(
+        replace(q, clusters={n: own[n] if w < 0 else w for n, w in q.clusters.items()})
+        for q in queues
+    )
+    if any(q.mode == "declarative" for q in queues):
+        from mrk8s.gateway import gitconfig
+
+        queues = tuple(
+            gitconfig.bind(q, clusters, source) if q.mode == "declarative" else q for q in queues
+        )
+    routing = _mapping(raw, "routing", source)
+    if set(routing) - {"seed"}:
+        raise UsageError(f"{source}: routing: the only setting is seed (an integer)")
+    seed = routing.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise UsageError(f"{source}: routing.seed is {seed!r}: give an integer")
     return GatewayConfig(
+        clusters=clusters,
+        routing_seed=seed,
         state_dir=Path(where).absolute(),
         database_url=str(raw.get("database") or ""),
         users=tuple(users),
@@ -230,7 +317,8 @@ def _queue(name: str, raw: Any, source: str) -> Queue:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise UsageError(f"{source}: queues.{name} must be a mapping (e.g. max_running: 2)")
-    keys = {"max_running", "max_workers", "default_workers", "mode", "git"}
+    keys = {"max_running", "max_workers", "default_workers", "max_reducers", "clusters"}
+    keys |= {"mode", "git"}  # declarative mode (gitconfig.py)
     unknown = sorted(set(raw) - keys)
     if unknown:
         raise UsageError(
@@ -240,16 +328,104 @@ def _queue(name: str, raw: Any, source: str) -> Queue:
     values: dict[str, Any] = {
         k: _positive(v, f"queues.{name}.{k}", source)
         for k, v in raw.items()
-        if k not in ("mode", "git")
+        if k not in ("clusters", "mode", "git")
     }
     if "mode" in raw or "git" in raw:
         from mrk8s.gateway import gitconfig
 
         values["mode"], values["git"] = gitconfig.queue_mode(str(name), raw, source)
-    queue = Queue(name=str(name), **values)
+    queue = Queue(
+        name=str(name), clusters=_queue_clusters(raw.get("clusters"), name, source), **values
+    )
     if queue.default_workers > queue.max_workers:
         raise UsageError(
             f"{source}: queues.{name}: default_workers {queue.default_workers} is above "
             f"max_workers {queue.max_workers}"
         )
     return queue
+
+
+def _weight(value: Any, where: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise UsageError(f"{source}: {where} is {value!r}: give a number of at least 0")
+    return float(value)
+
+
+def _queue_clusters(raw: Any, queue: str, source: str) -> dict[str, float]:
+    """``clusters:`` of a queue: a list of names (their own weights) or name -> weight."""
+    if raw is None:
+        return {}
+    if isinstance(raw, list) and all(isinstance(n, str) for n in raw):
+        return {n: -1.0 for n in raw}  # -1: the cluster's own weight (set in from_mapping)
+    if isinstance(raw, dict):
+        return {str(n): _weight(w, f"queues.{queue}.clusters.{n}", source) for n, w in raw.items()}
+    raise UsageError(
+        f"{source}: queues.{queue}.clusters must be a list of cluster names or a mapping of "
+        "cluster name to weight, e.g. {east: 3, west: 1}"
+    )
+
+
+_CLUSTER_KEYS = {
+    "local": {"name", "kind", "weight"},
+    "k8s": {
+        "name",
+        "kind",
+        "weight",
+        "kubeconfig",
+        "context",
+        "namespace",
+        "image",
+        "storage",
+        "storage_options",
+        "job_storage_options",
+        "env_from_secret",
+    },
+    "ray": {"name", "kind", "weight", "address"},
+}
+
+
+def _cluster(raw: Any, source: str, i: int) -> Cluster:
+    if not isinstance(raw, dict) or not raw.get("name"):
+        raise UsageError(f"{source}: clusters[{i}] needs a name and a kind (local, k8s or ray)")
+    name = str(raw["name"])
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", name):
+        raise UsageError(
+            f"{source}: clusters[{i}]: name {name!r} must be lowercase letters, digits and '-' "
+            "(at most 32; it starts every job id and the jobs' Kubernetes object names)"
+        )
+    kind = raw.get("kind", "local")
+    if kind not in CLUSTER_KINDS:
+        raise UsageError(
+            f"{source}: cluster {name!r}: kind {kind!r} is not one of {', '.join(CLUSTER_KINDS)}"
+        )
+    unknown = sorted(set(raw) - _CLUSTER_KEYS[kind])
+    if unknown:
+        raise UsageError(
+            f"{source}: cluster {name!r}: unknown key(s) {', '.join(unknown)}; a {kind} cluster "
+            f"has {', '.join(sorted(_CLUSTER_KEYS[kind]))}"
+        )
+    if kind == "k8s" and not str(raw.get("storage") or "").startswith(
+        ("s3://", "gs://", "gcs://", "az://", "abfs://")
+    ):
+        raise UsageError(
+            f"{source}: cluster {name!r}: give storage, an object-store URL the cluster's pods "
+            "and the gateway both reach (e.g. s3://bucket/mrk8s): the jobs' shuffle, output "
+            "and uploaded inputs go there"
+        )
+    secrets = raw.get("env_from_secret") or []
+    if isinstance(secrets, str):
+        secrets = [secrets]
+    return Cluster(
+        name=name,
+        kind=kind,
+        weight=_weight(raw.get("weight", 1), f"clusters[{i}].weight", source),
+        kubeconfig=raw.get("kubeconfig"),
+        context=raw.get("context"),
+        namespace=raw.get("namespace"),
+        image=raw.get("image"),
+        storage=str(raw.get("storage") or "").rstrip("/"),
+        storage_options=dict(_mapping(raw, "storage_options", source)),
+        job_storage_options=dict(_mapping(raw, "job_storage_options", source)),
+        env_from_secret=tuple(str(s) for s in secrets),
+        address=raw.get("address"),
+    )

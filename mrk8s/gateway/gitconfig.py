@@ -27,8 +27,8 @@ A mistake raises :class:`mrk8s.errors.UsageError` naming the key and the fix.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mrk8s.errors import UsageError
@@ -45,11 +45,11 @@ class GitTarget:
 
     repository: str
     """The repository to push to: a URL git understands or a path (e.g. a bare repository)."""
-    output: str
+    output: str = ""
     """Base URL of the jobs' outputs (each job writes under ``OUTPUT/JOB_ID``): the pods
-    write it, so a URL they can reach, e.g. ``s3://bucket/prefix``."""
-    shuffle_dir: str
-    """``mrk8s run --shuffle-dir`` of the jobs: a URL every pod can reach."""
+    write it, so a URL they can reach (default: the cluster's ``STORAGE/output``)."""
+    shuffle_dir: str = ""
+    """``mrk8s run --shuffle-dir`` of the jobs (default: the cluster's ``STORAGE/shuffle``)."""
     branch: str = "main"
     path: str = "jobs/{queue}/{job_id}.yaml"
     """Where each job's manifest goes in the repository (placeholders: queue, job_id, user,
@@ -59,11 +59,15 @@ class GitTarget:
     committer_name: str = "mrk8s gateway"
     committer_email: str = "gateway@mrk8s.invalid"
     cluster: str = ""
-    """The name of the target cluster, which starts the jobs' ids (default: the queue's)."""
+    """The cluster the reconciler applies to: a ``k8s`` cluster of the config, whose
+    settings fill those left out here, and whose backend follows the applied jobs (default:
+    the queue's one k8s cluster; with no k8s cluster in the config, the queue's name, and
+    the settings below are the only ones). It starts the jobs' ids."""
     kubeconfig: str | None = None
     """Credentials of the reconciler (default: in-cluster, else $KUBECONFIG)."""
     context: str | None = None
-    namespace: str = "mrk8s"
+    namespace: str = ""
+    """Where the jobs' objects go (default: the cluster's, else mrk8s)."""
     image: str = ""
     """The worker image of the jobs' pods (default: the released mrk8s image)."""
     env_from_secret: tuple[str, ...] = ()
@@ -111,7 +115,7 @@ _KEYS: dict[str, Any] = {
     "ray_version": str,
     "interval": (int, float),
 }
-_REQUIRED = ("repository", "output", "shuffle_dir")
+_REQUIRED = ("repository",)
 
 
 def queue_mode(name: str, raw: Mapping[str, Any], source: str) -> tuple[str, GitTarget | None]:
@@ -155,11 +159,6 @@ def queue_mode(name: str, raw: Mapping[str, Any], source: str) -> tuple[str, Git
     values = dict(git)
     values["env_from_secret"] = tuple(str(s) for s in git.get("env_from_secret") or ())
     values["storage_options"] = dict(git.get("storage_options") or {})
-    values.setdefault("cluster", name)
-    if not values.get("image"):
-        from mrk8s.engine.settings import default_image
-
-        values["image"] = default_image()
     target = GitTarget(**values)
     for key in ("path", "author_email"):
         fields = _FIELD.findall(getattr(target, key))
@@ -177,9 +176,63 @@ def queue_mode(name: str, raw: Mapping[str, Any], source: str) -> tuple[str, Git
         )
     if target.ttl < 1 or target.interval <= 0:
         raise UsageError(f"{where}.git: ttl and interval must be positive")
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", target.cluster):
+    return mode, target
+
+
+def bind(queue: Any, clusters: Sequence[Any], source: str) -> Any:
+    """The declarative ``queue`` with its target completed from the cluster it applies to."""
+    where = f"{source}: queues.{queue.name}.git"
+    target: GitTarget = queue.git
+    k8s = [c for c in clusters if c.kind == "k8s"]
+    name = target.cluster
+    if not name and k8s:
+        serving = [c for c in k8s if not queue.clusters or c.name in queue.clusters]
+        if len(serving) != 1:
+            raise UsageError(
+                f"{where}: name the k8s cluster the reconciler applies to with cluster: "
+                f"(one of {', '.join(c.name for c in k8s)})"
+            )
+        name = serving[0].name
+    cluster = next((c for c in clusters if c.name == name), None)
+    if name and cluster is None and k8s:
         raise UsageError(
-            f"{where}.git.cluster is {target.cluster!r}: give a lowercase name of letters, "
+            f"{where}.cluster is {name!r}, not a k8s cluster of the config "
+            f"({', '.join(c.name for c in k8s)})"
+        )
+    if cluster is not None and cluster.kind != "k8s":
+        raise UsageError(
+            f"{where}.cluster is {name!r}, a {cluster.kind} cluster: declarative jobs are "
+            "Kubernetes objects; name a k8s cluster"
+        )
+    filled: dict[str, Any] = {"cluster": name or queue.name}
+    if cluster is not None:
+        storage = cluster.storage.rstrip("/")
+        filled.update(
+            output=target.output or f"{storage}/output",
+            shuffle_dir=target.shuffle_dir or f"{storage}/shuffle",
+            kubeconfig=target.kubeconfig or cluster.kubeconfig,
+            context=target.context or cluster.context,
+            namespace=target.namespace or cluster.namespace or "",
+            image=target.image or cluster.image or "",
+            env_from_secret=target.env_from_secret or tuple(cluster.env_from_secret),
+            storage_options=target.storage_options or dict(cluster.job_storage_options),
+        )
+    if not filled.get("namespace", target.namespace):
+        filled["namespace"] = "mrk8s"
+    if not filled.get("image", target.image):
+        from mrk8s.engine.settings import default_image
+
+        filled["image"] = default_image()
+    bound = replace(target, **filled)
+    missing = [k for k in ("output", "shuffle_dir") if not getattr(bound, k)]
+    if missing:
+        raise UsageError(
+            f"{where}: give {', '.join(missing)} (URLs the pods reach), or name a k8s cluster "
+            "with storage in cluster:"
+        )
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", bound.cluster):
+        raise UsageError(
+            f"{where}.cluster is {bound.cluster!r}: give a lowercase name of letters, "
             "digits and '-' (it starts the jobs' ids)"
         )
-    return mode, target
+    return replace(queue, git=bound)

@@ -195,7 +195,15 @@ class Repository:
 
     # -- writing ------------------------------------------------------------------------
 
-    def commit(self, files: Mapping[str, bytes], *, author: str, email: str, message: str) -> str:
+    def commit(
+        self,
+        files: Mapping[str, bytes],
+        *,
+        author: str,
+        email: str,
+        message: str,
+        committer: tuple[str, str] = ("mrk8s gateway", "gateway@mrk8s.invalid"),
+    ) -> str:
         """Commit ``files`` (path -> bytes) on top of the branch and push; the commit's id."""
         with self.locked():
             for attempt in range(1, PUSH_ATTEMPTS + 1):

@@ -14,9 +14,8 @@ import binascii
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
@@ -130,7 +129,9 @@ async def create_job(
     app = request.app
     started = time.perf_counter()
     try:
-        job = await run_in_threadpool(submit.prepare, app.state.config, app.state.db, user, body)
+        job = await run_in_threadpool(
+            submit.prepare, app.state.config, app.state.db, user, body, app.state.rng
+        )
     except submit.Invalid as exc:
         raise RequestValidationError(exc.errors) from exc
     except GitError as exc:  # declarative mode: git refused or failed
@@ -295,15 +296,9 @@ async def job_output(request: Request, user: CurrentUser, job_id: str) -> Stream
             status.HTTP_409_CONFLICT,
             f"job {job_id} is {job['status']}: its output is served once it SUCCEEDED",
         )
-    parts = sorted(p for p in Path(job["output_dir"]).iterdir() if p.name.startswith("part-"))
+    chunks = request.app.state.supervisor.backend(job).output(job)
 
-    def chunks() -> Iterator[bytes]:
-        for part in parts:
-            with open(part, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    yield chunk
-
-    return StreamingResponse(chunks(), media_type="text/plain; charset=utf-8")
+    return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
 
 
 class Changes:

@@ -47,6 +47,17 @@ class _JobsCollector(Collector):
         )
         reattached.add_metric([], self.supervisor.reattached)
         yield reattached
+        reconnects = CounterMetricFamily(
+            "mrk8s_gateway_watch_reconnects",
+            "Watches of a cluster started again (ended by the server, broken, or 410 Gone "
+            "and listed again), since start",
+            labels=["cluster"],
+        )
+        for name, backend in self.supervisor.backends.items():
+            count = getattr(backend, "watch_reconnects", None)
+            if count is not None:
+                reconnects.add_metric([name], count())
+        yield reconnects
 
 
 class Metrics:

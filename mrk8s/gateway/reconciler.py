@@ -25,8 +25,12 @@ does not come back. Objects for job ids this gateway does not know
 A manifest the API server refuses (4xx) fails its job with the server's
 message; an unreachable server is tried again next pass.
 
-Who follows the job once applied: :attr:`Reconciler.on_applied`, which the
-app points at the ``k8s`` backend's ``attach`` when that backend is there.
+Who follows the job once applied: a ``k8s`` job whose cluster is one of
+the config's k8s clusters goes to that cluster's backend
+(:meth:`~mrk8s.gateway.backends.k8s.K8sBackend.attach`, then the
+supervisor's ``adopt``), which watches its driver Job to the end, keeps its
+logs and serves its output, as for a job the gateway ran itself. A ``ray``
+job's RayJob has no follower yet: it stays RUNNING.
 """
 
 from __future__ import annotations
@@ -65,9 +69,9 @@ class Reconciler:
         self.config = config
         self.state = state
         self.on_change = on_change
-        #: Called with (job row, the applied objects as the server answered) after a job was
-        #: applied: the hand-off to whatever follows it on the cluster.
-        self.on_applied: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None
+        #: The gateway's supervisor, whose k8s backend follows the applied ``k8s`` jobs
+        #: (set by the app; None: applied jobs stay RUNNING, followed by nobody).
+        self.supervisor: Any = None
         self.queues = [q for q in config.queues if q.mode == "declarative"]
         self._docs: dict[str, list[dict[str, Any]]] = {}
         self._synced: dict[str, str] = {}
@@ -103,6 +107,10 @@ class Reconciler:
             for j in self.state.jobs_in([st.QUEUED])
             if j["queue"] == queue.name and j.get("git_commit")
         }
+        # Applied, but the gateway stopped before handing them over: hand them over now.
+        for job in self.state.jobs_in([st.RUNNING]):
+            if job["queue"] == queue.name and job.get("git_commit") and not job.get("handle"):
+                self.follow(target, job)
         repo = gitops.repository(target, self.config.state_dir)
         with repo.locked():
             head = repo.fetch()
@@ -124,10 +132,9 @@ class Reconciler:
                     logger.warning("%s at %s: an object without a job id: skipped", path, head)
         applied = 0
         for job_id, objects in by_job.items():
-            job = pending.get(job_id)
-            if job is None:
+            if job_id not in pending:
                 continue  # applied before, cancelled, or not submitted through this gateway
-            if not self._apply_job(target, job, objects, head):
+            if not self._apply_job(target, pending[job_id], objects, head):
                 break  # the cluster is unreachable: next pass
             applied += 1
         self._synced[queue.name] = head
@@ -177,13 +184,28 @@ class Reconciler:
             started_at=time.time(),
         )
         if moved:
-            logger.info("job %s applied from git commit %s", job_id, head[:12])
+            logger.info(
+                "job %s applied from git commit %s (%d objects)", job_id, head[:12], len(answered)
+            )
             self.on_change(job_id)
-            if self.on_applied is not None:
-                fresh = self.state.job(job_id)
-                if fresh is not None:
-                    self.on_applied(fresh, answered)
+            fresh = self.state.job(job_id)
+            if fresh is not None:
+                self.follow(target, fresh)
         return True
+
+    def follow(self, target: GitTarget, job: dict[str, Any]) -> None:
+        """Hand an applied ``k8s`` job to the k8s backend of its cluster, which watches its
+        driver Job from now on (a RayJob has no follower yet: it stays RUNNING)."""
+        if self.supervisor is None or job["backend"] != "k8s":
+            return
+        from mrk8s.gateway.backends.k8s import K8sBackend
+        from scheduler.backends.k8s import driverjob
+
+        backend = self.supervisor.backends.get(job["cluster"])
+        if not isinstance(backend, K8sBackend):
+            return
+        handle = backend.attach(job, target.namespace, driverjob.driver_job_name(job["id"]))
+        self.supervisor.adopt(job["id"], handle)
 
     # -- the cluster ----------------------------------------------------------------------
 

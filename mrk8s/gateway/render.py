@@ -40,7 +40,7 @@ def run_args(target: GitTarget, job_id: str, spec: dict[str, Any], backend: str)
     """``mrk8s run``'s arguments after the script, as the driver (or Ray's head) gets them."""
     args = [
         *spec["input_paths"],
-        *("-o", f"{target.output.rstrip('/')}/{job_id}", "--output-format", "text"),
+        *("-o", spec["output_dir"], "--output-format", "text"),
         *("--shuffle-dir", target.shuffle_dir),
         *("--reducers", str(spec["reducers"]), "--workers", str(spec["workers"])),
         *("--job-id", job_id, "--backend", backend),

@@ -59,6 +59,8 @@ jobs = sa.Table(
     sa.Column("job_dir", sa.Text, nullable=False),
     sa.Column("log_path", sa.Text, nullable=False),
     sa.Column("output_dir", sa.Text, nullable=False),
+    # What the backend needs to find the run again (backends.Handle as JSON).
+    sa.Column("handle", sa.Text),
     # Declarative mode (gitops.py): the commit that holds the job, and its manifest.
     sa.Column("git_commit", sa.String(64)),
     sa.Column("manifest", sa.Text),

@@ -16,13 +16,14 @@ gateway sets those).
 
 from __future__ import annotations
 
+import random
 import secrets
 import time
 from typing import Any
 
 from mrk8s.engine.settings import parse_size
 from mrk8s.errors import UsageError
-from mrk8s.gateway import artifacts, models
+from mrk8s.gateway import artifacts, models, routing
 from mrk8s.gateway.backends import KNOWN, NOT_YET
 from mrk8s.gateway.config import GatewayConfig, User
 from mrk8s.gateway.state import State
@@ -160,9 +161,14 @@ def _check_args(args: list[str]) -> list[dict[str, Any]]:
 
 
 def prepare(
-    config: GatewayConfig, state: State, user: User, req: models.JobRequest
+    config: GatewayConfig,
+    state: State,
+    user: User,
+    req: models.JobRequest,
+    rng: random.Random | None = None,
 ) -> dict[str, Any]:
-    """Check ``req`` and create its job (QUEUED); raises :class:`Invalid`."""
+    """Check ``req`` and create its job (QUEUED) on a cluster drawn with ``rng``; raises
+    :class:`Invalid`."""
     errors: list[dict[str, Any]] = []
     queue_name = req.queue or config.default_queue
     queue = config.queue(queue_name)
@@ -175,6 +181,24 @@ def prepare(
         known = ", ".join(q.name for q in config.queues)
         errors.append(
             _error(("queue",), f"no queue {queue_name!r}; the queues: {known}", req.queue)
+        )
+    cluster = None
+    if req.backend in KNOWN and not declarative:
+        try:
+            if queue is not None:
+                cluster = routing.choose(config, queue, req.backend, rng or random.Random())
+            else:
+                routing.check_kind(config, req.backend)
+        except routing.NoCluster as exc:
+            errors.append(_error(("backend",), str(exc), req.backend))
+    if queue is not None and req.reducers > queue.max_reducers:
+        errors.append(
+            _error(
+                ("reducers",),
+                f"{req.reducers} reducers is over queue {queue.name!r}'s limit of "
+                f"{queue.max_reducers}",
+                req.reducers,
+            )
         )
     workers = req.resources.workers or (queue.default_workers if queue else 1)
     if queue is not None and workers > queue.max_workers:
@@ -217,11 +241,21 @@ def prepare(
     if errors:
         raise Invalid(errors)
     assert script is not None and queue is not None
-    cluster = queue.git.cluster if declarative else "local"
+    if declarative:
+        cluster = queue.git.cluster
+    assert cluster is not None
     job_id = new_job_id(cluster)
     job_dir = config.state_dir / "jobs" / job_id
     job_dir.mkdir(parents=True)
-    frozen = job_dir / script_name
+    output_dir = str(job_dir / "output")
+    code_dir = job_dir
+    where = config.cluster(cluster)
+    if where is not None and where.kind == "k8s":
+        # Its script's directory is shipped to the driver pod: the script alone in it.
+        code_dir = job_dir / "code"
+        code_dir.mkdir()
+        output_dir = f"{where.storage}/output/{job_id}"
+    frozen = code_dir / script_name
     frozen.write_bytes(script)
     spec = {
         "request": req.model_dump(),
@@ -234,6 +268,8 @@ def prepare(
     }
     extra: dict[str, Any] = {}
     if declarative:
+        output_dir = f"{queue.git.output.rstrip('/')}/{job_id}"
+        spec["output_dir"] = output_dir
         extra = _commit(config, queue, user, job_id, spec, script_name, script, job_dir)
     return state.create_job(
         id=job_id,
@@ -244,7 +280,7 @@ def prepare(
         spec=spec,
         job_dir=str(job_dir),
         log_path=str(job_dir / "driver.log"),
-        output_dir=str(job_dir / "output"),
+        output_dir=output_dir,
         **extra,
     )
 

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mrk8s.errors import MRError
 from mrk8s.gateway import state as st
 from mrk8s.gateway.backends import Backend, Handle, Outcome
 from mrk8s.gateway.backends.local import progress_from_summary
@@ -87,27 +88,58 @@ class Supervisor:
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
             self._wake.clear()
 
+    def backend(self, job: dict[str, Any]) -> Backend:
+        """The backend of the cluster that holds the job (the local one: by its kind)."""
+        backend = self.backends.get(job["cluster"]) or self.backends.get(job["backend"])
+        if backend is None:
+            raise KeyError(
+                f"job {job['id']} is on cluster {job['cluster']!r}, which is not in the "
+                f"gateway's config any more (its clusters: {', '.join(self.backends)})"
+            )
+        return backend
+
+    def adopt(self, job_id: str, handle: Handle) -> bool:
+        """Follow a run someone else started (the declarative mode's reconciler applied its
+        objects): the job becomes RUNNING with this handle; False if it already ended."""
+        with self._lock:
+            job = self.state.job(job_id)
+            if job is None or not self.state.transition(
+                job_id,
+                [st.QUEUED, st.RUNNING],
+                st.RUNNING,
+                f"following {handle.namespace}/{handle.name} on cluster {handle.cluster}",
+                started_at=job["started_at"] or time.time(),
+            ):
+                return False
+            self.state.update_job(
+                job_id, handle=handle.to_json(), launches=int(job["launches"] or 0) + 1
+            )
+            self._handles[job_id] = handle
+        self.on_change(job_id)
+        return True
+
     def recover(self) -> None:
         with self._lock:
             for job in self.state.jobs_in([st.RUNNING]):
-                if job.get("git_commit"):
-                    continue  # declarative: the reconciler applied it (reconciler.py)
-                if job["pid"] is None:
+                handle = Handle.of(job)
+                if handle is None and job.get("git_commit"):
+                    continue  # declarative: applied by the reconciler, followed by no backend
+                if handle is None:
                     logger.info("job %s was claimed but not launched: launching it", job["id"])
                     self._launch(job)
                     continue
-                handle = Handle(pid=job["pid"], started=job["pid_started"] or 0.0)
-                backend = self.backends[job["backend"]]
+                backend = self.backend(job)
                 outcome = backend.poll(job, handle)
                 if outcome is None:
-                    logger.info("job %s: re-attached to its process %d", job["id"], handle.pid)
+                    what = handle.name or f"process {handle.pid}"
+                    logger.info("job %s: re-attached to %s", job["id"], what)
                     self._handles[job["id"]] = handle
                     self.reattached += 1
                     self.state.transition(
                         job["id"],
                         [st.RUNNING],
                         st.RUNNING,
-                        f"re-attached to process {handle.pid} after a gateway restart",
+                        f"re-attached to {what} after a gateway restart",
                     )
                     self.on_change(job["id"])
                 else:
@@ -120,7 +152,7 @@ class Supervisor:
                 if job is None or job["status"] != st.RUNNING:
                     self._handles.pop(job_id, None)
                     continue
-                outcome = self.backends[job["backend"]].poll(job, handle)
+                outcome = self.backend(job).poll(job, handle)
                 if outcome is not None:
                     self._handles.pop(job_id, None)
                     self._ended(job, outcome)
@@ -152,16 +184,15 @@ class Supervisor:
             self.on_change(job["id"])
 
     def _launch(self, job: dict[str, Any]) -> None:
-        backend = self.backends[job["backend"]]
         try:
-            handle = backend.start(job)
-        except OSError as exc:
+            handle = self.backend(job).start(job)
+        except (OSError, MRError, KeyError) as exc:
             self.state.transition(
                 job["id"],
                 [st.RUNNING],
                 st.FAILED,
                 "could not start",
-                error=f"the gateway could not start the job's process: {exc}",
+                error=f"the gateway could not start the job on cluster {job['cluster']}: {exc}",
                 finished_at=time.time(),
             )
             self.on_change(job["id"])
@@ -170,6 +201,7 @@ class Supervisor:
             job["id"],
             pid=handle.pid,
             pid_started=handle.started,
+            handle=handle.to_json(),
             launches=int(job["launches"] or 0) + 1,
         )
         self._handles[job["id"]] = handle
@@ -181,7 +213,7 @@ class Supervisor:
         if now - self._progress_at.get(job["id"], 0.0) < 1.0:
             return
         self._progress_at[job["id"]] = now
-        progress = self.backends[job["backend"]].progress(job)
+        progress = self.backend(job).progress(job)
         if progress is not None and progress != job["progress"]:
             self.state.update_job(job["id"], only_if=st.RUNNING, progress=progress)
             self.on_change(job["id"])
@@ -216,7 +248,7 @@ class Supervisor:
                     ),
                 )
         elif outcome.exit_code == 0:
-            summary = _read_json(Path(job["output_dir"]) / "summary.json")
+            summary = self.backend(job).summary(job)
             self.state.transition(
                 job_id,
                 [st.RUNNING],
@@ -253,12 +285,10 @@ class Supervisor:
                 finished_at=time.time(),
             ):
                 return False
-            handle = self._handles.pop(job_id, None)
-            if handle is None and job["pid"] is not None:
-                handle = Handle(pid=job["pid"], started=job["pid_started"] or 0.0)
+            handle = self._handles.pop(job_id, None) or Handle.of(job)
         self.on_change(job_id)
         if handle is not None:
-            self.backends[job["backend"]].cancel(job, handle)
+            self.backend(job).cancel(job, handle)
         return True
 
 

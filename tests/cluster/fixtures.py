@@ -6,7 +6,8 @@ Named in ``tests/conftest.py``'s ``pytest_plugins``, so every test directory
 kube-apiserver, kube-controller-manager, kube-scheduler, built by `make
 test`) and the node agent that runs pods as local processes, for three
 nodes, in a temporary directory, once a test asks for it, and stops it all
-at the end of the session. The tests talk to it as its admin
+at the end of the session. ``second_cluster`` is another one (one node, its
+own directory and ports) for the tests that need two. The tests talk to it as its admin
 (`system:masters`, a client certificate): the service accounts that mrk8s
 will run as are separate and get only what RBAC grants them.
 
@@ -24,8 +25,7 @@ from typing import Any
 import pytest
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def _running(tmp_path_factory: pytest.TempPathFactory, stem: str, nodes: int) -> Iterator[Any]:
     pytest.importorskip("kubernetes")
     from tests.cluster.controlplane import BINARY, Cluster
 
@@ -35,12 +35,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             "`make tests/cluster/bin/controlplane` first",
             pytrace=False,
         )
-    running = Cluster(tmp_path_factory.mktemp("cluster"), nodes=3)
+    running = Cluster(tmp_path_factory.mktemp(stem), nodes=nodes)
     running.start()
     try:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    yield from _running(tmp_path_factory, "cluster", nodes=3)
+
+
+@pytest.fixture(scope="session")
+def second_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Another test cluster, of one node, with its own state directory and ports: for tests
+    across two clusters (the gateway's routing). Started only by the tests that ask for it."""
+    yield from _running(tmp_path_factory, "cluster2", nodes=1)
 
 
 @pytest.fixture(scope="session")

@@ -96,4 +96,10 @@ def test_the_readme_config_example_is_a_valid_config():
     block = block.split("```yaml\n", 1)[1].split("```", 1)[0]
     c = config.from_mapping(yaml.safe_load(block), environ={})
     assert [q.name for q in c.queues] == ["default", "big"]
+    assert [(k.name, k.kind, k.weight) for k in c.clusters] == [
+        ("local", "local", 1.0),
+        ("east", "k8s", 3.0),
+        ("west", "k8s", 1.0),
+    ]
+    assert c.queue("big").clusters == {"east": 3.0, "west": 1.0}
     assert [(u.name, u.admin) for u in c.users] == [("alice", False), ("bob", False), ("ops", True)]

@@ -75,7 +75,7 @@ def test_invalid_fields_are_refused_field_by_field_before_anything_runs(gateway)
         assert "no artifact" in problems[("body", "inputs", 0)]  # bob's, not alice's
         assert "allow_local_inputs" in problems[("body", "inputs", 1)]
         assert "no artifact" in problems[("body", "inputs", 2)]
-        assert "not served by the gateway yet" in problems[("body", "backend")]
+        assert "has no cluster of that kind" in problems[("body", "backend")]
         assert "no queue 'nope'" in problems[("body", "queue")]
         assert {("body", "args", i) for i in range(3)} <= set(problems)
         assert "at least 16MiB" in problems[("body", "resources", "memory_per_worker")]

@@ -10,31 +10,66 @@ state that a restart would lose.
 Backends here:
 
 - ``local`` (:mod:`.local`): ``mrk8s run`` in a subprocess of its own
-  session on the gateway's machine.
+  session on the gateway's machine (handle: pid and start time).
+- ``k8s`` (:mod:`.k8s`): the driver Job of ``mrk8s submit`` in a Kubernetes
+  cluster, followed by one watch per cluster on the jobs' Jobs and pods
+  (handle: cluster, namespace and driver Job name). ``attach`` hands it a
+  job whose objects someone else created (the declarative mode's reconciler).
 
-Next (not built yet; each slots in as one module and one entry of
-:data:`KNOWN`): ``k8s`` starts the driver Job of ``mrk8s submit`` and follows
-it with a Kubernetes watch (handle = namespace and Job name); ``ray`` submits
-a Ray job and follows its events (handle = Ray address and submission id).
-A cluster registry (queues served by clusters with weights) picks which
-cluster of a kind a job goes to; the job id starts with the cluster's name,
-so the id alone tells which cluster holds it.
+A backend object serves one cluster: the supervisor keeps one per cluster
+name of the config (:mod:`mrk8s.gateway.routing` picks the cluster of a
+job, whose id starts with the cluster's name), the implicit ``local``
+cluster when the config names none.
+
+Next: ``ray`` submits a Ray job and follows its events (handle: Ray address
+and submission id).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
 class Handle:
-    """What identifies a started job's run on its cluster (stored in the job's row)."""
+    """What identifies a started job's run on its cluster (stored in the job's row, as JSON).
 
-    pid: int
+    Each backend fills the fields it needs and leaves the others empty.
+    """
+
+    pid: int | None = None
     """The job's process (local backend): the leader of its own session."""
-    started: float
+    started: float = 0.0
     """The process's start time, so that a reused pid is never taken for the job."""
+    cluster: str = ""
+    """The cluster (a name of the config) that runs the job (k8s, ray)."""
+    namespace: str = ""
+    """The Kubernetes namespace of the job's objects (k8s)."""
+    name: str = ""
+    """The run's object on its cluster: the driver Job's name (k8s), the submission id (ray)."""
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v not in (None, "", 0.0)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Handle:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def of(cls, job: Mapping[str, Any]) -> Handle | None:
+        """The handle stored in a job's row (its ``handle`` column, else its pid); None if the
+        job was never launched."""
+        text = job.get("handle")
+        if text:
+            return cls.from_json(text)
+        if job.get("pid") is not None:
+            return cls(pid=int(job["pid"]), started=float(job.get("pid_started") or 0.0))
+        return None
 
 
 @dataclass(frozen=True)
@@ -65,11 +100,22 @@ class Backend(Protocol):
         """Tasks committed per stage, while the job runs (None: nothing to read yet)."""
         ...
 
+    def summary(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        """The finished job's ``summary.json`` (None if it has none)."""
+        ...
 
-#: Backends the gateway can run jobs on, by name; the others named in the API
-#: are refused with the reason.
-KNOWN = ("local",)
+    def output(self, job: dict[str, Any]) -> Iterator[bytes]:
+        """The finished job's output files (``part-*``, text format), in order, in chunks."""
+        ...
+
+    def close(self) -> None:
+        """Let go of the cluster (watches, connections); the runs go on."""
+        ...
+
+
+#: Kinds of cluster (the request's ``backend``) the gateway can run jobs on; the others
+#: named in the API are refused with the reason.
+KNOWN = ("local", "k8s")
 NOT_YET = {
-    "k8s": "the Kubernetes backend is not served by the gateway yet (use mrk8s submit)",
     "ray": "the Ray backend is not served by the gateway yet (use mrk8s run --backend ray)",
 }

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,7 @@ class LocalBackend:
         return Handle(pid=proc.pid, started=started)
 
     def _alive(self, handle: Handle) -> bool:
+        assert handle.pid is not None, "a local job's handle names its process"
         child = self._children.get(handle.pid)
         if child is not None:
             if child.poll() is None:
@@ -135,7 +137,7 @@ class LocalBackend:
             return Outcome(exit_code=None)
 
     def cancel(self, job: dict[str, Any], handle: Handle) -> None:
-        procs = self._group(handle)
+        procs = self._group(handle) if handle.pid is not None else []
         for sig, wait in ((signal.SIGTERM, CANCEL_GRACE), (signal.SIGKILL, CANCEL_GRACE)):
             if not procs:
                 break
@@ -143,12 +145,13 @@ class LocalBackend:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     p.send_signal(sig)
             _, procs = psutil.wait_procs(procs, timeout=wait)
-        child = self._children.pop(handle.pid, None)
+        child = self._children.pop(handle.pid, None) if handle.pid is not None else None
         if child is not None:
             child.wait()
 
     def _group(self, handle: Handle) -> list[psutil.Process]:
         """The job's process and every process of its session (its workers, their children)."""
+        assert handle.pid is not None
         found: dict[int, psutil.Process] = {}
         try:
             leader = psutil.Process(handle.pid)
@@ -189,6 +192,23 @@ class LocalBackend:
             }
             for st in stages
         ]
+
+    def summary(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            data = json.loads((Path(job["output_dir"]) / "summary.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def output(self, job: dict[str, Any]) -> Iterator[bytes]:
+        parts = sorted(p for p in Path(job["output_dir"]).iterdir() if p.name.startswith("part-"))
+        for part in parts:
+            with open(part, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    yield chunk
+
+    def close(self) -> None:
+        """Nothing to let go of: the jobs' processes outlive the gateway on purpose."""
 
 
 def progress_from_summary(summary: dict[str, Any]) -> list[dict[str, Any]]:
