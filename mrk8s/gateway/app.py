@@ -124,6 +124,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
             app.state.reconciler = Reconciler(config, db, on_change=changes.notify)
             app.state.reconciler.supervisor = supervisor
+            supervisor.cancel_applied = app.state.reconciler.cancel
             reconciler_task = asyncio.create_task(app.state.reconciler.run())
         logger.info("gateway state in %s, database %s", config.state_dir, db.engine.url)
         try:

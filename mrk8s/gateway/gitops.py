@@ -61,6 +61,20 @@ class GitError(MRError):
     """Git refused or failed; the message says which command, what git said, and what to do."""
 
 
+def redact(text: str, url: str) -> str:
+    """``text`` without the user and password of ``url`` (an https URL may carry a token)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password or parts.username:
+        bare = parts._replace(netloc=parts.hostname or "").geturl()
+        text = text.replace(url, bare)
+        for secret in (parts.password, parts.username):
+            if secret:
+                text = text.replace(secret, "***")
+    return text
+
+
 def check(queue: Any, backend: str, inputs: list[str]) -> list[Any]:
     """Field errors that only a declarative queue has: ``(loc, msg, value)`` triples."""
     errors: list[Any] = []
@@ -111,6 +125,10 @@ class Repository:
         self._lock = threading.Lock()
         self._ready = False
 
+    def error(self, message: str) -> GitError:
+        """A :class:`GitError` whose message shows no credentials of the repository's URL."""
+        return GitError(redact(message, self.target.repository))
+
     # -- plumbing -----------------------------------------------------------------------
 
     def git(
@@ -131,16 +149,16 @@ class Repository:
                 timeout=GIT_TIMEOUT,
             )
         except FileNotFoundError as exc:
-            raise GitError(
+            raise self.error(
                 "declarative queues need the git command line: install git (apt-get install git)"
             ) from exc
         except subprocess.TimeoutExpired as exc:
-            raise GitError(
+            raise self.error(
                 f"git {args[0]} on {self.target.repository} took over {GIT_TIMEOUT:.0f} s: "
                 "check that the repository is reachable"
             ) from exc
         if check and done.returncode != 0:
-            raise GitError(
+            raise self.error(
                 f"git {' '.join(args[:2])} failed for {self.target.repository} "
                 f"(branch {self.target.branch}): {done.stderr.decode(errors='replace').strip()}"
             )
@@ -186,7 +204,7 @@ class Repository:
             if b"couldn't find remote ref" in fetched.stderr:
                 self.git("update-ref", "-d", self._tracking, check=False)
                 return None
-            raise GitError(
+            raise self.error(
                 f"git fetch of branch {branch} from {self.target.repository} failed: "
                 f"{fetched.stderr.decode(errors='replace').strip()}; check the repository's "
                 "URL and the gateway's credentials for it"
@@ -222,14 +240,14 @@ class Repository:
                     return commit
                 said = (pushed.stdout + pushed.stderr).decode(errors="replace").strip()
                 if not self._moved(base, said):
-                    raise GitError(
+                    raise self.error(
                         f"git push to {self.target.repository} (branch {self.target.branch}) "
                         f"was refused: {said}; check the repository's URL, credentials and "
                         "branch protection"
                     )
                 logger.info("branch %s moved; committing again on top", self.target.branch)
                 time.sleep(random.uniform(0.01, 0.05 * attempt))
-        raise GitError(
+        raise self.error(
             f"branch {self.target.branch} of {self.target.repository} moved under every one of "
             f"{PUSH_ATTEMPTS} pushes: too many writers at once; submit again"
         )
@@ -360,5 +378,6 @@ def commit_job(
         committer=(target.committer_name, target.committer_email),
         message=message(job_id, user, queue.name, spec, hashlib.sha256(script).hexdigest()),
     )
-    logger.info("job %s committed to %s as %s", job_id, target.repository, commit[:12])
+    where = redact(target.repository, target.repository)
+    logger.info("job %s committed to %s as %s", job_id, where, commit[:12])
     return Committed(commit=commit, path=path, manifest=manifest)

@@ -183,6 +183,10 @@ class Reconciler:
             f"applied from git commit {head[:12]} (the job's own commit {job['git_commit'][:12]})",
             started_at=time.time(),
         )
+        if not moved:
+            # Cancelled while it was being applied: what was applied goes again.
+            self.delete(target, job_id)
+            return True
         if moved:
             logger.info(
                 "job %s applied from git commit %s (%d objects)", job_id, head[:12], len(answered)
@@ -264,6 +268,41 @@ class Reconciler:
                     "uid": live["metadata"]["uid"],
                 }
         return answered
+
+    def cancel(self, job: dict[str, Any]) -> None:
+        """A cancelled declarative job no backend follows: delete what was applied of it (a
+        job not applied yet has nothing there, and is never applied now)."""
+        queue = self.config.queue(job["queue"])
+        if queue is None or queue.git is None:
+            return
+        try:
+            self.delete(queue.git, job["id"])
+        except Exception as exc:  # the cancel itself stands; say what is left behind
+            logger.warning(
+                "job %s is cancelled, but deleting its objects from the cluster failed (%s): "
+                "delete its owner ConfigMap by hand (mrk8s cancel %s -n %s)",
+                job["id"], exc, job["id"], queue.git.namespace,
+            )  # fmt: skip
+
+    def delete(self, target: GitTarget, job_id: str) -> None:
+        """Delete the job's owner, and so (background propagation) all the job's objects."""
+        from kubernetes.client.exceptions import ApiException
+
+        from scheduler.backends.k8s import names
+
+        dynamic = self.client(target)
+        resource = dynamic.resources.get(api_version="v1", kind="ConfigMap")
+        try:
+            dynamic.delete(
+                resource,
+                name=names.owner_name(job_id),
+                namespace=target.namespace,
+                propagation_policy="Background",
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        logger.info("job %s was cancelled while being applied: its objects are deleted", job_id)
 
     def close(self) -> None:
         for dynamic in self._clients.values():

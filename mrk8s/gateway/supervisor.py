@@ -70,6 +70,9 @@ class Supervisor:
         self._wake = asyncio.Event()
         self.reattached = 0
         self.resumed = 0
+        #: Declarative mode: removes from the cluster what the reconciler applied for a job
+        #: that no backend follows (set by the app to the reconciler's ``cancel``).
+        self.cancel_applied: Callable[[dict[str, Any]], None] | None = None
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -289,6 +292,8 @@ class Supervisor:
         self.on_change(job_id)
         if handle is not None:
             self.backend(job).cancel(job, handle)
+        elif job.get("git_commit") and self.cancel_applied is not None:
+            self.cancel_applied(job)
         return True
 
 

@@ -331,8 +331,12 @@ def test_the_readme_example_parses_and_mistakes_name_the_key():
     queue = parsed.queue("reviewed")
     assert queue is not None and queue.mode == "declarative"
     assert queue.git.repository == "https://git.example.com/platform/jobs.git"
-    assert queue.git.root == "jobs" and queue.git.cluster == "reviewed"
+    assert queue.git.root == "jobs" and queue.git.cluster == "east"
     assert queue.git.email("Ann Lee") == "Ann-Lee@example.com"
+    # What the git block leaves out comes from the cluster.
+    assert queue.git.output == "s3://mrk8s-east/gateway/output"
+    assert queue.git.shuffle_dir == "s3://mrk8s-east/gateway/shuffle"
+    assert (queue.git.namespace, queue.git.env_from_secret) == ("mrk8s", ("s3-credentials",))
     assert parsed.queue("default").mode == "direct"
 
     good = {"repository": "/r.git", "output": "s3://o", "shuffle_dir": "s3://s"}
@@ -347,8 +351,42 @@ def test_the_readme_example_parses_and_mistakes_name_the_key():
         ({"mode": "declarative", "git": {**good, "path": "jobs/all.yaml"}},
          "must contain {job_id}"),
         ({"mode": "declarative", "git": {**good, "ttl": "1h"}}, "git.ttl is '1h'"),
+        ({"mode": "declarative", "git": {**good, "cluster": "Big_One"}},
+         "give a lowercase name"),
     ]:  # fmt: skip
         with pytest.raises(UsageError) as caught:
             config.from_mapping({"queues": {"q": queue_raw}}, environ={})
         assert message in str(caught.value), str(caught.value)
         assert "queues.q" in str(caught.value)
+    # With k8s clusters, the one applied to is one of them, and of kind k8s.
+    two = [
+        {"name": "east", "kind": "k8s", "storage": "s3://e"},
+        {"name": "west", "kind": "k8s", "storage": "s3://w"},
+        {"name": "here", "kind": "local"},
+    ]
+    for git_raw, message in [
+        ({"repository": "/r.git"}, "name the k8s cluster the reconciler applies to"),
+        ({"repository": "/r.git", "cluster": "north"}, "not a k8s cluster of the config"),
+        ({"repository": "/r.git", "cluster": "here"}, "a local cluster"),
+    ]:
+        with pytest.raises(UsageError, match=r"queues\.q\.git") as caught:
+            config.from_mapping(
+                {"clusters": two, "queues": {"q": {"mode": "declarative", "git": git_raw}}},
+                environ={},
+            )
+        assert message in str(caught.value), str(caught.value)
+
+
+def test_a_token_in_the_repository_url_never_shows_in_an_error(tmp_path):
+    from mrk8s.gateway import gitops
+    from mrk8s.gateway.gitconfig import GitTarget
+
+    # Nothing listens on port 9 of loopback: the fetch fails at once, naming the URL.
+    url = "http://bob:s3cret-token@127.0.0.1:9/jobs.git"
+    target = GitTarget(repository=url, output="s3://o", shuffle_dir="s3://s")
+    cache = gitops.Repository(target, tmp_path / "cache")
+    with pytest.raises(gitops.GitError) as failed:
+        cache.commit({"a.yaml": b"a: 1\n"}, author="bob", email="b@x", message="a")
+    message = str(failed.value)
+    assert "http://127.0.0.1:9/jobs.git" in message
+    assert "s3cret-token" not in message and "bob:" not in message

@@ -133,6 +133,24 @@ def test_the_reconciler_applies_jobs_from_git_and_the_k8s_job_is_followed_to_exa
         committed_ray = list(yaml.safe_load_all(ray_job["manifest"]))[-1]
         assert rayjob["spec"]["entrypoint"] == committed_ray["spec"]["entrypoint"]
         assert rayjob["metadata"]["ownerReferences"][0]["name"] == names.owner_name(ray_job["id"])
+
+        # Cancelling the ray job (no backend follows it) deletes what was applied of it.
+        with gw.client("alice") as c:
+            cancelled = c.delete(f"/v1/jobs/{ray_job['id']}")
+            assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
+
+        def rayjob_gone() -> bool:
+            try:
+                CustomObjectsApi(api).get_namespaced_custom_object(
+                    "ray.io", "v1", installed, "rayjobs", render.rayjob_name(ray_job["id"])
+                )
+            except kubernetes.client.exceptions.ApiException as exc:
+                return exc.status == 404
+            return False
+
+        wait_until(rayjob_gone, timeout=60, what="the cancelled job's RayJob deleted")
+        with pytest.raises(kubernetes.client.exceptions.ApiException, match="404"):
+            core.read_namespaced_config_map(names.owner_name(ray_job["id"]), installed)
     finally:
         for job in jobs:
             with contextlib.suppress(kubernetes.client.exceptions.ApiException):
