@@ -51,6 +51,11 @@ class GitTarget:
     shuffle_dir: str = ""
     """``mrk8s run --shuffle-dir`` of the jobs (default: the cluster's ``STORAGE/shuffle``)."""
     branch: str = "main"
+    """The branch each submission is committed to."""
+    apply_branch: str = ""
+    """The branch the reconciler applies (default: ``branch``). Another one makes every job a
+    proposal: it waits QUEUED until someone merges it there, and a job whose manifest was
+    removed before that merge is cancelled."""
     path: str = "jobs/{queue}/{job_id}.yaml"
     """Where each job's manifest goes in the repository (placeholders: queue, job_id, user,
     backend); the reconciler reads every ``.yaml`` under the part before the first ``{``."""
@@ -82,6 +87,11 @@ class GitTarget:
     """Seconds between the reconciler's looks at the branch (a submission wakes it too)."""
 
     @property
+    def applied(self) -> GitTarget:
+        """This target as the reconciler reads it: its branch is the one applied."""
+        return replace(self, branch=self.apply_branch or self.branch)
+
+    @property
     def root(self) -> str:
         """The directory the reconciler reads: ``path`` up to its first placeholder."""
         head = self.path.split("{", 1)[0]
@@ -100,6 +110,7 @@ _KEYS: dict[str, Any] = {
     "output": str,
     "shuffle_dir": str,
     "branch": str,
+    "apply_branch": str,
     "path": str,
     "author_email": str,
     "committer_name": str,

@@ -308,6 +308,10 @@ class Repository:
                 out[path] = blob
         return out
 
+    def is_ancestor(self, commit: str, head: str) -> bool:
+        """Whether ``head``'s history holds ``commit`` (False too if this cache lacks it)."""
+        return self.git("merge-base", "--is-ancestor", commit, head, check=False).returncode == 0
+
     def blob(self, blob: str) -> bytes:
         return self.git("cat-file", "blob", blob).stdout
 

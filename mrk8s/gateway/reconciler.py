@@ -111,7 +111,7 @@ class Reconciler:
         for job in self.state.jobs_in([st.RUNNING]):
             if job["queue"] == queue.name and job.get("git_commit") and not job.get("handle"):
                 self.follow(target, job)
-        repo = gitops.repository(target, self.config.state_dir)
+        repo = gitops.repository(target.applied, self.config.state_dir)
         with repo.locked():
             head = repo.fetch()
             if head is None or (head == self._synced.get(queue.name) and not pending):
@@ -120,6 +120,25 @@ class Reconciler:
             for blob in files.values():
                 if blob not in self._docs:
                     self._docs[blob] = _parse(repo.blob(blob))
+            # A job whose commit the applied branch holds but whose manifest is gone was
+            # removed (reverted) before it was applied: it is not coming.
+            removed = [
+                job
+                for job in pending.values()
+                if not any(job["id"] in path for path in files)
+                and repo.is_ancestor(job["git_commit"], head)
+            ]
+        for job in removed:
+            pending.pop(job["id"])
+            if self.state.transition(
+                job["id"],
+                [st.QUEUED],
+                st.CANCELLED,
+                f"its manifest was removed from branch {target.applied.branch} before it was "
+                f"applied (at commit {head[:12]})",
+                finished_at=time.time(),
+            ):
+                self.on_change(job["id"])
         by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for path in sorted(files):
             for doc in self._docs[files[path]]:

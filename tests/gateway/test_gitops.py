@@ -332,6 +332,7 @@ def test_the_readme_example_parses_and_mistakes_name_the_key():
     assert queue is not None and queue.mode == "declarative"
     assert queue.git.repository == "https://git.example.com/platform/jobs.git"
     assert queue.git.root == "jobs" and queue.git.cluster == "east"
+    assert (queue.git.branch, queue.git.applied.branch) == ("main", "live")
     assert queue.git.email("Ann Lee") == "Ann-Lee@example.com"
     # What the git block leaves out comes from the cluster.
     assert queue.git.output == "s3://mrk8s-east/gateway/output"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections import Counter
 from typing import Any
 
@@ -26,7 +27,7 @@ import yaml
 
 from tests.cluster.test_rayjob import rayjob_crd
 from tests.gateway.conftest import EXAMPLES, follow, submit, upload, wait_until
-from tests.gateway.test_gitops import bare_repository, commits
+from tests.gateway.test_gitops import bare_repository, commits, git
 from tests.gateway.test_k8s import k8s_cluster, s3_secret
 from tests.manifests.kustomize import installed
 from tests.util import make_words, parse_text_output
@@ -59,9 +60,15 @@ def test_the_reconciler_applies_jobs_from_git_and_the_k8s_job_is_followed_to_exa
         queues={
             "default": {"max_running": 2, "default_workers": 1},
             # Everything but the repository comes from the cluster "kube".
+            # Submissions go to main; the reconciler applies branch live, once merged there.
             "reviewed": {
                 "mode": "declarative",
-                "git": {"repository": str(repo), "cluster": "kube", "interval": 1},
+                "git": {
+                    "repository": str(repo),
+                    "cluster": "kube",
+                    "apply_branch": "live",
+                    "interval": 1,
+                },
             },
             "misaimed": {
                 "mode": "declarative",
@@ -76,9 +83,31 @@ def test_the_reconciler_applies_jobs_from_git_and_the_k8s_job_is_followed_to_exa
             common = {"script": script, "inputs": [words], "reducers": 2, "queue": "reviewed"}
             k8s_job = submit(c, backend="k8s", resources={"workers": 2}, **common)
             ray_job = submit(c, backend="ray", **common)
+            withdrawn = submit(c, backend="k8s", **common)
             refused = submit(c, backend="k8s", **{**common, "queue": "misaimed"})
-            jobs += [k8s_job, ray_job, refused]
+            jobs += [k8s_job, ray_job, withdrawn, refused]
             assert k8s_job["id"].startswith("kube-") and refused["id"].startswith("kube-")
+
+            def status(job: dict[str, Any]) -> str:
+                return str(c.get(f"/v1/jobs/{job['id']}").json()["status"])
+
+            # The misaimed queue applies main at once: the API server refuses its namespace.
+            wait_until(lambda: status(refused) == "FAILED", timeout=60, what="refused job failed")
+            failed = c.get(f"/v1/jobs/{refused['id']}").json()
+            assert "HTTP 404" in failed["error"] and "no-such-namespace" in failed["error"]
+            # The reviewed jobs wait for their merge to live: nothing of them in the cluster.
+            time.sleep(3)  # three passes of the reconciler
+            assert {status(j) for j in (k8s_job, ray_job, withdrawn)} == {"QUEUED"}
+            assert not core.list_namespaced_config_map(
+                installed, label_selector=names.job_selector(k8s_job["id"])
+            ).items
+            # A reviewer removes one job's manifest, then merges main into live.
+            clone = tmp_path / "review"
+            git(tmp_path, "clone", "--quiet", str(repo), str(clone))
+            git(clone, "rm", "--quiet", f"jobs/reviewed/{withdrawn['id']}.yaml")
+            ident = ["-c", "user.name=rita", "-c", "user.email=rita@example.com"]
+            git(clone, *ident, "commit", "--quiet", "-m", f"withdraw {withdrawn['id']}")
+            git(clone, "push", "--quiet", "origin", "main:main", "main:live")
 
             # The k8s job: applied from git, then followed by the k8s backend's watch.
             events = follow(c, k8s_job["id"], timeout=480)
@@ -91,14 +120,14 @@ def test_the_reconciler_applies_jobs_from_git_and_the_k8s_job_is_followed_to_exa
             assert output.status_code == 200, output.text
             assert dict(parse_text_output(output.text)) == Counter(text.split())
 
-            def status(job: dict[str, Any]) -> str:
-                return str(c.get(f"/v1/jobs/{job['id']}").json()["status"])
-
             # The ray job: its RayJob applied (no operator here runs it, nobody follows it).
             wait_until(lambda: status(ray_job) == "RUNNING", timeout=60, what="RayJob applied")
-            wait_until(lambda: status(refused) == "FAILED", timeout=60, what="refused job failed")
-            failed = c.get(f"/v1/jobs/{refused['id']}").json()
-            assert "HTTP 404" in failed["error"] and "no-such-namespace" in failed["error"]
+            # The withdrawn job never reached the cluster.
+            gone = c.get(f"/v1/jobs/{withdrawn['id']}").json()
+            assert gone["status"] == "CANCELLED", gone
+            assert not core.list_namespaced_config_map(
+                installed, label_selector=names.job_selector(withdrawn["id"])
+            ).items
 
         with sqlite3.connect(gw.state_dir / "gateway.db") as db:
             messages = [
@@ -113,8 +142,14 @@ def test_the_reconciler_applies_jobs_from_git_and_the_k8s_job_is_followed_to_exa
         assert messages[1].startswith("applied from git commit ")
         assert f"the job's own commit {k8s_job['git_commit'][:12]}" in messages[1]
         assert messages[2].startswith("following ")
-        # The reconciler recorded the commits it applied: heads of the branch.
+        # The reconciler recorded the commits it applied: heads of the branches.
         assert synced and set(synced) <= set(commits(repo))
+        with sqlite3.connect(gw.state_dir / "gateway.db") as db:
+            why = db.execute(
+                "select message from job_events where job_id = ? and status = 'CANCELLED'",
+                (withdrawn["id"],),
+            ).fetchone()[0]
+        assert why.startswith("its manifest was removed from branch live before it was applied")
 
         # In the cluster: the objects as committed, under the owner the reconciler made.
         for job in (k8s_job, ray_job):
