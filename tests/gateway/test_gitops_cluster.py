@@ -5,7 +5,8 @@ reconciler applies what the branch holds to the real control plane of
 ``tests/cluster/`` with server-side apply and strict field validation. The
 ``k8s`` job's driver Job then runs on the node agent that runs pods as local
 processes, shuffling through the loopback S3 server; the gateway's ``k8s``
-backend follows it (the reconciler hands it over) to SUCCEEDED, and its
+backend follows it (the reconciler hands it over), across a SIGKILL and
+restart of the gateway, to SUCCEEDED with one driver Job, and its
 output, served by ``GET /v1/jobs/ID/output``, is compared with a Counter.
 The ``ray`` job's RayJob is validated by the API server against KubeRay
 v1.7.0's CRD from ``manifests/ray/crds/`` (installed by
@@ -17,6 +18,7 @@ not exist shows what a refused manifest does to its job.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sqlite3
 import time
 from collections import Counter
@@ -110,15 +112,30 @@ def test_the_reconciler_applies_jobs_from_git_and_the_k8s_job_is_followed_to_exa
             git(clone, "push", "--quiet", "origin", "main:main", "main:live")
 
             # The k8s job: applied from git, then followed by the k8s backend's watch.
+            wait_until(lambda: status(k8s_job) == "RUNNING", timeout=60, what="k8s job applied")
+            driver_name = driverjob.driver_job_name(k8s_job["id"])
+            batch = BatchV1Api(api)
+            first_uid = batch.read_namespaced_job(driver_name, installed).metadata.uid
+
+        # The gateway is killed with the job running; the next one, on the same state,
+        # applies nothing again and follows the same driver Job to its end.
+        gw.stop(signal.SIGKILL)
+        gw.start()
+        with gw.client("alice") as c:
             events = follow(c, k8s_job["id"], timeout=480)
             statuses = [e["status"] for e in events if e["event"] == "status"]
             assert statuses[0] == "QUEUED" and statuses[-1] == "SUCCEEDED", events
             done = c.get(f"/v1/jobs/{k8s_job['id']}").json()
             assert done["status"] == "SUCCEEDED", done
             assert done["git_commit"] == k8s_job["git_commit"]
+            assert done["launches"] == 1  # handed over once, re-attached after the restart
+            assert batch.read_namespaced_job(driver_name, installed).metadata.uid == first_uid
             output = c.get(done["output"])
             assert output.status_code == 200, output.text
             assert dict(parse_text_output(output.text)) == Counter(text.split())
+
+            def status(job: dict[str, Any]) -> str:
+                return str(c.get(f"/v1/jobs/{job['id']}").json()["status"])
 
             # The ray job: its RayJob applied (no operator here runs it, nobody follows it).
             wait_until(lambda: status(ray_job) == "RUNNING", timeout=60, what="RayJob applied")
@@ -158,9 +175,7 @@ def test_the_reconciler_applies_jobs_from_git_and_the_k8s_job_is_followed_to_exa
             (ref,) = code.metadata.owner_references
             assert (ref.name, ref.uid) == (owner.metadata.name, owner.metadata.uid)
             assert "mrk8s-gateway" in {m.manager for m in code.metadata.managed_fields}
-        driver = BatchV1Api(api).read_namespaced_job(
-            driverjob.driver_job_name(k8s_job["id"]), installed
-        )
+        driver = batch.read_namespaced_job(driver_name, installed)
         assert driver.metadata.owner_references[0].name == names.owner_name(k8s_job["id"])
         rayjob = CustomObjectsApi(api).get_namespaced_custom_object(
             "ray.io", "v1", installed, "rayjobs", render.rayjob_name(ray_job["id"])
