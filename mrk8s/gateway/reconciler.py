@@ -4,8 +4,11 @@ It stands where Argo CD or Flux would, as the gateway's own loop (started
 by the app's lifespan when a queue is declarative). Each pass, per
 declarative queue:
 
-1. fetch the branch and read every ``.yaml`` under the queue's manifest
-   root at its head (files already parsed are known by their blob id);
+1. fetch the applied branch (``apply_branch``, by default the branch the
+   submissions are committed to) and read every ``.yaml`` under the queue's
+   manifest root at its head (files already parsed are known by their blob
+   id); a QUEUED job whose commit that head holds but whose manifest it does
+   not was withdrawn before being applied: it is CANCELLED;
 2. group the objects by the job id annotation every object of a job carries
    (``mrk8s.io/job-id``);
 3. for each job the gateway holds QUEUED (submitted, committed, not yet
@@ -21,7 +24,9 @@ so a gateway that dies between applying and recording applies again after
 its restart and nothing runs twice. A job is applied once: once it left
 QUEUED it is not applied again, so a finished driver Job removed by its TTL
 does not come back. Objects for job ids this gateway does not know
-(committed by hand) are left alone and logged; pruning is not done.
+(committed by hand) are left alone; pruning is not done. Cancelling a job
+that no backend follows (not applied yet, or a RayJob) deletes its owner
+here (:meth:`Reconciler.cancel`), and with it whatever was applied.
 A manifest the API server refuses (4xx) fails its job with the server's
 message; an unreachable server is tried again next pass.
 
