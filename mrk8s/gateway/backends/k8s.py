@@ -431,7 +431,8 @@ class K8sBackend:
         try:
             with self._open(f"{job['output_dir']}/summary.json") as f:
                 data = json.loads(f.read())
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:
+            logger.warning("job %s: no summary.json in its output: %s", job["id"], exc)
             return None
         return data if isinstance(data, dict) else None
 
