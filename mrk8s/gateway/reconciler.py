@@ -172,15 +172,33 @@ class Reconciler:
         """Apply one job's objects; False if the cluster could not be reached."""
         import urllib3.exceptions
         from kubernetes.client.exceptions import ApiException
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
         from scheduler.errors import ClusterError
 
         job_id = job["id"]
         try:
             answered = self.apply(target, job_id, objects)
+        except ResourceNotFoundError as exc:
+            self._undo(target, job_id)
+            kinds = ", ".join(sorted({f"{o['apiVersion']} {o['kind']}" for o in objects}))
+            self.state.transition(
+                job_id,
+                [st.QUEUED],
+                st.FAILED,
+                f"the cluster does not know a kind of its manifest (commit {head[:12]})",
+                finished_at=time.time(),
+                error=(
+                    f"the cluster of queue {job['queue']!r} does not serve one of {kinds} "
+                    f"({exc}); a RayJob needs KubeRay's CRDs installed (manifests/ray/crds/)"
+                ),
+            )
+            self.on_change(job_id)
+            return True
         except ApiException as exc:
             if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (409, 429):
                 message = _api_message(exc)
+                self._undo(target, job_id)
                 self.state.transition(
                     job_id,
                     [st.QUEUED],
@@ -221,6 +239,13 @@ class Reconciler:
                 self.follow(target, fresh)
         return True
 
+    def _undo(self, target: GitTarget, job_id: str) -> None:
+        """Delete what was applied of a job the cluster refused in part (nothing half-made)."""
+        try:
+            self.delete(target, job_id)
+        except Exception as exc:
+            logger.warning("job %s: removing its partly applied objects failed: %s", job_id, exc)
+
     def follow(self, target: GitTarget, job: dict[str, Any]) -> None:
         """Hand an applied ``k8s`` job to the k8s backend of its cluster, which watches its
         driver Job from now on (a RayJob has no follower yet: it stays RUNNING)."""
@@ -249,7 +274,12 @@ class Reconciler:
             connection = connect(
                 kubeconfig=target.kubeconfig, context=target.context, namespace=target.namespace
             )
-            found = DynamicClient(connection.api)
+            # The client's discovery cache is a file (by default one per API server in the
+            # system's temp dir, shared by every process): ours, fresh at each start, so a
+            # kind removed from the cluster (a CRD) is not taken for present.
+            cache = self.config.state_dir / f"kube-discovery-{len(self._clients)}.json"
+            cache.unlink(missing_ok=True)
+            found = DynamicClient(connection.api, cache_file=str(cache))
             self._clients[key] = found
         return found
 
@@ -326,7 +356,7 @@ class Reconciler:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-        logger.info("job %s was cancelled while being applied: its objects are deleted", job_id)
+        logger.info("job %s: its owner is deleted, and with it its objects", job_id)
 
     def close(self) -> None:
         for dynamic in self._clients.values():

@@ -41,6 +41,45 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 __all__ = ["installed", "rayjob_crd", "s3_secret"]  # fixtures, imported to be used here
 
 
+@pytest.mark.timeout(120)
+def test_a_rayjob_for_a_cluster_without_kuberay_fails_naming_the_crds(
+    gateway, tmp_path, api, cluster, installed, s3_bucket, s3_secret
+):
+    # First in this module: the RayJob CRD of the test below is not installed yet.
+    import s3fs
+
+    words = f"{s3_bucket.url}/in/few.txt"
+    s3fs.S3FileSystem(**s3_bucket.storage_options).pipe(words, b"a b\n")
+    repo = bare_repository(tmp_path)
+    gw = gateway(
+        storage_options=s3_bucket.storage_options,
+        clusters=[k8s_cluster("kube", cluster.kubeconfig, installed, s3_secret, s3_bucket)],
+        queues={"reviewed": {"mode": "declarative", "git": {"repository": str(repo)}}},
+        default_queue="reviewed",
+    )
+    with gw.client("alice") as c:
+        script = upload(c, "wordcount.py", (EXAMPLES / "wordcount.py").read_bytes())
+        job = submit(c, script=script, inputs=[words], backend="ray")
+        events = follow(c, job["id"], timeout=60)
+        failed = c.get(f"/v1/jobs/{job['id']}").json()
+    assert [e["status"] for e in events if e["event"] == "status"] == ["QUEUED", "FAILED"]
+    assert "does not serve one of" in failed["error"] and "ray.io/v1 RayJob" in failed["error"]
+    assert "KubeRay's CRDs installed (manifests/ray/crds/)" in failed["error"]
+    assert commits(repo) == [job["git_commit"]]  # it was committed; the cluster refused it
+    # What was applied before the refusal (its owner and code ConfigMaps) is gone again.
+    from kubernetes.client import CoreV1Api
+
+    from scheduler.backends.k8s import names
+
+    def leftovers() -> list[Any]:
+        selector = names.job_selector(job["id"])
+        return list(
+            CoreV1Api(api).list_namespaced_config_map(installed, label_selector=selector).items
+        )
+
+    wait_until(lambda: not leftovers(), timeout=60, what="the partly applied job removed")
+
+
 @pytest.mark.timeout(600)
 def test_the_reconciler_applies_jobs_from_git_and_the_k8s_job_is_followed_to_exact_counts(
     gateway, tmp_path, api, cluster, installed, rayjob_crd, s3_bucket, s3_secret
