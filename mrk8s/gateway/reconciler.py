@@ -12,7 +12,9 @@ declarative queue:
 2. group the objects by the job id annotation every object of a job carries
    (``mrk8s.io/job-id``);
 3. for each job the gateway holds QUEUED (submitted, committed, not yet
-   applied), apply its objects with server-side apply (field manager
+   applied), oldest first while the queue has fewer than ``max_running``
+   jobs RUNNING (the rest wait QUEUED, as in a direct queue), apply its
+   objects with server-side apply (field manager
    :data:`FIELD_MANAGER`, strict field validation): the owner ConfigMap
    first, then the others with an ``ownerReference`` to it, which git
    cannot hold (it needs the owner's uid); then the job becomes RUNNING
@@ -154,13 +156,20 @@ class Reconciler:
                     by_job[job_id].append(doc)
                 else:
                     logger.warning("%s at %s: an object without a job id: skipped", path, head)
+        # The queue's cap holds as for its direct jobs: oldest first, the rest wait QUEUED.
+        running = sum(1 for j in self.state.jobs_in([st.RUNNING]) if j["queue"] == queue.name)
         applied = 0
-        for job_id, objects in by_job.items():
-            if job_id not in pending:
-                continue  # applied before, cancelled, or not submitted through this gateway
-            if not self._apply_job(target, pending[job_id], objects, head):
+        for job_id, job in pending.items():  # oldest first
+            if job_id not in by_job:
+                continue  # not in the applied branch yet (a proposal not merged)
+            if running >= queue.max_running:
+                break
+            if not self._apply_job(target, job, by_job[job_id], head):
                 break  # the cluster is unreachable: next pass
             applied += 1
+            fresh = self.state.job(job_id)
+            if fresh is not None and fresh["status"] == st.RUNNING:
+                running += 1
         self._synced[queue.name] = head
         if applied:
             self.state.record_sync(queue.name, head, applied)

@@ -104,6 +104,7 @@ def test_the_reconciler_applies_jobs_from_git_and_the_k8s_job_is_followed_to_exa
             # Submissions go to main; the reconciler applies branch live, once merged there.
             "reviewed": {
                 "mode": "declarative",
+                "max_running": 1,
                 "git": {
                     "repository": str(repo),
                     "cluster": "kube",
@@ -155,6 +156,9 @@ def test_the_reconciler_applies_jobs_from_git_and_the_k8s_job_is_followed_to_exa
             driver_name = driverjob.driver_job_name(k8s_job["id"])
             batch = BatchV1Api(api)
             first_uid = batch.read_namespaced_job(driver_name, installed).metadata.uid
+            # The queue's cap (max_running: 1) holds: the ray job waits for the k8s one.
+            time.sleep(2)
+            assert status(ray_job) == "QUEUED"
 
         # The gateway is killed with the job running; the next one, on the same state,
         # applies nothing again and follows the same driver Job to its end.
@@ -176,7 +180,8 @@ def test_the_reconciler_applies_jobs_from_git_and_the_k8s_job_is_followed_to_exa
             def status(job: dict[str, Any]) -> str:
                 return str(c.get(f"/v1/jobs/{job['id']}").json()["status"])
 
-            # The ray job: its RayJob applied (no operator here runs it, nobody follows it).
+            # The ray job, once the k8s job ended: its RayJob applied (no operator here runs
+            # it, and nobody follows it).
             wait_until(lambda: status(ray_job) == "RUNNING", timeout=60, what="RayJob applied")
             # The withdrawn job never reached the cluster.
             gone = c.get(f"/v1/jobs/{withdrawn['id']}").json()
