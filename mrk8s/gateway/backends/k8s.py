@@ -140,6 +140,7 @@ class K8sBackend:
         # job id -> its pods whose logs are copied.
         self._copied: dict[str, set[str]] = {}
         self._log_lock = threading.Lock()
+        self._unreachable_logged = 0.0
 
     # -- connecting and watching ----------------------------------------------------------
 
@@ -196,37 +197,49 @@ class K8sBackend:
                 kind, what, payload = watch.events.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if what == "ERROR":
-                logger.error(
-                    "cluster %s: the watch of %ss in %s gave up: %s",
+            try:
+                self._apply(watch, kind, what, payload)
+            except Exception:
+                # One bad event (or a log that cannot be written) must not end the watch.
+                logger.exception(
+                    "cluster %s: an event of the watch of %s could not be handled; going on",
                     self.cluster.name,
-                    kind,
                     watch.namespace,
-                    payload,
                 )
-                continue
-            touched: set[str] = set()
-            with self._lock:
-                cache = watch.objects[kind]
-                if what == "LIST":
-                    cache.clear()
-                    for obj in payload:
-                        cache[obj["metadata"]["name"]] = obj
-                        touched.add(_job_id(obj) or "")
-                    watch.synced[kind] = True
+
+    def _apply(self, watch: _Watch, kind: str, what: str, payload: Any) -> None:
+        """Put one event of the watch into the cache; keep the logs of pods that ended."""
+        if what == "ERROR":
+            logger.error(
+                "cluster %s: the watch of %ss in %s gave up: %s",
+                self.cluster.name,
+                kind,
+                watch.namespace,
+                payload,
+            )
+            return
+        touched: set[str] = set()
+        with self._lock:
+            cache = watch.objects[kind]
+            if what == "LIST":
+                cache.clear()
+                for obj in payload:
+                    cache[obj["metadata"]["name"]] = obj
+                    touched.add(_job_id(obj) or "")
+                watch.synced[kind] = True
+            else:
+                name = payload["metadata"]["name"]
+                if what == "DELETED":
+                    cache.pop(name, None)
                 else:
-                    name = payload["metadata"]["name"]
-                    if what == "DELETED":
-                        cache.pop(name, None)
-                    else:
-                        cache[name] = payload
-                    touched.add(_job_id(payload) or "")
-                if kind == "job":
-                    for obj in cache.values():
-                        self._note_driver(obj)
-            for job_id in touched:
-                if job_id in self._rows:
-                    self._copy_logs(job_id, watch)
+                    cache[name] = payload
+                touched.add(_job_id(payload) or "")
+            if kind == "job":
+                for obj in cache.values():
+                    self._note_driver(obj)
+            touched &= set(self._rows)
+        for job_id in touched:
+            self._copy_logs(job_id, watch)
 
     def _note_driver(self, job: dict[str, Any]) -> None:
         """Keep the outcome of a driver Job that ended (it may be deleted later)."""
@@ -312,8 +325,18 @@ class K8sBackend:
         return Handle(cluster=self.cluster.name, namespace=namespace, name=job_name)
 
     def poll(self, job: dict[str, Any], handle: Handle) -> Outcome | None:
+        from scheduler.errors import ClusterError
+
         job_id = job["id"]
-        watch = self._watch(handle.namespace or self.namespace)
+        try:
+            watch = self._watch(handle.namespace or self.namespace)
+        except ClusterError as exc:
+            # Not reachable now (e.g. after a restart): the job stays RUNNING; try again.
+            now = time.monotonic()
+            if now - self._unreachable_logged > 60:
+                self._unreachable_logged = now
+                logger.warning("cluster %s: cannot follow its jobs: %s", self.cluster.name, exc)
+            return None
         with self._lock:
             new = job_id not in self._rows
             self._rows[job_id] = job
