@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway.conftest import EXAMPLES, follow, submit, upload, wait_until
+from tests.gateway.conftest import EXAMPLES, JOBS, follow, submit, upload, wait_until
 from tests.manifests.kustomize import installed
 from tests.s3 import S3Bucket
 from tests.util import make_words, parse_text_output
@@ -202,6 +202,20 @@ def test_a_k8s_job_succeeds_with_exact_counts_and_its_logs_outlive_its_pods(
         assert "output written to" in logs.text
         mapped = [x for x in logs.text.splitlines() if x.startswith("mapped a line of ")]
         assert len(mapped) == len(text.splitlines())
+
+
+def test_a_k8s_job_whose_mapper_raises_fails_with_the_users_traceback(k8s_gateway):
+    gw = k8s_gateway()
+    with gw.client("alice") as c:
+        script = upload(c, "failing.py", (JOBS / "failing.py").read_bytes())
+        data = upload(c, "words.txt", "a b c\nboom here\n")
+        job = submit(c, script=script, inputs=[data], reducers=1, backend="k8s")
+        events = follow(c, job["id"], timeout=420)
+        done = c.get(f"/v1/jobs/{job['id']}").json()
+        assert [e["status"] for e in events if e["event"] == "status"][-1] == "FAILED", done
+        assert done["exit_code"] == 2  # a user error: the driver pod's exit status
+        assert "this line is bad: 'boom here'" in done["error"], done["error"]
+        assert c.get(f"/v1/jobs/{job['id']}/output").status_code == 409
 
 
 def test_cancelling_a_running_k8s_job_deletes_its_pods(k8s_gateway, api, installed, s3_bucket):

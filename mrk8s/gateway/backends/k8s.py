@@ -530,9 +530,14 @@ class K8sBackend:
         if row is None:
             return
         pods_dir = Path(row["job_dir"]) / PODS_DIR
+        # The driver's last among those that ended together: its closing paragraph (the
+        # error of a failed job) ends the job's log.
         ended = sorted(
             (p for p in self._objects(watch, "pod", job_id) if _terminal(p)),
-            key=lambda p: p["metadata"].get("creationTimestamp") or "",
+            key=lambda p: (
+                (p["metadata"].get("labels") or {}).get(names.STAGE_LABEL) == "driver",
+                p["metadata"].get("creationTimestamp") or "",
+            ),
         )
         with self._log_lock:
             copied = self._copied.setdefault(job_id, set())
