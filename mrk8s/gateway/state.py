@@ -115,6 +115,29 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def add_missing_columns(engine: sa.Engine) -> list[str]:
+    """Add the nullable columns a newer gateway defines to the tables of an older database
+    (``create_all`` makes missing tables only); the ``table.column`` names added."""
+    inspector = sa.inspect(engine)
+    added = []
+    with engine.begin() as c:
+        for table in metadata.sorted_tables:
+            have = {col["name"] for col in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have or not column.nullable:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                c.execute(
+                    sa.text(
+                        f"ALTER TABLE {engine.dialect.identifier_preparer.quote(table.name)} "
+                        f"ADD COLUMN {engine.dialect.identifier_preparer.quote(column.name)} "
+                        f"{kind}"
+                    )
+                )
+                added.append(f"{table.name}.{column.name}")
+    return added
+
+
 class State:
     """The database behind the gateway; see the module docstring."""
 
@@ -124,6 +147,7 @@ class State:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
