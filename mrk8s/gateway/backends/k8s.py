@@ -86,12 +86,13 @@ def _terminal(pod: dict[str, Any]) -> bool:
 class _Watch:
     """The Jobs and pods of the mrk8s jobs of one namespace, kept current by two followers."""
 
-    def __init__(self, backend: K8sBackend, namespace: str) -> None:
+    def __init__(self, backend: K8sBackend, namespace: str, watch_seconds: int | None) -> None:
         import kubernetes.client
 
         from scheduler.backends.k8s import names
-        from scheduler.backends.k8s.watch import Follower
+        from scheduler.backends.k8s.watch import WATCH_SECONDS, Follower
 
+        watch_seconds = watch_seconds or WATCH_SECONDS
         self.namespace = namespace
         self.objects: dict[str, dict[str, dict[str, Any]]] = {"job": {}, "pod": {}}
         self.synced = {"job": False, "pod": False}
@@ -105,6 +106,7 @@ class _Watch:
                 selector=selector,
                 kind="job",
                 out=self.events,
+                watch_seconds=watch_seconds,
             ),
             Follower(
                 kubernetes.client.CoreV1Api(api).list_namespaced_pod,
@@ -112,6 +114,7 @@ class _Watch:
                 selector=selector,
                 kind="pod",
                 out=self.events,
+                watch_seconds=watch_seconds,
             ),
         ]
 
@@ -124,8 +127,11 @@ class K8sBackend:
 
     name = "k8s"
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, *, watch_seconds: int | None = None) -> None:
         self.cluster = cluster
+        #: How long one watch request lasts before the server ends it and it is made again
+        #: (None: the Follower's default).
+        self.watch_seconds = watch_seconds
         self._connection: Any = None
         self._lock = threading.RLock()
         self._watches: dict[str, _Watch] = {}
@@ -173,7 +179,7 @@ class K8sBackend:
         with self._lock:
             watch = self._watches.get(namespace)
             if watch is None:
-                watch = self._watches[namespace] = _Watch(self, namespace)
+                watch = self._watches[namespace] = _Watch(self, namespace, self.watch_seconds)
                 consumer = threading.Thread(
                     target=self._consume,
                     args=(watch,),
