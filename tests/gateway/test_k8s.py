@@ -10,6 +10,7 @@ Secret. Every check of the cluster's state goes through its API.
 from __future__ import annotations
 
 import itertools
+import re
 import signal
 import uuid
 from collections import Counter
@@ -288,6 +289,50 @@ def test_a_k8s_job_survives_a_gateway_restart_and_is_reported_once(
         metrics = c.get("/metrics").text
         assert "mrk8s_gateway_job_reattaches_total 1.0" in metrics
         assert 'mrk8s_gateway_watch_reconnects_total{cluster="kube"}' in metrics
+
+
+def test_a_k8s_job_whose_driver_job_vanished_is_resumed_and_skips_its_committed_tasks(
+    k8s_gateway, api, installed, s3_bucket
+):
+    import s3fs
+
+    from scheduler.backends.k8s import driverjob
+
+    gw = k8s_gateway()
+    gate = f"{s3_bucket.url}/gate"
+    text = make_words(3000, vocab=100, seed=5) + "gate\n"
+    with gw.client("alice") as c:
+        script = upload(c, "gated.py", GATED)
+        data = upload(c, "words.txt", text)
+        job = submit(c, script=script, inputs=[data], reducers=2, backend="k8s",
+                     args=["--gate", gate, "--endpoint", s3_bucket.endpoint])  # fmt: skip
+        wait_until(
+            lambda: any(
+                p.status.phase == "Succeeded" for p in _stage_pods(api, installed, job["id"], "map")
+            ),
+            240,
+            "a map task to be done while the gated one waits",
+        )
+        # The driver Job goes (as if someone deleted it): the job is submitted again.
+        kubernetes.client.BatchV1Api(api).delete_namespaced_job(
+            driverjob.driver_job_name(job["id"]), installed, propagation_policy="Background"
+        )
+        wait_until(
+            lambda: c.get(f"/v1/jobs/{job['id']}").json()["launches"] == 2, 240, "a second launch"
+        )
+        s3fs.S3FileSystem(**s3_bucket.storage_options).pipe(gate, b"open")
+        events = follow(c, job["id"], timeout=420)
+        done = c.get(f"/v1/jobs/{job['id']}").json()
+        assert [e["status"] for e in events if e["event"] == "status"][-1] == "SUCCEEDED", done
+        assert done["launches"] == 2
+        assert any("resuming it (launch 2)" in e["message"] for e in events), events
+        output = c.get(done["output"])
+        assert dict(parse_text_output(output.text)) == Counter(text.split())
+        # Each map task succeeded once: the ones the first driver saw done were skipped.
+        logs = c.get(f"/v1/jobs/{job['id']}/logs").text
+        assert f"launch 2 of job {job['id']}" in logs
+        succeeded = Counter(re.findall(r"\(step 1 map task (\d+), Succeeded\)", logs))
+        assert succeeded and set(succeeded.values()) == {1}, succeeded
 
 
 def test_an_unknown_cluster_kind_in_the_queue_is_refused(k8s_gateway):

@@ -79,6 +79,27 @@ def _condition(job: dict[str, Any], kind: str) -> bool:
     )
 
 
+def _task_index(pod: dict[str, Any]) -> int | None:
+    """The task a stage's pod ran: its completion index through its Job's index map (a
+    resumed stage runs only the tasks not committed, completion index 0 being the first)."""
+    from scheduler.backends.k8s import indexmap, names
+
+    meta = pod.get("metadata") or {}
+    completion = (meta.get("labels") or {}).get(names.INDEX_LABEL) or (
+        meta.get("annotations") or {}
+    ).get(names.INDEX_LABEL)
+    if completion is None or not str(completion).isdigit():
+        return None
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for var in container.get("env") or []:
+            if var.get("name") == indexmap.ENV and var.get("value"):
+                try:
+                    return indexmap.task_index(var["value"], int(completion))
+                except ValueError:
+                    break
+    return int(completion)
+
+
 def _terminal(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
@@ -510,8 +531,17 @@ class K8sBackend:
         ``STORAGE/inputs/ID/``."""
         if "://" in path and not path.startswith("file://"):
             return path
+        import fsspec
+
         local = path.removeprefix("file://")
         url = f"{self.cluster.storage}/inputs/{job_id}/{i:04d}-{os.path.basename(local)}"
+        fs, _, (remote,) = fsspec.get_fs_token_paths(
+            url, storage_options=dict(self.cluster.storage_options)
+        )
+        # Copied by an earlier launch: left as it is, since a resumed driver refuses an
+        # input that changed (a new copy is a new object) since the job started.
+        if fs.exists(remote) and fs.size(remote) == os.path.getsize(local):
+            return url
         with open(local, "rb") as src, self._open(url, "wb") as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
@@ -565,7 +595,7 @@ class K8sBackend:
                 labels = pod["metadata"].get("labels") or {}
                 stage = labels.get(names.STAGE_LABEL, "?")
                 step = labels.get(names.STEP_LABEL)
-                index = labels.get(names.INDEX_LABEL)
+                index = _task_index(pod)
                 what = stage if step is None else f"step {int(step) + 1} {stage}"
                 if index is not None:
                     what += f" task {index}"
