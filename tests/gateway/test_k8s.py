@@ -388,7 +388,7 @@ def test_jobs_are_routed_across_two_clusters_by_weight_under_one_queue_cap(
         k8s_cluster("two", second_cluster.kubeconfig, installed, s3_secret, s3_bucket, weight=1),
     ]
     queues = {"default": {"max_running": 1, "default_workers": 1}}
-    n = 3
+    n = 2
     # The first seed whose first n draws use both clusters (the draws are the routing's own).
     parsed = gateway_config.from_mapping({"clusters": clusters, "queues": queues}, environ={})
     for seed in range(100):
