@@ -131,6 +131,36 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def add_missing_columns(engine: sa.Engine) -> list[str]:
+    """Add the columns a newer gateway defines to the tables of an older database
+    (``create_all`` makes missing tables only): nullable ones, and NOT NULL ones with a
+    constant default (which fills the rows there are). The ``table.column`` names added."""
+    inspector = sa.inspect(engine)
+    quote = engine.dialect.identifier_preparer.quote
+    added = []
+    with engine.begin() as c:
+        for table in metadata.sorted_tables:
+            have = {col["name"] for col in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                ddl = f"{quote(column.name)} {column.type.compile(dialect=engine.dialect)}"
+                default = column.default
+                if not column.nullable:
+                    if not (isinstance(default, sa.ColumnDefault) and default.is_scalar):
+                        raise RuntimeError(
+                            f"the database's table {table.name} has no column {column.name} "
+                            "and it cannot be added (NOT NULL without a constant default)"
+                        )
+                    value = sa.literal(default.arg).compile(
+                        dialect=engine.dialect, compile_kwargs={"literal_binds": True}
+                    )
+                    ddl += f" NOT NULL DEFAULT {value}"
+                c.execute(sa.text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {ddl}"))
+                added.append(f"{table.name}.{column.name}")
+    return added
+
+
 class State:
     """The database behind the gateway; see the module docstring."""
 
@@ -140,6 +170,7 @@ class State:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

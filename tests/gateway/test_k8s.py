@@ -10,6 +10,7 @@ Secret. Every check of the cluster's state goes through its API.
 from __future__ import annotations
 
 import itertools
+import re
 import signal
 import uuid
 from collections import Counter
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway.conftest import EXAMPLES, follow, submit, upload, wait_until
+from tests.gateway.conftest import EXAMPLES, JOBS, follow, submit, upload, wait_until
 from tests.manifests.kustomize import installed
 from tests.s3 import S3Bucket
 from tests.util import make_words, parse_text_output
@@ -204,6 +205,20 @@ def test_a_k8s_job_succeeds_with_exact_counts_and_its_logs_outlive_its_pods(
         assert len(mapped) == len(text.splitlines())
 
 
+def test_a_k8s_job_whose_mapper_raises_fails_with_the_users_traceback(k8s_gateway):
+    gw = k8s_gateway()
+    with gw.client("alice") as c:
+        script = upload(c, "failing.py", (JOBS / "failing.py").read_bytes())
+        data = upload(c, "words.txt", "a b c\nboom here\n")
+        job = submit(c, script=script, inputs=[data], reducers=1, backend="k8s")
+        events = follow(c, job["id"], timeout=420)
+        done = c.get(f"/v1/jobs/{job['id']}").json()
+        assert [e["status"] for e in events if e["event"] == "status"][-1] == "FAILED", done
+        assert done["exit_code"] == 2  # a user error: the driver pod's exit status
+        assert "this line is bad: 'boom here'" in done["error"], done["error"]
+        assert c.get(f"/v1/jobs/{job['id']}/output").status_code == 409
+
+
 def test_cancelling_a_running_k8s_job_deletes_its_pods(k8s_gateway, api, installed, s3_bucket):
     gw = k8s_gateway()
     gate = f"{s3_bucket.url}/never-opened"
@@ -276,6 +291,50 @@ def test_a_k8s_job_survives_a_gateway_restart_and_is_reported_once(
         assert 'mrk8s_gateway_watch_reconnects_total{cluster="kube"}' in metrics
 
 
+def test_a_k8s_job_whose_driver_job_vanished_is_resumed_and_skips_its_committed_tasks(
+    k8s_gateway, api, installed, s3_bucket
+):
+    import s3fs
+
+    from scheduler.backends.k8s import driverjob
+
+    gw = k8s_gateway()
+    gate = f"{s3_bucket.url}/gate"
+    text = make_words(3000, vocab=100, seed=5) + "gate\n"
+    with gw.client("alice") as c:
+        script = upload(c, "gated.py", GATED)
+        data = upload(c, "words.txt", text)
+        job = submit(c, script=script, inputs=[data], reducers=2, backend="k8s",
+                     args=["--gate", gate, "--endpoint", s3_bucket.endpoint])  # fmt: skip
+        wait_until(
+            lambda: any(
+                p.status.phase == "Succeeded" for p in _stage_pods(api, installed, job["id"], "map")
+            ),
+            240,
+            "a map task to be done while the gated one waits",
+        )
+        # The driver Job goes (as if someone deleted it): the job is submitted again.
+        kubernetes.client.BatchV1Api(api).delete_namespaced_job(
+            driverjob.driver_job_name(job["id"]), installed, propagation_policy="Background"
+        )
+        wait_until(
+            lambda: c.get(f"/v1/jobs/{job['id']}").json()["launches"] == 2, 240, "a second launch"
+        )
+        s3fs.S3FileSystem(**s3_bucket.storage_options).pipe(gate, b"open")
+        events = follow(c, job["id"], timeout=420)
+        done = c.get(f"/v1/jobs/{job['id']}").json()
+        assert [e["status"] for e in events if e["event"] == "status"][-1] == "SUCCEEDED", done
+        assert done["launches"] == 2
+        assert any("resuming it (launch 2)" in e["message"] for e in events), events
+        output = c.get(done["output"])
+        assert dict(parse_text_output(output.text)) == Counter(text.split())
+        # Each map task succeeded once: the ones the first driver saw done were skipped.
+        logs = c.get(f"/v1/jobs/{job['id']}/logs").text
+        assert f"launch 2 of job {job['id']}" in logs
+        succeeded = Counter(re.findall(r"\(step 1 map task (\d+), Succeeded\)", logs))
+        assert succeeded and set(succeeded.values()) == {1}, succeeded
+
+
 def test_an_unknown_cluster_kind_in_the_queue_is_refused(k8s_gateway):
     gw = k8s_gateway(queues={"default": {"clusters": ["kube"]}})
     with gw.client("alice") as c:
@@ -329,7 +388,7 @@ def test_jobs_are_routed_across_two_clusters_by_weight_under_one_queue_cap(
         k8s_cluster("two", second_cluster.kubeconfig, installed, s3_secret, s3_bucket, weight=1),
     ]
     queues = {"default": {"max_running": 1, "default_workers": 1}}
-    n = 3
+    n = 2
     # The first seed whose first n draws use both clusters (the draws are the routing's own).
     parsed = gateway_config.from_mapping({"clusters": clusters, "queues": queues}, environ={})
     for seed in range(100):

@@ -79,6 +79,27 @@ def _condition(job: dict[str, Any], kind: str) -> bool:
     )
 
 
+def _task_index(pod: dict[str, Any]) -> int | None:
+    """The task a stage's pod ran: its completion index through its Job's index map (a
+    resumed stage runs only the tasks not committed, completion index 0 being the first)."""
+    from scheduler.backends.k8s import indexmap, names
+
+    meta = pod.get("metadata") or {}
+    completion = (meta.get("labels") or {}).get(names.INDEX_LABEL) or (
+        meta.get("annotations") or {}
+    ).get(names.INDEX_LABEL)
+    if completion is None or not str(completion).isdigit():
+        return None
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for var in container.get("env") or []:
+            if var.get("name") == indexmap.ENV and var.get("value"):
+                try:
+                    return indexmap.task_index(var["value"], int(completion))
+                except ValueError:
+                    break
+    return int(completion)
+
+
 def _terminal(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
@@ -86,12 +107,13 @@ def _terminal(pod: dict[str, Any]) -> bool:
 class _Watch:
     """The Jobs and pods of the mrk8s jobs of one namespace, kept current by two followers."""
 
-    def __init__(self, backend: K8sBackend, namespace: str) -> None:
+    def __init__(self, backend: K8sBackend, namespace: str, watch_seconds: int | None) -> None:
         import kubernetes.client
 
         from scheduler.backends.k8s import names
-        from scheduler.backends.k8s.watch import Follower
+        from scheduler.backends.k8s.watch import WATCH_SECONDS, Follower
 
+        watch_seconds = watch_seconds or WATCH_SECONDS
         self.namespace = namespace
         self.objects: dict[str, dict[str, dict[str, Any]]] = {"job": {}, "pod": {}}
         self.synced = {"job": False, "pod": False}
@@ -105,6 +127,7 @@ class _Watch:
                 selector=selector,
                 kind="job",
                 out=self.events,
+                watch_seconds=watch_seconds,
             ),
             Follower(
                 kubernetes.client.CoreV1Api(api).list_namespaced_pod,
@@ -112,6 +135,7 @@ class _Watch:
                 selector=selector,
                 kind="pod",
                 out=self.events,
+                watch_seconds=watch_seconds,
             ),
         ]
 
@@ -124,8 +148,11 @@ class K8sBackend:
 
     name = "k8s"
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, *, watch_seconds: int | None = None) -> None:
         self.cluster = cluster
+        #: How long one watch request lasts before the server ends it and it is made again
+        #: (None: the Follower's default).
+        self.watch_seconds = watch_seconds
         self._connection: Any = None
         self._lock = threading.RLock()
         self._watches: dict[str, _Watch] = {}
@@ -140,6 +167,7 @@ class K8sBackend:
         # job id -> its pods whose logs are copied.
         self._copied: dict[str, set[str]] = {}
         self._log_lock = threading.Lock()
+        self._unreachable_logged = 0.0
 
     # -- connecting and watching ----------------------------------------------------------
 
@@ -172,7 +200,7 @@ class K8sBackend:
         with self._lock:
             watch = self._watches.get(namespace)
             if watch is None:
-                watch = self._watches[namespace] = _Watch(self, namespace)
+                watch = self._watches[namespace] = _Watch(self, namespace, self.watch_seconds)
                 consumer = threading.Thread(
                     target=self._consume,
                     args=(watch,),
@@ -196,37 +224,49 @@ class K8sBackend:
                 kind, what, payload = watch.events.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if what == "ERROR":
-                logger.error(
-                    "cluster %s: the watch of %ss in %s gave up: %s",
+            try:
+                self._apply(watch, kind, what, payload)
+            except Exception:
+                # One bad event (or a log that cannot be written) must not end the watch.
+                logger.exception(
+                    "cluster %s: an event of the watch of %s could not be handled; going on",
                     self.cluster.name,
-                    kind,
                     watch.namespace,
-                    payload,
                 )
-                continue
-            touched: set[str] = set()
-            with self._lock:
-                cache = watch.objects[kind]
-                if what == "LIST":
-                    cache.clear()
-                    for obj in payload:
-                        cache[obj["metadata"]["name"]] = obj
-                        touched.add(_job_id(obj) or "")
-                    watch.synced[kind] = True
+
+    def _apply(self, watch: _Watch, kind: str, what: str, payload: Any) -> None:
+        """Put one event of the watch into the cache; keep the logs of pods that ended."""
+        if what == "ERROR":
+            logger.error(
+                "cluster %s: the watch of %ss in %s gave up: %s",
+                self.cluster.name,
+                kind,
+                watch.namespace,
+                payload,
+            )
+            return
+        touched: set[str] = set()
+        with self._lock:
+            cache = watch.objects[kind]
+            if what == "LIST":
+                cache.clear()
+                for obj in payload:
+                    cache[obj["metadata"]["name"]] = obj
+                    touched.add(_job_id(obj) or "")
+                watch.synced[kind] = True
+            else:
+                name = payload["metadata"]["name"]
+                if what == "DELETED":
+                    cache.pop(name, None)
                 else:
-                    name = payload["metadata"]["name"]
-                    if what == "DELETED":
-                        cache.pop(name, None)
-                    else:
-                        cache[name] = payload
-                    touched.add(_job_id(payload) or "")
-                if kind == "job":
-                    for obj in cache.values():
-                        self._note_driver(obj)
-            for job_id in touched:
-                if job_id in self._rows:
-                    self._copy_logs(job_id, watch)
+                    cache[name] = payload
+                touched.add(_job_id(payload) or "")
+            if kind == "job":
+                for obj in cache.values():
+                    self._note_driver(obj)
+            touched &= set(self._rows)
+        for job_id in touched:
+            self._copy_logs(job_id, watch)
 
     def _note_driver(self, job: dict[str, Any]) -> None:
         """Keep the outcome of a driver Job that ended (it may be deleted later)."""
@@ -312,8 +352,18 @@ class K8sBackend:
         return Handle(cluster=self.cluster.name, namespace=namespace, name=job_name)
 
     def poll(self, job: dict[str, Any], handle: Handle) -> Outcome | None:
+        from scheduler.errors import ClusterError
+
         job_id = job["id"]
-        watch = self._watch(handle.namespace or self.namespace)
+        try:
+            watch = self._watch(handle.namespace or self.namespace)
+        except ClusterError as exc:
+            # Not reachable now (e.g. after a restart): the job stays RUNNING; try again.
+            now = time.monotonic()
+            if now - self._unreachable_logged > 60:
+                self._unreachable_logged = now
+                logger.warning("cluster %s: cannot follow its jobs: %s", self.cluster.name, exc)
+            return None
         with self._lock:
             new = job_id not in self._rows
             self._rows[job_id] = job
@@ -481,8 +531,17 @@ class K8sBackend:
         ``STORAGE/inputs/ID/``."""
         if "://" in path and not path.startswith("file://"):
             return path
+        import fsspec
+
         local = path.removeprefix("file://")
         url = f"{self.cluster.storage}/inputs/{job_id}/{i:04d}-{os.path.basename(local)}"
+        fs, _, (remote,) = fsspec.get_fs_token_paths(
+            url, storage_options=dict(self.cluster.storage_options)
+        )
+        # Copied by an earlier launch: left as it is, since a resumed driver refuses an
+        # input that changed (a new copy is a new object) since the job started.
+        if fs.exists(remote) and fs.size(remote) == os.path.getsize(local):
+            return url
         with open(local, "rb") as src, self._open(url, "wb") as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
@@ -507,9 +566,14 @@ class K8sBackend:
         if row is None:
             return
         pods_dir = Path(row["job_dir"]) / PODS_DIR
+        # The driver's last among those that ended together: its closing paragraph (the
+        # error of a failed job) ends the job's log.
         ended = sorted(
             (p for p in self._objects(watch, "pod", job_id) if _terminal(p)),
-            key=lambda p: p["metadata"].get("creationTimestamp") or "",
+            key=lambda p: (
+                (p["metadata"].get("labels") or {}).get(names.STAGE_LABEL) == "driver",
+                p["metadata"].get("creationTimestamp") or "",
+            ),
         )
         with self._log_lock:
             copied = self._copied.setdefault(job_id, set())
@@ -531,7 +595,7 @@ class K8sBackend:
                 labels = pod["metadata"].get("labels") or {}
                 stage = labels.get(names.STAGE_LABEL, "?")
                 step = labels.get(names.STEP_LABEL)
-                index = labels.get(names.INDEX_LABEL)
+                index = _task_index(pod)
                 what = stage if step is None else f"step {int(step) + 1} {stage}"
                 if index is not None:
                     what += f" task {index}"
