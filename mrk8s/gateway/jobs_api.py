@@ -66,7 +66,18 @@ def view(job: dict[str, Any]) -> models.Job:
         output=f"/v1/jobs/{job['id']}/output" if job["status"] == st.SUCCEEDED else None,
         logs=f"/v1/jobs/{job['id']}/logs",
         request=job["spec"].get("request", {}),
+        callback_url=job.get("callback_url"),
+        webhook=_webhook_view(job),
     )
+
+
+def _webhook_view(job: dict[str, Any]) -> models.WebhookDelivery | None:
+    from mrk8s.gateway.webhooks import status_of
+
+    hook = status_of(job)
+    if hook is None:
+        return None
+    return models.WebhookDelivery(**{**hook, "delivered_at": _when(hook["delivered_at"])})
 
 
 def _visible(request: Request, user: User, job_id: str) -> dict[str, Any]:

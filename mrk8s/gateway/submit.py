@@ -22,7 +22,7 @@ from typing import Any
 
 from mrk8s.engine.settings import parse_size
 from mrk8s.errors import UsageError
-from mrk8s.gateway import artifacts, models
+from mrk8s.gateway import artifacts, models, webhooks
 from mrk8s.gateway.backends import KNOWN, NOT_YET
 from mrk8s.gateway.config import GatewayConfig, User
 from mrk8s.gateway.state import State
@@ -207,6 +207,10 @@ def prepare(
         elif resolved is not None:
             input_paths.append(resolved)
     errors += _check_args(req.args)
+    errors += [
+        _error(("callback_url",), why, req.callback_url)
+        for why in webhooks.check_callback(config, req.callback_url)
+    ]
     if errors:
         raise Invalid(errors)
     assert script is not None and queue is not None
@@ -235,4 +239,5 @@ def prepare(
         job_dir=str(job_dir),
         log_path=str(job_dir / "driver.log"),
         output_dir=str(job_dir / "output"),
+        callback_url=req.callback_url,
     )
