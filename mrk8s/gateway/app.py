@@ -104,7 +104,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         loop_task = asyncio.create_task(supervisor.run())
         logger.info("gateway state in %s, database %s", config.state_dir, db.engine.url)
         try:
-            async with webhooks.running(config, db):
+            async with webhooks.running(config, db, jobs_api.webhook_record):
                 yield
         finally:
             app.state.stopping.set()

@@ -71,6 +71,11 @@ def view(job: dict[str, Any]) -> models.Job:
     )
 
 
+def webhook_record(job: dict[str, Any]) -> dict[str, Any]:
+    """The job as a webhook's body carries it: as the API shows it, less the delivery."""
+    return view(job).model_dump(mode="json", exclude={"webhook"})
+
+
 def _webhook_view(job: dict[str, Any]) -> models.WebhookDelivery | None:
     from mrk8s.gateway.webhooks import status_of
 

@@ -39,7 +39,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -107,21 +107,31 @@ def backoff(config: GatewayConfig, attempts: int) -> float:
     return float(min(hooks.max_backoff_seconds, hooks.backoff_seconds * 2 ** (attempts - 1)))
 
 
-def body_of(job: dict[str, Any]) -> bytes:
-    """The JSON body of a job's delivery (the same bytes on every attempt)."""
-    from mrk8s.gateway.jobs_api import view
+def body_of(job_id: str, record: dict[str, Any]) -> bytes:
+    """The JSON body of a job's delivery (the same bytes on every attempt).
 
-    record = view(job).model_dump(mode="json", exclude={"webhook"})
-    doc = {"event": "job.ended", "delivery": job["id"], "job": record}
+    ``record`` is the job as the API shows it, without its ``webhook`` field.
+    """
+    doc = {"event": "job.ended", "delivery": job_id, "job": record}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
 class Deliverer:
-    """Calls due webhooks, one task per gateway; started and stopped by the app's lifespan."""
+    """Calls due webhooks, one task per gateway; started and stopped by the app's lifespan.
 
-    def __init__(self, config: GatewayConfig, state: st.State) -> None:
+    ``describe`` turns a job's row into the job as the API shows it (the routes' view,
+    handed in so that this module does not import the routes).
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        state: st.State,
+        describe: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> None:
         self.config = config
         self.state = state
+        self.describe = describe
         self.delivered = 0
 
     async def run(self) -> None:
@@ -146,7 +156,7 @@ class Deliverer:
         if not await asyncio.to_thread(self.state.claim_webhook, job["id"], attempts, lease):
             return
         attempts += 1
-        body = body_of(job)
+        body = body_of(job["id"], self.describe(job))
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
@@ -202,9 +212,13 @@ def status_of(job: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @contextlib.asynccontextmanager
-async def running(config: GatewayConfig, state: st.State) -> Any:
+async def running(
+    config: GatewayConfig,
+    state: st.State,
+    describe: Callable[[dict[str, Any]], dict[str, Any]],
+) -> Any:
     """The deliverer, running for the body of the ``async with``."""
-    task = asyncio.create_task(Deliverer(config, state).run())
+    task = asyncio.create_task(Deliverer(config, state, describe).run())
     try:
         yield
     finally:
