@@ -16,7 +16,7 @@ CONTROLPLANE_MOD := tests/cluster/controlplane
 CONTROLPLANE := tests/cluster/bin/controlplane
 GO ?= go
 
-.PHONY: run test lint check pytest bench clean cluster cluster-down
+.PHONY: run test lint check pytest bench clean cluster cluster-down system-deps gateway-screenshot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,33 @@ lint: $(STAMP)
 	$(BIN)/mypy shuffle scheduler mrk8s
 	$(BIN)/lint-imports
 
-pytest: $(STAMP) $(CONTROLPLANE)
+pytest: $(STAMP) $(CONTROLPLANE) system-deps
 	$(BIN)/python -m pytest
 
 test: lint pytest
+
+# Debian packages the job gateway's tests run: chromium (the web page in a real
+# headless browser, tests/gateway/test_web.py) and postgresql (the state tests
+# against a real server, tests/gateway/postgres.py). apt-get runs only when one
+# is missing, so a second make does nothing; it needs root (CI is root).
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "missing Debian packages:$$missing; install them: sudo apt-get install -y$$missing" >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq >/dev/null && apt-get install -y -qq$$missing >/dev/null; \
+	fi
+
+# The web page's picture in README (docs/images/gateway-web.png), taken by its
+# browser test in headless chromium.
+gateway-screenshot: $(STAMP) system-deps
+	MRK8S_UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest tests/gateway/test_web.py -q
 
 # The peers bench/ compares with (Ray Data, Dask) and matplotlib for the charts.
 $(BENCH_STAMP): $(STAMP)

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mrk8s._version import __version__
-from mrk8s.gateway import artifacts, jobs_api, models
+from mrk8s.gateway import artifacts, jobs_api, models, web, webhooks
 from mrk8s.gateway import state as st
 from mrk8s.gateway.audit import AuditMiddleware
 from mrk8s.gateway.auth import require_admin
@@ -128,7 +128,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
             reconciler_task = asyncio.create_task(app.state.reconciler.run())
         logger.info("gateway state in %s, database %s", config.state_dir, db.engine.url)
         try:
-            yield
+            async with webhooks.running(config, db, jobs_api.webhook_record):
+                yield
         finally:
             app.state.stopping.set()
             changes.notify_all()
@@ -156,6 +157,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.openapi = lambda: _openapi_with_problem(app)  # type: ignore[method-assign]
     app.include_router(artifacts.router)
     app.include_router(jobs_api.router)
+    app.include_router(web.router)
 
     @app.get(
         "/v1/audit",

@@ -1,10 +1,10 @@
 """The audit log: one row per API request, with who made it and how it was answered.
 
 A plain ASGI middleware (not Starlette's ``BaseHTTPMiddleware``, which
-buffers streaming responses such as the server-sent events): it notes the
-status when the response starts and writes the row, in a worker thread,
-when the request is done. The user is the one the auth dependency put on
-the request's state (none for a request refused 401). ``/healthz`` and
+buffers streaming responses such as the server-sent events): it writes the
+row, in a worker thread, when the response starts (before the client sees
+it), or when the request ends if no response started. The user is the one
+the auth dependency put on the request's state (none for a request refused 401). ``/healthz`` and
 ``/metrics`` are not audited: probes and scrapers call them every few
 seconds, anonymously, and they show nothing about jobs.
 """
@@ -32,16 +32,11 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         status = 500
+        written = False
 
-        async def noting_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, noting_send)
-        finally:
+        async def write() -> None:
+            nonlocal written
+            written = True
             client = scope.get("client")
             row = {
                 "at": time.time(),
@@ -55,3 +50,18 @@ class AuditMiddleware:
             if state is not None:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(state.add_audit, [row])
+
+        async def noting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                # Written before the answer starts, so a client that reads the audit log
+                # right after an answer finds its request there.
+                await write()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_send)
+        finally:
+            if not written:
+                await write()

@@ -114,6 +114,23 @@ class Queue:
 
 
 @dataclass(frozen=True)
+class Webhooks:
+    """How the gateway calls a job's ``callback_url`` when the job ends (see webhooks.py)."""
+
+    secret: str = ""
+    """HMAC-SHA256 key of the signature header; $MRK8S_GATEWAY_WEBHOOK_SECRET sets it too.
+    Empty: jobs may not ask for a callback."""
+    max_attempts: int = 8
+    """Attempts of one delivery before it is given up (FAILED)."""
+    backoff_seconds: float = 1.0
+    """Wait before the second attempt; it doubles after each failure."""
+    max_backoff_seconds: float = 300.0
+    """Longest wait between two attempts."""
+    timeout_seconds: float = 10.0
+    """How long one attempt may take."""
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """Everything the service needs; see the module docstring."""
 
@@ -138,6 +155,8 @@ class GatewayConfig:
     """Where jobs run (none in the file: this machine only)."""
     routing_seed: int | None = None
     """Seed of the random choice of a cluster by weight (tests; None: from the OS)."""
+    webhooks: Webhooks = field(default_factory=Webhooks)
+    """Calls to the jobs' ``callback_url`` when they end."""
 
     @property
     def database(self) -> str:
@@ -166,6 +185,7 @@ _TOP_KEYS = {
     "storage_options",
     "clusters",
     "routing",
+    "webhooks",
 }
 
 
@@ -269,6 +289,7 @@ def from_mapping(
         allow_local_inputs=bool(raw.get("allow_local_inputs", False)),
         max_launches=_positive(raw.get("max_launches", 3), "max_launches", source),
         storage_options=dict(_mapping(raw, "storage_options", source)),
+        webhooks=_webhooks(_mapping(raw, "webhooks", source), source, environ),
     )
 
 
@@ -429,3 +450,25 @@ def _cluster(raw: Any, source: str, i: int) -> Cluster:
         env_from_secret=tuple(str(s) for s in secrets),
         address=raw.get("address"),
     )
+
+
+def _webhooks(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]) -> Webhooks:
+    keys = {"secret", "max_attempts", "backoff_seconds", "max_backoff_seconds", "timeout_seconds"}
+    unknown = sorted(set(raw) - keys)
+    if unknown:
+        raise UsageError(
+            f"{source}: webhooks: unknown key(s) {', '.join(unknown)}; webhooks has "
+            f"{', '.join(sorted(keys))}"
+        )
+    seconds: dict[str, float] = {}
+    for key in ("backoff_seconds", "max_backoff_seconds", "timeout_seconds"):
+        if key in raw:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise UsageError(
+                    f"{source}: webhooks.{key} is {value!r}: give a number of seconds above 0"
+                )
+            seconds[key] = float(value)
+    attempts = _positive(raw.get("max_attempts", 8), "webhooks.max_attempts", source)
+    secret = environ.get("MRK8S_GATEWAY_WEBHOOK_SECRET") or str(raw.get("secret") or "")
+    return Webhooks(secret=secret, max_attempts=attempts, **seconds)

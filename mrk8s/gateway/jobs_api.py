@@ -68,7 +68,23 @@ def view(job: dict[str, Any]) -> models.Job:
         request=job["spec"].get("request", {}),
         git_commit=job.get("git_commit"),
         manifest=job.get("manifest"),
+        callback_url=job.get("callback_url"),
+        webhook=_webhook_view(job),
     )
+
+
+def webhook_record(job: dict[str, Any]) -> dict[str, Any]:
+    """The job as a webhook's body carries it: as the API shows it, less the delivery."""
+    return view(job).model_dump(mode="json", exclude={"webhook"})
+
+
+def _webhook_view(job: dict[str, Any]) -> models.WebhookDelivery | None:
+    from mrk8s.gateway.webhooks import status_of
+
+    hook = status_of(job)
+    if hook is None:
+        return None
+    return models.WebhookDelivery(**{**hook, "delivered_at": _when(hook["delivered_at"])})
 
 
 def _visible(request: Request, user: User, job_id: str) -> dict[str, Any]:

@@ -62,6 +62,11 @@ class JobRequest(BaseModel):
     resources: Resources = Field(
         default_factory=lambda: Resources(workers=None, memory_per_worker=None)
     )
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="an http(s) URL POSTed a signed JSON body when the job ends (see README)",
+    )
 
 
 class StageProgress(BaseModel):
@@ -100,6 +105,17 @@ class Job(BaseModel):
     manifest: str | None = Field(
         None, description="declarative mode: the manifests committed (YAML, several documents)"
     )
+    callback_url: str | None = None
+    webhook: WebhookDelivery | None = Field(None, description="null: no callback_url")
+
+
+class WebhookDelivery(BaseModel):
+    """How the call to a job's ``callback_url`` stands."""
+
+    status: Literal["PENDING", "DELIVERED", "FAILED"]
+    attempts: int
+    error: str | None = Field(description="what went wrong at the last failed attempt")
+    delivered_at: datetime | None
 
 
 class JobList(BaseModel):

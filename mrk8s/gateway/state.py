@@ -64,6 +64,14 @@ jobs = sa.Table(
     # Declarative mode (gitops.py): the commit that holds the job, and its manifest.
     sa.Column("git_commit", sa.String(64)),
     sa.Column("manifest", sa.Text),
+    # The webhook called when the job ends (mrk8s.gateway.webhooks): where, and how its
+    # delivery stands (PENDING, DELIVERED, FAILED; NULL until the job ended).
+    sa.Column("callback_url", sa.Text),
+    sa.Column("webhook_status", sa.String(20)),
+    sa.Column("webhook_attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("webhook_next_at", sa.Float),
+    sa.Column("webhook_error", sa.Text),
+    sa.Column("webhook_delivered_at", sa.Float),
 )
 
 job_events = sa.Table(
@@ -161,12 +169,26 @@ def add_missing_columns(engine: sa.Engine) -> list[str]:
     return added
 
 
+def engine_url(url: str) -> str:
+    """``url`` with PostgreSQL's driver named: ``postgresql://`` means psycopg 3 here."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url.removeprefix(scheme)
+    return url
+
+
 class State:
     """The database behind the gateway; see the module docstring."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = sa.create_engine(url)
+        url = engine_url(url)
+        if url.startswith("sqlite"):
+            self.engine = sa.create_engine(url)
+        else:
+            # A server database: enough connections for the worker threads of the routes,
+            # the event streams and the supervisor at once, each checked before use.
+            self.engine = sa.create_engine(url, pool_size=10, max_overflow=30, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
@@ -329,3 +351,44 @@ class State:
             q = q.where(audit.c.seq < before)
         with self.engine.connect() as c:
             return [dict(r._mapping) for r in c.execute(q)]
+
+    # -- webhooks -------------------------------------------------------------------
+
+    def webhooks_due(self, now: float, limit: int = 50) -> list[dict[str, Any]]:
+        """Ended jobs whose webhook is to be called now (never called, or due again)."""
+        q = (
+            sa.select(jobs)
+            .where(
+                jobs.c.callback_url.is_not(None),
+                jobs.c.status.in_(list(TERMINAL)),
+                sa.or_(jobs.c.webhook_status.is_(None), jobs.c.webhook_status == "PENDING"),
+                sa.or_(jobs.c.webhook_next_at.is_(None), jobs.c.webhook_next_at <= now),
+            )
+            .order_by(jobs.c.seq)
+            .limit(limit)
+        )
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def claim_webhook(self, job_id: str, attempts: int, lease_until: float) -> bool:
+        """Take the next delivery attempt of a job's webhook (False if another took it).
+
+        The lease (``webhook_next_at``) makes the attempt due again if the gateway dies
+        while it runs, so a delivery is never lost, at worst repeated.
+        """
+        with self.engine.begin() as c:
+            return bool(
+                c.execute(
+                    jobs.update()
+                    .where(
+                        jobs.c.id == job_id,
+                        sa.func.coalesce(jobs.c.webhook_attempts, 0) == attempts,
+                        sa.or_(jobs.c.webhook_status.is_(None), jobs.c.webhook_status == "PENDING"),
+                    )
+                    .values(
+                        webhook_status="PENDING",
+                        webhook_attempts=attempts + 1,
+                        webhook_next_at=lease_until,
+                    )
+                ).rowcount
+            )

@@ -23,7 +23,7 @@ from typing import Any
 
 from mrk8s.engine.settings import parse_size
 from mrk8s.errors import UsageError
-from mrk8s.gateway import artifacts, models, routing
+from mrk8s.gateway import artifacts, models, routing, webhooks
 from mrk8s.gateway.backends import KNOWN, NOT_YET
 from mrk8s.gateway.config import GatewayConfig, User
 from mrk8s.gateway.state import State
@@ -238,6 +238,10 @@ def prepare(
 
         checked = gitops.check(queue, req.backend, req.inputs)
         errors += [_error(loc, msg, value) for loc, msg, value in checked]
+    errors += [
+        _error(("callback_url",), why, req.callback_url)
+        for why in webhooks.check_callback(config, req.callback_url)
+    ]
     if errors:
         raise Invalid(errors)
     assert script is not None and queue is not None
@@ -281,6 +285,7 @@ def prepare(
         job_dir=str(job_dir),
         log_path=str(job_dir / "driver.log"),
         output_dir=output_dir,
+        callback_url=req.callback_url,
         **extra,
     )
 

@@ -61,6 +61,7 @@ class Gateway:
         self.state_dir = root / "state"
         self.config_path = root / "gateway.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
+        self.database: str | None = config.get("database")
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.starts = 0
@@ -120,7 +121,20 @@ class Gateway:
         return httpx.Client(base_url=self.url, headers=headers, timeout=120, **kwargs)
 
     def job_rows(self) -> list[dict[str, Any]]:
-        """The jobs table, read straight from the SQLite file (for the tests' own checks)."""
+        """The jobs table, read straight from the database (for the tests' own checks)."""
+        if self.database is not None:
+            import sqlalchemy as sa
+
+            from mrk8s.gateway.state import engine_url
+
+            engine = sa.create_engine(engine_url(self.database), poolclass=sa.pool.NullPool)
+            try:
+                with engine.connect() as conn:
+                    if not sa.inspect(conn).has_table("jobs"):
+                        return []
+                    return [dict(r._mapping) for r in conn.execute(sa.text("select * from jobs"))]
+            finally:
+                engine.dispose()
         db = self.state_dir / "gateway.db"
         if not db.exists():
             return []
@@ -158,14 +172,42 @@ def base_config(**extra: Any) -> dict[str, Any]:
     return config
 
 
+#: The state databases a module's tests run against when it says
+#: ``pytest.mark.parametrize("gateway_db", DATABASES, indirect=True)``.
+DATABASES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL server on loopback for the whole session (tests/gateway/postgres.py)."""
+    from tests.gateway.postgres import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Any]:
+def gateway_db(request: pytest.FixtureRequest) -> str | None:
+    """The ``database`` URL of the test's gateways: None (SQLite in the state dir) unless the
+    test is parametrized with ``postgresql``, which gets a fresh database of its own."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    server = request.getfixturevalue("postgres_server")
+    return str(server.new_database())
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, gateway_db: str | None) -> Iterator[Any]:
     """``gateway(**config)`` -> a started :class:`Gateway` (config merged over base_config)."""
     made: list[Gateway] = []
 
     def make(**config: Any) -> Gateway:
         root = tmp_path / f"gw{len(made)}"
         root.mkdir()
+        if gateway_db is not None:
+            config.setdefault("database", gateway_db)
         gw = Gateway(root, base_config(**config))
         made.append(gw)
         gw.start()

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.gateway.conftest import EXAMPLES, follow, submit, upload
+from tests.gateway.conftest import DATABASES, EXAMPLES, follow, submit, upload
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+    # The state tests: against SQLite and a real PostgreSQL server (tests/gateway/postgres.py).
+    pytest.mark.parametrize("gateway_db", DATABASES, indirect=True),
+]
 
 
 def test_no_or_wrong_credentials_are_401_and_basic_works(gateway):

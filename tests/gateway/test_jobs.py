@@ -9,12 +9,13 @@ from collections import Counter
 import psutil
 import pytest
 
-from tests.gateway.conftest import EXAMPLES, JOBS, follow, submit, upload, wait_until
+from tests.gateway.conftest import DATABASES, EXAMPLES, JOBS, follow, submit, upload, wait_until
 from tests.util import make_words, parse_text_output
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
+@pytest.mark.parametrize("gateway_db", DATABASES, indirect=True)
 @pytest.mark.parametrize("n_words", [30_000])
 def test_submit_202_then_events_until_succeeded_with_exact_word_counts(gateway, n_words):
     gw = gateway()
@@ -110,6 +111,7 @@ def test_a_failing_job_is_failed_with_the_users_error(gateway):
     assert not (gw.state_dir / "jobs" / job["id"] / "output").exists()
 
 
+@pytest.mark.parametrize("gateway_db", DATABASES, indirect=True)
 def test_cancel_stops_a_running_jobs_processes_and_keeps_its_record(gateway):
     gw = gateway(queues={"default": {"max_running": 2, "default_workers": 2}})
     with gw.client("alice") as c:
@@ -139,6 +141,7 @@ def test_cancel_stops_a_running_jobs_processes_and_keeps_its_record(gateway):
         assert c.get(f"/v1/jobs/{jid}").json()["launches"] == 1
 
 
+@pytest.mark.parametrize("gateway_db", DATABASES, indirect=True)
 def test_a_queues_cap_holds_and_the_rest_wait_queued(gateway):
     gw = gateway(queues={"default": {"max_running": 1, "default_workers": 1}})
     with gw.client("alice") as c:

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.gateway.conftest import EXAMPLES, follow, submit, upload
+from tests.gateway.conftest import DATABASES, EXAMPLES, follow, submit, upload
 from tests.util import make_words, parse_text_output
 
 N_JOBS = 100
@@ -15,8 +15,11 @@ N_JOBS = 100
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
+@pytest.mark.parametrize("gateway_db", DATABASES, indirect=True)
 def test_100_concurrent_submissions_are_all_run_once_and_exactly(gateway):
-    gw = gateway(queues={"default": {"max_running": 4, "default_workers": 1}})
+    # Each job is two Python processes (the driver and one worker) that spend most of their
+    # CPU importing; eight at once keep both cores busy while others start up or wait.
+    gw = gateway(queues={"default": {"max_running": 8, "default_workers": 1}})
     texts = [make_words(200, seed=i, vocab=50) for i in range(N_JOBS)]
     with gw.client("alice") as c:
         script = upload(c, "wordcount.py", (EXAMPLES / "wordcount.py").read_bytes())

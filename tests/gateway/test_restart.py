@@ -20,10 +20,15 @@ from collections import Counter
 import psutil
 import pytest
 
-from tests.gateway.conftest import JOBS, follow, kill_session, submit, upload, wait_until
+from tests.gateway.conftest import DATABASES, JOBS, follow, kill_session, submit, upload, wait_until
 from tests.util import make_words, parse_text_output
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(400),
+    # The state tests: against SQLite and a real PostgreSQL server (tests/gateway/postgres.py).
+    pytest.mark.parametrize("gateway_db", DATABASES, indirect=True),
+]
 
 
 def _map_commits(gw, job_id):
