@@ -133,6 +133,20 @@ def test_a_local_shuffle_dir_or_output_is_refused(cli: Any, k8s_args: list[str])
     )
 
 
+def test_speculative_is_refused_before_the_cluster_is_asked(
+    cli: Any, k8s_args: list[str], no_kubeconfig: Path
+):
+    out = cli("run", "examples/wordcount.py", *k8s_args, "--speculative")
+
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    # Refused before the (absent) kubeconfig is read.
+    assert out.stderr.startswith(
+        "mrk8s: error: --speculative is not implemented on --backend k8s: run without it"
+    )
+    assert "kubeconfig" not in out.stderr
+
+
 def test_kubernetes_options_need_the_k8s_backend(cli: Any, tmp_path: Path):
     out = cli("run", "examples/wordcount.py", "x.txt", "--kubeconfig", str(tmp_path / "k"))
 

@@ -13,8 +13,9 @@ relabelled privileged. Each output is compared with ``collections.Counter``.
 from __future__ import annotations
 
 import collections
+import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ from shuffle.store import FsspecStore  # noqa: E402
 from tests.cluster import kube  # noqa: E402
 from tests.cluster.controlplane import free_port  # noqa: E402
 from tests.cluster.shuffleserver import server_daemonset  # noqa: E402
-from tests.conftest import EXAMPLES  # noqa: E402
+from tests.conftest import EXAMPLES, CLIResult  # noqa: E402
 from tests.scheduler.k8s import test_examples  # noqa: E402
 from tests.scheduler.k8s.conftest import IMAGE, SECRET, Space  # noqa: E402
 from tests.util import make_words  # noqa: E402
@@ -297,6 +298,46 @@ def corpus(tmp_path: Path) -> Path:
     p = tmp_path / "corpus.txt"
     p.write_text(make_words(30_000, vocab=1500, seed=11))
     return p
+
+
+@pytest.mark.parametrize("mode", ["object-store", "node-local"])
+def test_bench_shuffle_on_k8s_is_verified(
+    node_local: KubernetesExecutor, space: Space, cli: Callable[..., CLIResult], mode: str
+) -> None:
+    """``mrk8s bench shuffle --backend k8s`` in both shuffle modes: every partition checked
+    by the bench itself, one pod per task, reducers in one Job or one per node group."""
+    extra = ["--node-local-shuffle"] if mode == "node-local" else []
+    out = cli(
+        "bench", "shuffle", "--size", "2MiB", "--maps", "2", "--reducers", "3",
+        "--repeat", "1", "--no-warmup", "-q", *space.cli_args(), *extra,
+    )  # fmt: skip
+
+    assert out.returncode == 0, out.stderr
+    [line] = [json.loads(x) for x in out.stdout.splitlines() if x.strip()]
+    assert line["verified"] is True and line["problems"] == []
+    assert line["backend"] == "k8s" and line["rows"] == (2 << 20) // 98
+    assert (line["map_tasks"], line["reduce_tasks"]) == (2, 3)
+    core = kubernetes.client.CoreV1Api(space.api)
+    pods = core.list_namespaced_pod(
+        space.namespace, label_selector=names.job_selector(line["job_id"])
+    ).items
+    stages = collections.Counter(p.metadata.labels[names.STAGE_LABEL] for p in pods)
+    assert stages == {"map": 2, "reduce": 3}
+    assert all(p.status.phase == "Succeeded" for p in pods)
+    jobs = {
+        p.metadata.labels["job-name"]
+        for p in pods
+        if p.metadata.labels[names.STAGE_LABEL] == "reduce"
+    }
+    if mode == "node-local":
+        # One reduce Job per node the placement chose, each pod on its Job's node.
+        assert jobs == {
+            names.stage_job_name(line["job_id"], 0, "reduce", names.label_value(p.spec.node_name))
+            for p in pods
+            if p.metadata.labels[names.STAGE_LABEL] == "reduce"
+        }
+    else:
+        assert jobs == {names.stage_job_name(line["job_id"], 0, "reduce")}
 
 
 # The object-store mode's example tests, each run again in node-local mode.
