@@ -109,8 +109,9 @@ def test_an_api_server_that_cannot_be_reached(cli: Any, k8s_args: list[str], tmp
 
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
-    assert f"the API server at https://127.0.0.1:{port} (kubeconfig {path}) cannot be reached" in (
-        out.stderr
+    assert (
+        f"the API server at https://127.0.0.1:{port} (kubeconfig {path}, context c) cannot be "
+        "reached" in out.stderr
     )
     assert "check that the cluster is up and that --kubeconfig/--context name it" in out.stderr
 
