@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -467,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             clock.stop()
         finally:
             cluster.stop()
+            # The cluster's state: the nodes' directories with the map outputs kept there.
+            shutil.rmtree(work, ignore_errors=True)
     summary = summarise(runs, names)
     print(json.dumps(summary, indent=1), flush=True)
     out = Path(args.out)
