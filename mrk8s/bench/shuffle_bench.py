@@ -40,7 +40,13 @@ from mrk8s.bench.jobs import shuffle_job
 from mrk8s.engine import progress
 from mrk8s.engine.driver import Driver, new_job_id
 from mrk8s.engine.executors import make_executor
-from mrk8s.engine.settings import RunSettings, default_shuffle_dir, parse_size
+from mrk8s.engine.settings import (
+    KubernetesSettings,
+    RunSettings,
+    check_reachable_by_workers,
+    default_shuffle_dir,
+    parse_size,
+)
 from mrk8s.errors import UsageError
 from scheduler.stage import Executor, TaskEvent
 from shuffle.store import FsspecStore, join
@@ -343,6 +349,7 @@ def _run_job(
     seconds = timings.get("s0-map", 0.0) + timings.get("s0-reduce", 0.0)
     data_bytes = bench.rows * bench.row_bytes
     return {
+        "job_id": job_id,
         "rows": bench.rows,
         "bytes": data_bytes,
         "shuffle_bytes": summary["shuffle_bytes"],
@@ -411,7 +418,14 @@ def run_shuffle_bench(
     results = []
     base = bench.run
     workers = base.num_workers() if base.backend == "local" else base.workers
-    with make_executor(base.backend, workers, ray_address=base.ray_address) as executor:
+    executor = make_executor(
+        base.backend,
+        workers,
+        ray_address=base.ray_address,
+        kubernetes=base.kubernetes,
+        memory_per_worker=base.memory_per_worker,
+    )
+    with executor:
         if bench.warmup:
             # Workers import pyarrow, numpy and the job on their first task; a
             # long-lived cluster has done so before anyone measures it.
@@ -524,6 +538,25 @@ def shuffle_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ray-address", metavar="ADDR", help="Ray cluster of --backend ray (default: start one)"
     )
+    k8s = p.add_argument_group("--backend k8s (as mrk8s run takes them)")
+    k8s.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig of the cluster")
+    k8s.add_argument("--context", metavar="NAME", help="kubeconfig context (default: current)")
+    k8s.add_argument("--namespace", metavar="NS", default="mrk8s", help="(default: %(default)s)")
+    k8s.add_argument("--image", metavar="IMG", help="worker image (default: the released one)")
+    k8s.add_argument("--cpu", metavar="Q", default="1", help="CPU of a pod (default: 1)")
+    k8s.add_argument(
+        "--env-from-secret",
+        metavar="SECRET",
+        action="append",
+        default=[],
+        help="a Secret whose keys become the pods' environment (the S3 credentials)",
+    )
+    k8s.add_argument(
+        "--node-local-shuffle",
+        action="store_true",
+        help="map outputs on the nodes' own disks, served by the mrk8s-shuffle-server "
+        "DaemonSet (default: under --shuffle-dir)",
+    )
     p.add_argument(
         "--placement",
         choices=("locality", "random"),
@@ -575,6 +608,20 @@ def settings_from_args(
     ):
         if value < least:
             raise UsageError(f"{flag} {value}: give at least {least}")
+    k8s_given = [
+        flag
+        for flag, value in (
+            ("--kubeconfig", args.kubeconfig),
+            ("--context", args.context),
+            ("--image", args.image),
+            ("--env-from-secret", args.env_from_secret),
+            ("--node-local-shuffle", args.node_local_shuffle),
+        )
+        if value
+    ]
+    if k8s_given and args.backend != "k8s":
+        raise UsageError(f"{', '.join(k8s_given)}: for --backend k8s, not --backend {args.backend}")
+    check_reachable_by_workers(args.backend, args.shuffle_dir, None)
     if args.record_reducer and not args.sort_keys:
         raise UsageError(
             "--record-reducer needs --sorted: a record reducer gets each key's values "
@@ -603,6 +650,15 @@ def settings_from_args(
             shuffle_dir=args.shuffle_dir,
             memory_per_worker=parse_size(args.memory_per_worker, "--memory-per-worker"),
             storage_options=dict(storage_options),
+            kubernetes=KubernetesSettings(
+                kubeconfig=args.kubeconfig,
+                context=args.context,
+                namespace=args.namespace,
+                cpu=args.cpu,
+                env_secrets=tuple(args.env_from_secret),
+                node_local=args.node_local_shuffle,
+                **({"image": args.image} if args.image else {}),
+            ),
         ),
     )
     if bench.rows < 1:

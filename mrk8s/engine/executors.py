@@ -32,6 +32,11 @@ UNSUPPORTED = {
         "then runs to its end; a lost worker or node is still retried), or run on "
         "--backend local, which gives stragglers a second attempt"
     ),
+    ("k8s", "speculative"): (
+        "--speculative is not implemented on --backend k8s: run without it (a slow task "
+        "then runs to its end; a failed or evicted pod still runs again), or run on "
+        "--backend local, which gives stragglers a second attempt"
+    ),
 }
 
 

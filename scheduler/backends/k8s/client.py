@@ -1,8 +1,10 @@
 """Connecting to the Kubernetes API, and the errors a user can act on.
 
-:func:`connect` builds an ``ApiClient``: from ``kubeconfig`` (and
-``context``) when given; else from the pod's own service account when the
-driver runs in a cluster; else from ``$KUBECONFIG`` or ``~/.kube/config``.
+:func:`load` finds the credentials, for the executor (:func:`connect`) and
+for the commands (:mod:`scheduler.backends.k8s.connect`) alike: from
+``kubeconfig`` (and ``context``) when given; else from the pod's own service
+account when the driver runs in a cluster; else from ``$KUBECONFIG`` or
+``~/.kube/config``.
 Every failure to connect becomes a :class:`scheduler.errors.ClusterError`
 naming what was tried and how to fix it (:func:`explain` does the same for
 an API call that fails later). Called by the executor; imports the
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kubernetes.client
@@ -51,10 +54,88 @@ def load_in_cluster(directory: str, configuration: Any, environ: Mapping[str, st
 
 
 def default_kubeconfig(environ: Mapping[str, str] = os.environ) -> str:
-    """``$KUBECONFIG`` (its first file), else ``~/.kube/config``."""
-    value = environ.get("KUBECONFIG", "")
-    first = value.split(os.pathsep)[0] if value else ""
-    return first or os.path.expanduser("~/.kube/config")
+    """``$KUBECONFIG`` (its first file), else ``~/.kube/config`` (under ``$HOME``)."""
+    listed = [p for p in environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if listed:
+        return os.path.expanduser(listed[0])
+    return os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".kube", "config")
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A client configuration, where it came from, and the namespace it suggests."""
+
+    configuration: Any  # kubernetes.client.Configuration
+    #: "in-cluster (service account token in DIR)" or "kubeconfig PATH, context NAME".
+    source: str
+    #: In a pod, the pod's own namespace; else the chosen context's namespace, if any.
+    namespace: str | None
+
+
+def load(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Credentials:
+    """The credentials by the rule ``kubectl`` has (the one loader of the backend and of
+    the commands): ``kubeconfig``/``context`` when given; else in a pod its service
+    account; else ``$KUBECONFIG`` or ``~/.kube/config`` and its current context.
+    ClusterError names what is missing or wrong, and the fix."""
+    configuration = kubernetes.client.Configuration()
+    directory = None if kubeconfig or context else service_account_dir(environ)
+    if directory is not None:
+        load_in_cluster(directory, configuration, environ)
+        own = os.path.join(directory, "namespace")
+        namespace = None
+        if os.path.isfile(own):
+            with open(own) as f:
+                namespace = f.read().strip() or None
+        return Credentials(
+            configuration, f"in-cluster (service account token in {directory})", namespace
+        )
+    path = os.path.expanduser(kubeconfig) if kubeconfig else default_kubeconfig(environ)
+    if not os.path.isfile(path):
+        given = "--kubeconfig" if kubeconfig else "the default kubeconfig"
+        raise ClusterError(
+            f"{given} {path} does not exist, and this is not a pod in a cluster: pass "
+            "--kubeconfig PATH (and --context NAME) naming your cluster, or set $KUBECONFIG"
+        )
+    try:
+        contexts, current = kubernetes.config.list_kube_config_contexts(config_file=path)
+    except (kubernetes.config.ConfigException, OSError, ValueError) as exc:
+        raise ClusterError(f"kubeconfig {path} cannot be used ({exc}): check the file") from exc
+    chosen = next((c for c in contexts or [] if c["name"] == context), None) if context else current
+    if chosen is None:
+        names = ", ".join(c["name"] for c in contexts or []) or "(none)"
+        raise ClusterError(
+            f"cannot use kubeconfig {path}"
+            + (f" with --context {context}" if context else " (it has no current context)")
+            + f": its contexts are {names}; name one of its contexts with --context"
+        )
+    try:
+        kubernetes.config.load_kube_config(
+            config_file=path, context=chosen["name"], client_configuration=configuration
+        )
+    except (kubernetes.config.ConfigException, OSError, ValueError) as exc:
+        raise ClusterError(
+            f"cannot use kubeconfig {path}, context {chosen['name']} ({exc}): check the file"
+        ) from exc
+    return Credentials(
+        configuration,
+        f"kubeconfig {path}, context {chosen['name']}",
+        (chosen.get("context") or {}).get("namespace"),
+    )
+
+
+def api_client(credentials: Credentials) -> Any:
+    """An ``ApiClient`` for ``credentials`` that fails fast when the server is down."""
+    configuration = credentials.configuration
+    # Fail fast when the server is down, rather than urllib3's default retries.
+    configuration.retries = urllib3.Retry(total=2, connect=2, read=0, backoff_factor=0.2)
+    configuration.connection_pool_maxsize = 8
+    client = kubernetes.client.ApiClient(configuration)
+    client.mrk8s_origin = credentials.source  # named in later error messages
+    return client
 
 
 def connect(
@@ -62,38 +143,12 @@ def connect(
     context: str | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> Any:
-    """An ``ApiClient`` for the cluster named by the options (see the module docstring)."""
-    configuration = kubernetes.client.Configuration()
-    directory = None if kubeconfig or context else service_account_dir(environ)
-    if directory is not None:
-        load_in_cluster(directory, configuration, environ)
-        where = "the in-cluster service account"
-    else:
-        path = kubeconfig or default_kubeconfig(environ)
-        if not os.path.isfile(path):
-            given = "--kubeconfig" if kubeconfig else "the default kubeconfig"
-            raise ClusterError(
-                f"--backend k8s: {given} {path} does not exist, and this is not a pod "
-                "in a cluster: pass --kubeconfig PATH (and --context NAME) naming your "
-                "cluster, or set $KUBECONFIG"
-            )
-        try:
-            kubernetes.config.load_kube_config(
-                config_file=path, context=context, client_configuration=configuration
-            )
-        except kubernetes.config.ConfigException as exc:
-            raise ClusterError(
-                f"--backend k8s: cannot use kubeconfig {path}"
-                + (f" with --context {context}" if context else "")
-                + f" ({exc}): check the file, or name one of its contexts with --context"
-            ) from exc
-        where = f"kubeconfig {path}" + (f", context {context}" if context else "")
-    # Fail fast when the server is down, rather than urllib3's default retries.
-    configuration.retries = urllib3.Retry(total=2, connect=2, read=0, backoff_factor=0.2)
-    configuration.connection_pool_maxsize = 8
-    client = kubernetes.client.ApiClient(configuration)
-    client.mrk8s_origin = where  # named in later error messages
-    return client
+    """An ``ApiClient`` for the cluster named by the options (see :func:`load`)."""
+    try:
+        credentials = load(kubeconfig, context, environ)
+    except ClusterError as exc:
+        raise ClusterError(f"--backend k8s: {exc}") from exc.__cause__
+    return api_client(credentials)
 
 
 def check_reachable(client: Any) -> None:

@@ -13,8 +13,8 @@ Used by the commands that talk to a cluster (``mrk8s submit``, ``logs``,
 The namespace is ``--namespace``, else the pod's own namespace (in-cluster)
 or the context's namespace, else :data:`DEFAULT_NAMESPACE`.
 
-The in-cluster credentials are found as the executor finds them
-(:func:`scheduler.backends.k8s.client.service_account_dir`). Errors are the
+The credentials are found by the executor's own loader
+(:func:`scheduler.backends.k8s.client.load`). Errors are the
 backend's :class:`scheduler.errors.ClusterError` (a user error: fix the
 configuration and run again).
 """
@@ -27,11 +27,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import kubernetes.client
-import kubernetes.config
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
 from scheduler.backends.k8s import client
 from scheduler.errors import ClusterError
@@ -58,15 +55,6 @@ class Connection:
         self.close()
 
 
-def _kubeconfig_path(kubeconfig: str | None, environ: Mapping[str, str]) -> str:
-    if kubeconfig:
-        return os.path.expanduser(kubeconfig)
-    listed = [p for p in environ.get("KUBECONFIG", "").split(os.pathsep) if p]
-    if listed:
-        return os.path.expanduser(listed[0])
-    return os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".kube", "config")
-
-
 def connect(
     *,
     kubeconfig: str | None = None,
@@ -75,47 +63,11 @@ def connect(
     environ: Mapping[str, str] = os.environ,
 ) -> Connection:
     """A connection by the rule in this module's docstring (nothing is sent yet)."""
-    directory = None if (kubeconfig or context) else client.service_account_dir(environ)
-    if directory is not None:
-        configuration = kubernetes.client.Configuration()
-        client.load_in_cluster(directory, configuration, environ)
-        own = os.path.join(directory, "namespace")
-        pod_namespace = None
-        if os.path.isfile(own):
-            with open(own) as f:
-                pod_namespace = f.read().strip()
-        return Connection(
-            kubernetes.client.ApiClient(configuration),
-            namespace or pod_namespace or DEFAULT_NAMESPACE,
-            f"in-cluster (service account token in {directory})",
-        )
-    path = _kubeconfig_path(kubeconfig, environ)
-    if not os.path.isfile(path):
-        raise ClusterError(
-            f"no kubeconfig at {path}: give --kubeconfig PATH (and --context NAME), set "
-            "$KUBECONFIG, or run inside a pod of the cluster"
-        )
-    try:
-        contexts, current = kubernetes.config.list_kube_config_contexts(config_file=path)
-    except (ConfigException, OSError, ValueError) as exc:
-        raise ClusterError(f"{path} is not a usable kubeconfig: {exc}") from exc
-    names = [c["name"] for c in contexts or []]
-    chosen = next((c for c in contexts or [] if c["name"] == context), None) if context else current
-    if chosen is None:
-        raise ClusterError(
-            f"--context {context!r} is not in {path}: its contexts are "
-            f"{', '.join(names) or '(none)'}"
-        )
-    try:
-        api = kubernetes.config.new_client_from_config(
-            config_file=path, context=chosen["name"], persist_config=False
-        )
-    except (ConfigException, OSError, ValueError) as exc:
-        raise ClusterError(f"context {chosen['name']!r} of {path} cannot be used: {exc}") from exc
+    credentials = client.load(kubeconfig, context, environ)
     return Connection(
-        api,
-        namespace or chosen.get("context", {}).get("namespace") or DEFAULT_NAMESPACE,
-        f"kubeconfig {path}, context {chosen['name']}",
+        client.api_client(credentials),
+        namespace or credentials.namespace or DEFAULT_NAMESPACE,
+        credentials.source,
     )
 
 

@@ -104,6 +104,11 @@ def _attempt(pod: Mapping[str, Any]) -> int:
     return 1 + failed + ignored
 
 
+def _is_done(follow: _Follow) -> bool:
+    """The Job completed, or each of its tasks has a pod that succeeded."""
+    return bool(_condition(follow.job, "Complete")) or follow.finished >= set(follow.tasks)
+
+
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
     return any(r.get("uid") == uid for r in refs)
@@ -132,7 +137,6 @@ class KubernetesExecutor:
         self._client: Any = None
         self._owners: dict[str, dict[str, Any]] = {}
         self._following: list[str] = []  # the names of the Jobs being followed
-        self._warned_speculative = False
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -300,9 +304,6 @@ class KubernetesExecutor:
         indexes = sorted(indexes)
         if not indexes:
             return {}
-        if stage.speculative and not self._warned_speculative:
-            logger.warning("--speculative is not implemented on --backend k8s; ignored")
-            self._warned_speculative = True
         if not stage.result_entrypoint:
             raise ValueError(f"stage {stage.name!r}: --backend k8s needs a result_entrypoint")
         self.start()
@@ -334,9 +335,9 @@ class KubernetesExecutor:
                 )
             )
             self._following.append(meta["name"])
-        # Every group's Job runs at once; they are followed one after the other.
-        for follow in follows:
-            self._follow(follow)
+        # Every group's Job runs at once, and is followed at once: a failure in any is
+        # reported when it happens.
+        self._follow(follows)
         self._following = []
         fetch = resolve(stage.result_entrypoint)
         seen_results = {i: r for f in follows for i, r in f.results.items()}
@@ -390,15 +391,22 @@ class KubernetesExecutor:
                 servers[body["spec"]["nodeName"]] = url
         return servers
 
-    def _follow(self, follow: _Follow) -> None:
-        """Follow the Job and its pods until it completes; raise if it fails."""
+    def _follow(self, follows: Sequence[_Follow]) -> None:
+        """Follow a stage's Jobs (one, or one per node group) and their pods at once,
+        until every Job is done; raise as soon as any fails.
+
+        A Job is done when the Job controller marks it Complete, or as soon as
+        every one of its tasks has a pod that succeeded (the worker exits 0
+        only after its task committed): the controller's Complete follows,
+        after its own batching delay of about a second, which the stage need
+        not wait for.
+        """
         events: queue.Queue[watch.Event] = queue.Queue()
+        stage = follows[0].stage
         selector = ",".join(
-            f"{k}={v}"
-            for k, v in names.stage_labels(
-                follow.stage.job_id, follow.stage.step, follow.stage.kind
-            ).items()
+            f"{k}={v}" for k, v in names.stage_labels(stage.job_id, stage.step, stage.kind).items()
         )
+        by_uid = {f.uid: f for f in follows}
         followers = [
             watch.Follower(
                 self.batch.list_namespaced_job,
@@ -418,35 +426,42 @@ class KubernetesExecutor:
         last_check = time.monotonic()
         try:
             while True:
-                if _condition(follow.job, "Complete"):
+                for follow in follows:
+                    if _condition(follow.job, "Failed"):
+                        self._raise_failure(follow)
+                if all(_is_done(f) for f in follows):
                     return
-                if _condition(follow.job, "Failed"):
-                    self._raise_failure(follow)
                 try:
                     kind, what, payload = events.get(timeout=CREATE_CHECK_SECONDS)
                 except queue.Empty:
                     kind, what, payload = "", "", None
                 if what == "ERROR":
-                    raise k8s_client.explain(
-                        payload, self._client, f"watch the {kind}s of Job {follow.name}"
-                    )
+                    jobs = ", ".join(f.name for f in follows)
+                    raise k8s_client.explain(payload, self._client, f"watch the {kind}s of {jobs}")
                 items = payload if what == "LIST" else [payload] if payload else []
                 for obj in items:
-                    if kind == "job" and obj["metadata"].get("uid") == follow.uid:
+                    if kind == "job":
+                        mine = by_uid.get(obj["metadata"].get("uid"))
+                        if mine is None:
+                            continue
                         if what == "DELETED":
                             raise JobFailedError(
-                                f"{follow.stage.name}: Job {self.namespace}/{follow.name} was "
+                                f"{mine.stage.name}: Job {self.namespace}/{mine.name} was "
                                 "deleted while it ran (mrk8s cancel, kubectl delete, or its "
-                                f"owner ConfigMap {names.owner_name(follow.stage.job_id)} "
+                                f"owner ConfigMap {names.owner_name(mine.stage.job_id)} "
                                 "deleted)",
-                                stage=follow.stage.name,
+                                stage=mine.stage.name,
                             )
-                        follow.job = obj
-                    elif kind == "pod" and _owned_by(obj, follow.uid):
-                        self._on_pod(follow, obj, deleted=what == "DELETED")
-                if not follow.pods and time.monotonic() - last_check > CREATE_CHECK_SECONDS:
+                        mine.job = obj
+                    elif kind == "pod":
+                        for follow in follows:
+                            if _owned_by(obj, follow.uid):
+                                self._on_pod(follow, obj, deleted=what == "DELETED")
+                if time.monotonic() - last_check > CREATE_CHECK_SECONDS:
                     last_check = time.monotonic()
-                    self._check_creation(follow)
+                    for follow in follows:
+                        if not follow.pods:
+                            self._check_creation(follow)
         finally:
             for f in followers:
                 f.stop()

@@ -206,6 +206,14 @@ def test_bad_options_are_usage_errors(cli: Run) -> None:
     assert result.returncode == 2 and "the only benchmark is 'shuffle'" in result.stderr
     result = cli("bench", "shuffle", "--record-reducer")
     assert result.returncode == 2 and "--record-reducer needs --sorted" in result.stderr
+    result = cli("bench", "shuffle", "--node-local-shuffle", "--env-from-secret", "s")
+    assert result.returncode == 2
+    assert "--env-from-secret, --node-local-shuffle: for --backend k8s, not --backend local" in (
+        result.stderr
+    )
+    result = cli("bench", "shuffle", "--backend", "k8s", "--shuffle-dir", "/tmp/x")
+    assert result.returncode == 2
+    assert "--shuffle-dir /tmp/x is a directory on this machine, which the pods" in result.stderr
 
 
 def proc_io_available() -> bool:

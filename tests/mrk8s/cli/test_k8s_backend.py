@@ -109,8 +109,9 @@ def test_an_api_server_that_cannot_be_reached(cli: Any, k8s_args: list[str], tmp
 
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
-    assert f"the API server at https://127.0.0.1:{port} (kubeconfig {path}) cannot be reached" in (
-        out.stderr
+    assert (
+        f"the API server at https://127.0.0.1:{port} (kubeconfig {path}, context c) cannot be "
+        "reached" in out.stderr
     )
     assert "check that the cluster is up and that --kubeconfig/--context name it" in out.stderr
 
@@ -131,6 +132,20 @@ def test_a_local_shuffle_dir_or_output_is_refused(cli: Any, k8s_args: list[str])
     assert "-o out/ is a path on this machine, which the pods of --backend k8s cannot" in (
         out.stderr
     )
+
+
+def test_speculative_is_refused_before_the_cluster_is_asked(
+    cli: Any, k8s_args: list[str], no_kubeconfig: Path
+):
+    out = cli("run", "examples/wordcount.py", *k8s_args, "--speculative")
+
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    # Refused before the (absent) kubeconfig is read.
+    assert out.stderr.startswith(
+        "mrk8s: error: --speculative is not implemented on --backend k8s: run without it"
+    )
+    assert "kubeconfig" not in out.stderr
 
 
 def test_kubernetes_options_need_the_k8s_backend(cli: Any, tmp_path: Path):

@@ -25,6 +25,7 @@ from mrk8s.engine.driver import Driver, JobResult  # noqa: E402
 from mrk8s.engine.settings import RunSettings  # noqa: E402
 from scheduler.backends.k8s import names  # noqa: E402
 from scheduler.backends.k8s.executor import KubernetesExecutor  # noqa: E402
+from tests.cluster import kube  # noqa: E402
 from tests.conftest import EXAMPLES  # noqa: E402
 from tests.scheduler.k8s.conftest import Space  # noqa: E402
 from tests.util import join_inputs, make_words  # noqa: E402
@@ -85,7 +86,16 @@ def test_wordcount_from_the_command_line(space: Space, corpus: Path, cli: Any):
     for job in jobs.items:
         assert job.spec.completion_mode == "Indexed"
         assert [r.name for r in job.metadata.owner_references] == [names.owner_name("wc")]
-        assert any(c.type == "Complete" and c.status == "True" for c in job.status.conditions)
+        # The driver moves on once every task's pod succeeded; the Job controller marks
+        # the Job Complete within its batching second.
+        kube.wait_until(
+            lambda name=job.metadata.name: kube.condition(
+                kubernetes.client.BatchV1Api(space.api).read_namespaced_job(name, space.namespace),
+                "Complete",
+            ),
+            timeout=30,
+            what=f"Job {job.metadata.name} to be Complete",
+        )
     pods = kubernetes.client.CoreV1Api(space.api).list_namespaced_pod(
         space.namespace, label_selector=names.job_selector("wc")
     )

@@ -13,8 +13,9 @@ relabelled privileged. Each output is compared with ``collections.Counter``.
 from __future__ import annotations
 
 import collections
+import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ from shuffle.store import FsspecStore  # noqa: E402
 from tests.cluster import kube  # noqa: E402
 from tests.cluster.controlplane import free_port  # noqa: E402
 from tests.cluster.shuffleserver import server_daemonset  # noqa: E402
-from tests.conftest import EXAMPLES  # noqa: E402
+from tests.conftest import EXAMPLES, CLIResult  # noqa: E402
 from tests.scheduler.k8s import test_examples  # noqa: E402
 from tests.scheduler.k8s.conftest import IMAGE, SECRET, Space  # noqa: E402
 from tests.util import make_words  # noqa: E402
@@ -164,6 +165,113 @@ def test_wordcount_node_local_reducers_run_where_placement_put_them(
     assert summary["shuffle_bytes_local"] + summary["shuffle_bytes_remote"] == total
 
 
+class CordonedDuringTheMapStage(Progress):
+    """Keeps every node but ``keep`` cordoned (``spec.unschedulable``, as ``kubectl cordon``
+    does) until the map stage has finished, so the scheduler can put every map pod only
+    on ``keep``; then makes them schedulable again, before the reducers are placed."""
+
+    def __init__(self, api: object, keep: str, cordoned: list[str]) -> None:
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.keep = keep
+        self.cordoned = cordoned
+
+    def set(self, unschedulable: bool) -> None:
+        for node in self.cordoned:
+            self.core.patch_node(node, {"spec": {"unschedulable": unschedulable}})
+
+    def stage_finished(self, name: str) -> None:
+        if name.endswith(" map"):
+            self.set(False)
+
+
+def test_uneven_map_output_reducers_run_where_placement_put_them(
+    node_local: KubernetesExecutor, space: Space, tmp_path: Path
+) -> None:
+    """Every map output on one node (the others cordoned during the map stage): that node
+    takes only its share of the reducers, the rest run on nodes holding none of the data
+    and read it all from its shuffle server."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_words(40_000, vocab=1500, seed=21))
+    url = space.upload(corpus, "in/corpus.txt")
+    nodes = kube.ready_nodes(space.api)
+    assert len(nodes) >= 2
+    keep, others = nodes[0], nodes[1:]
+    cordon = CordonedDuringTheMapStage(space.api, keep, others)
+    reducers = 6
+    settings = RunSettings(
+        script=str(EXAMPLES / "wordcount.py"),
+        inputs=(url,),
+        output=f"{space.bucket.url}/out",
+        backend="k8s",
+        shuffle_dir=f"{space.bucket.url}/shuffle",
+        storage_options=space.bucket.storage_options,
+        reducers=reducers,
+        max_split_bytes=64 << 10,
+        job_id="wc-uneven",
+        keep_shuffle=True,
+    )
+    cordon.set(True)
+    try:
+        result = Driver(settings, progress=cordon).run(node_local)
+    finally:
+        cordon.set(False)
+
+    assert dict(result.records(space.bucket.storage_options)) == dict(
+        collections.Counter(corpus.read_text().split())
+    )
+    store = FsspecStore(f"{space.bucket.url}/shuffle/wc-uneven", space.bucket.storage_options)
+    plan = JobPlan.loads(store.read_bytes("plan.json").decode())
+    maps = commit.read_stage(store, 0, "map", len(plan.steps[0].splits))
+    # The skew happened: every map task ran on `keep`, its output on that node's disk.
+    assert len(maps) >= 3
+    assert {m.node for m in maps} == {keep}
+    for m in maps:
+        assert f"/nodes/{keep}/hostpath/var/lib/mrk8s/shuffle/wc-uneven/s0/" in m.data_path
+    by_partition: dict[int, dict[str, int]] = {}
+    for m in maps:
+        for p, refs in m.partition_index.items():
+            by_partition.setdefault(int(p), {}).setdefault(m.node, 0)
+            by_partition[int(p)][m.node] += sum(r.length for r in refs)
+    node_bytes = collections.Counter()
+    for held in by_partition.values():
+        node_bytes.update(held)
+    total = sum(node_bytes.values())
+    assert sorted(by_partition) == list(range(reducers))
+    assert node_bytes[keep] == total > 0 and all(node_bytes[n] == 0 for n in others)
+
+    # Where the reducers should run, by hand: `keep` takes its share (equal `pods`
+    # allocatable: ceil(R / nodes)), the partitions with the most bytes first; the rest
+    # go to the other nodes, as many on each. And by scheduler.placement, from the records.
+    share = -(-reducers // len(nodes))
+    biggest = sorted(by_partition, key=lambda p: (-sum(by_partition[p].values()), p))[:share]
+    chosen = placement.assign(by_partition, placement.capacity(reducers, node_local.nodes()))
+    assert sorted(p for p, n in chosen.items() if n == keep) == sorted(biggest)
+    elsewhere = collections.Counter(n for n in chosen.values() if n != keep)
+    assert sorted(elsewhere) == sorted(others) and max(elsewhere.values()) <= share
+
+    # Each reducer's pod ran on the node chosen for it (spec.nodeName), in one Job per node.
+    core = kubernetes.client.CoreV1Api(space.api)
+    batch = kubernetes.client.BatchV1Api(space.api)
+    selector = f"{names.JOB_ID_LABEL}=wc-uneven,{names.STAGE_LABEL}=reduce"
+    ran = {}
+    for pod in core.list_namespaced_pod(space.namespace, label_selector=selector).items:
+        job = batch.read_namespaced_job(pod.metadata.labels["job-name"], space.namespace)
+        tasks = indexmap.decode(job.metadata.annotations[indexmap.ANNOTATION])
+        ran[tasks[int(pod.metadata.labels[names.INDEX_LABEL])]] = pod.spec.node_name
+    assert ran == chosen
+    reduces = commit.read_stage(store, 0, "reduce", reducers)
+    assert {int(r.index): r.node for r in reduces} == chosen
+
+    # The reported locality is the commit records' one: the bytes of the partitions
+    # reduced on `keep`, over all; every partition's bytes are on one node (best 1.0).
+    local = sum(by_partition[p][keep] for p in biggest)
+    summary = result.summary
+    assert summary["locality"] == round(local / total, 4) < 1.0
+    assert summary["locality_best"] == 1.0
+    assert summary["shuffle_bytes_local"] == local
+    assert summary["shuffle_bytes_remote"] == total - local
+
+
 def test_no_shuffle_server_is_one_clear_error(space: Space) -> None:
     settings = PodSettings(
         namespace=space.namespace, image=IMAGE, env_secrets=(SECRET,), node_local=True
@@ -190,6 +298,46 @@ def corpus(tmp_path: Path) -> Path:
     p = tmp_path / "corpus.txt"
     p.write_text(make_words(30_000, vocab=1500, seed=11))
     return p
+
+
+@pytest.mark.parametrize("mode", ["object-store", "node-local"])
+def test_bench_shuffle_on_k8s_is_verified(
+    node_local: KubernetesExecutor, space: Space, cli: Callable[..., CLIResult], mode: str
+) -> None:
+    """``mrk8s bench shuffle --backend k8s`` in both shuffle modes: every partition checked
+    by the bench itself, one pod per task, reducers in one Job or one per node group."""
+    extra = ["--node-local-shuffle"] if mode == "node-local" else []
+    out = cli(
+        "bench", "shuffle", "--size", "2MiB", "--maps", "2", "--reducers", "3",
+        "--repeat", "1", "--no-warmup", "-q", *space.cli_args(), *extra,
+    )  # fmt: skip
+
+    assert out.returncode == 0, out.stderr
+    [line] = [json.loads(x) for x in out.stdout.splitlines() if x.strip()]
+    assert line["verified"] is True and line["problems"] == []
+    assert line["backend"] == "k8s" and line["rows"] == (2 << 20) // 98
+    assert (line["map_tasks"], line["reduce_tasks"]) == (2, 3)
+    core = kubernetes.client.CoreV1Api(space.api)
+    pods = core.list_namespaced_pod(
+        space.namespace, label_selector=names.job_selector(line["job_id"])
+    ).items
+    stages = collections.Counter(p.metadata.labels[names.STAGE_LABEL] for p in pods)
+    assert stages == {"map": 2, "reduce": 3}
+    assert all(p.status.phase == "Succeeded" for p in pods)
+    jobs = {
+        p.metadata.labels["job-name"]
+        for p in pods
+        if p.metadata.labels[names.STAGE_LABEL] == "reduce"
+    }
+    if mode == "node-local":
+        # One reduce Job per node the placement chose, each pod on its Job's node.
+        assert jobs == {
+            names.stage_job_name(line["job_id"], 0, "reduce", names.label_value(p.spec.node_name))
+            for p in pods
+            if p.metadata.labels[names.STAGE_LABEL] == "reduce"
+        }
+    else:
+        assert jobs == {names.stage_job_name(line["job_id"], 0, "reduce")}
 
 
 # The object-store mode's example tests, each run again in node-local mode.
