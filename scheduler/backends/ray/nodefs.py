@@ -77,7 +77,7 @@ class NodeFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self._lock = threading.Lock()
         #: Bytes read through this filesystem (what a reducer fetched from other nodes)...
         self.bytes_read = 0
-        #: ...and how many of them came straight from a node's range server.
+        #: ...and how many of them came straight from a node's shuffle server.
         self.bytes_direct = 0
 
     @classmethod
