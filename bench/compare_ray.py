@@ -40,6 +40,11 @@ fresh process:
 Named in ``--contestants`` only: ``mrk8s-ray``, ``ray-data-hash`` and
 ``ray-data-random``, the same on a single-node Ray with two CPUs.
 
+At the end of a run the JSON is written, and from it the chart and the
+table in README.md (between the ``compare_ray table`` markers, with the
+commit and the load averages). ``--report`` redoes only those two from an
+existing JSON, without running anything.
+
 The machine has 2 cores; the simulated cluster's three one-CPU nodes share
 them (and the machine is shared with other work: each run records the load
 average when it started). Writes ``bench/results/compare_ray.json`` (with
@@ -321,6 +326,104 @@ def summarise(results: list[dict[str, Any]], names: list[str]) -> dict[str, Any]
     }
 
 
+#: What the README calls each contestant, in the table's order.
+LABELS = {
+    "mrk8s-ray-3node-locality": "**mrk8s on Ray, reducers placed by locality**",
+    "mrk8s-ray-3node-random": "mrk8s on Ray, reducers placed at random",
+    "ray-data-hash-3node": "Ray Data, hash shuffle (`repartition(keys=...)`)",
+    "ray-data-random-3node": "Ray Data, `random_shuffle` (not by key)",
+    "mrk8s-local": "mrk8s, local backend (2 workers, one machine)",
+    "terasort-3node-locality": "TeraSort of key-clustered input, placed by locality",
+    "terasort-3node-random": "TeraSort of key-clustered input, placed at random",
+    "mrk8s-ray": "mrk8s on a one-node Ray (2 CPUs)",
+    "ray-data-hash": "Ray Data hash shuffle, one-node Ray (2 CPUs)",
+    "ray-data-random": "Ray Data `random_shuffle`, one-node Ray (2 CPUs)",
+}
+
+README_BEGIN = "<!-- compare_ray table: written by python -m bench.compare_ray -->"
+README_END = "<!-- /compare_ray table -->"
+
+
+def report_table(data: dict[str, Any]) -> str:
+    """The README's table and target lines, from a ``compare_ray.json``."""
+    runs, summary, machine = data["runs"], data["summary"], data["machine"]
+    med = summary["medians"]
+    names = [n for n in LABELS if any(r["contestant"] == n for r in runs)]
+    lines = [
+        f"Medians of `{machine.get('command', 'python -m bench.compare_ray')}`, "
+        f"commit {machine.get('commit', 'unknown')}; load average at the start "
+        f"{machine['load_before'].split('load average:')[-1].strip()}, at the end "
+        f"{machine['load_after'].split('load average:')[-1].strip()}.",
+        "",
+        "| contestant (3 simulated nodes unless said) | median s | the runs "
+        "| MB from other nodes |",
+        "|---|---|---|---|",
+    ]
+    for name in names:
+        mine = [r for r in runs if r["contestant"] == name]
+        each = " / ".join(
+            f"{r['seconds']:.2f}"
+            if r.get("verified")
+            else ("failed" if "error" in r else "unverified")
+            for r in sorted(mine, key=lambda r: r["run"])
+        )
+        m = med.get(name, {})
+        seconds = f"{m['seconds']:.2f}" if "seconds" in m else "-"
+        remote = m.get("shuffle_bytes_remote")
+        moved = f"{remote / 1e6:.0f}" if remote is not None else "-"
+        lines.append(f"| {LABELS[name]} | {seconds} | {each} | {moved} |")
+
+    def said(key: str, what: str, target: str) -> str:
+        value = summary.get(key)
+        return f"- {what}: {value}x ({target})" if value is not None else f"- {what}: not run"
+
+    lines += [
+        "",
+        said("mrk8s_ray_speedup_over_ray_data_hash", "mrk8s on Ray over Ray Data's hash shuffle",
+             "speedup; target at least 2x"),
+        said("mrk8s_ray_speedup_over_ray_data_random", "mrk8s on Ray over `random_shuffle`",
+             "speedup"),
+        said("mrk8s_ray_time_over_local", "mrk8s on Ray against the local backend",
+             "time ratio; target at most 1.5x"),
+        said("locality_speedup_over_random", "hash shuffle, placed by locality over random",
+             "speedup"),
+        said("terasort_locality_speedup_over_random",
+             "clustered TeraSort, placed by locality over random", "speedup"),
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def update_readme(data: dict[str, Any], readme: Path) -> bool:
+    """Replace the table between the markers in ``readme``; False if it has no markers."""
+    text = readme.read_text()
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    table = report_table(data)
+    readme.write_text(text[: start + len(README_BEGIN)] + "\n" + table + "\n" + text[end:])
+    return True
+
+
+def _report(out: Path) -> None:
+    """The chart and the README table from the JSON at ``out``."""
+    data = json.loads(out.read_text())
+    names = [n for n in LABELS if n in data["summary"]["medians"]]
+    try:
+        _plot(data["summary"], names, out.with_suffix(".png"))
+    except ImportError:
+        print("matplotlib is not installed: no chart (pip install matplotlib)", file=sys.stderr)
+    if not update_readme(data, REPO / "README.md"):
+        print(f"README.md has no {README_BEGIN!r} marker: table not written", file=sys.stderr)
+
+
+def _commit() -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                          capture_output=True, text=True)  # fmt: skip
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return (proc.stdout.strip() or "unknown") + (" with uncommitted changes" if dirty else "")
+
+
 def main(argv: list[str]) -> int:
     from mrk8s.engine.settings import parse_size
 
@@ -331,7 +434,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--contestants", default=",".join(DEFAULT))
     p.add_argument("--out", default=str(HERE / "results" / "compare_ray.json"))
     p.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="run nothing: redo the chart and README's table from the JSON at --out",
+    )
     args = p.parse_args(argv)
+    if args.report:
+        _report(Path(args.out))
+        return 0
     size = parse_size(args.size)
     if args.child:
         print(json.dumps(CONTESTANTS[args.child](size, args.workers)))
@@ -359,12 +470,10 @@ def main(argv: list[str]) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"cpus": os.cpu_count(), "workers": args.workers, "python": sys.version.split()[0],
-               "load_before": load_before, "load_after": load()}  # fmt: skip
+               "load_before": load_before, "load_after": load(), "commit": _commit(),
+               "command": " ".join(["python -m bench.compare_ray", *argv])}  # fmt: skip
     out.write_text(json.dumps({"machine": machine, "runs": results, "summary": summary}, indent=1))
-    try:
-        _plot(summary, names, out.with_suffix(".png"))
-    except ImportError:
-        print("matplotlib is not installed: no chart (pip install matplotlib)", file=sys.stderr)
+    _report(out)
     return 0
 
 

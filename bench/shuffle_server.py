@@ -14,6 +14,8 @@ alternated round by round:
 - ``mrk8s-http``: :mod:`shuffle.httpfs` (``http.client``, pooled keep-alive
   connections, 4 MiB pieces) against ``mrk8s shuffle-server`` running as its
   own process with a bearer token, as on a node;
+- ``mrk8s-http-buffer``: the same, through ``read_buffer`` (each piece read
+  straight into one Arrow buffer), what a reducer's ``view_range`` calls;
 - ``fsspec-http``: fsspec's own HTTP filesystem (aiohttp) against the same
   server, when aiohttp is installed (the ``bench`` extra brings it).
 
@@ -47,7 +49,7 @@ from shuffle.store import FsspecStore
 
 TOKEN = "bench-token"
 
-Reader = Callable[[int, int], bytes]
+Reader = Callable[[int, int], Any]  # bytes, or an Arrow buffer
 
 
 def _write(path: str, size: int) -> bytes:
@@ -88,6 +90,7 @@ def _readers(root: str, name: str, url: str) -> dict[str, Reader]:
     readers: dict[str, Reader] = {
         "local": lambda start, end: local.read_range(name, start, end - start),
         "mrk8s-http": lambda start, end: ours.cat_file(f"node/{name}", start, end),
+        "mrk8s-http-buffer": lambda start, end: ours.read_buffer(f"node/{name}", start, end),
     }
     try:
         from fsspec.implementations.http import HTTPFileSystem

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, runtime_checkable
 
 import fsspec
 import pyarrow as pa
@@ -79,6 +79,15 @@ def join(base: str, *parts: str) -> str:
     for part in parts:
         out = f"{out}/{part.strip('/')}"
     return out
+
+
+@runtime_checkable
+class BufferReader(Protocol):
+    """A filesystem that can read a range straight into an Arrow buffer (no bytes copy)."""
+
+    def read_buffer(self, path: str, start: int, end: int) -> pa.Buffer:
+        """Bytes ``[start, end)`` of ``path``; fewer only at the end of the file."""
+        ...
 
 
 class FsspecStore:
@@ -144,7 +153,18 @@ class FsspecStore:
     def view_range(self, path: str, offset: int, length: int) -> pa.Buffer:
         """``length`` bytes at ``offset`` as an Arrow buffer: on local disk a view of
         the file memory-mapped (no copy, no fresh memory; it stays valid after
-        the file is removed), elsewhere what :meth:`read_range` fetches."""
+        the file is removed); from a filesystem that reads into Arrow buffers
+        (:class:`BufferReader`, e.g. :mod:`shuffle.httpfs`) what it reads;
+        elsewhere what :meth:`read_range` fetches."""
+        if isinstance(self.fs, BufferReader) and length > 0:
+            with translate_errors(self.url(path), "read"):
+                data = self.fs.read_buffer(self._path(path), offset, offset + length)
+            if data.size != length:
+                raise ShortReadError(
+                    f"short read from {self.url(path)}: wanted {length} bytes at offset "
+                    f"{offset}, got {data.size}; the file was truncated or is being rewritten"
+                )
+            return data
         if not self.is_local or length <= 0:
             return pa.py_buffer(self.read_range(path, offset, length))
         with translate_errors(self.url(path), "read"), pa.memory_map(self._path(path)) as f:

@@ -12,6 +12,8 @@ compared with ``collections.Counter``.
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -112,14 +114,36 @@ def counts(out: Path) -> dict[object, object]:
     return dict(parse_text_output("".join(p.read_text() for p in sorted(out.glob("part-*")))))
 
 
+@contextlib.contextmanager
+def client_ports() -> Iterator[None]:
+    """Hold the machine's lock on Ray's per-client server ports for the block.
+
+    A ``ray://`` client gets a server of its own from the head's client
+    server, on the first port from 23000 up that it can bind at that moment
+    (``MIN_SPECIFIC_SERVER_PORT`` in Ray 2.60's ``ray/util/client/server/
+    proxier.py``; neither ``ray start`` nor an environment variable moves
+    the range). Two heads on one machine handing out a port at the same
+    moment can both pick the same one, and a client then reaches the other
+    cluster's server. Every run of this test on the machine takes this lock
+    first, so only one hands out a port at a time.
+    """
+    with open(os.path.join(tempfile.gettempdir(), "mrk8s-ray-client-ports.lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def test_a_job_runs_through_a_ray_client_address(head: Head, tmp_path: Path):
     sample = EXAMPLES / "data" / "sample.txt"
 
-    result = mrk8s(
-        "run", str(EXAMPLES / "wordcount.py"), str(sample), "--backend", "ray",
-        "--ray-address", head.client, "-o", str(tmp_path / "out"),
-        "--shuffle-dir", str(tmp_path / "shuffle"), "-q",
-    )  # fmt: skip
+    with client_ports():
+        result = mrk8s(
+            "run", str(EXAMPLES / "wordcount.py"), str(sample), "--backend", "ray",
+            "--ray-address", head.client, "-o", str(tmp_path / "out"),
+            "--shuffle-dir", str(tmp_path / "shuffle"), "-q",
+        )  # fmt: skip
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert counts(tmp_path / "out") == dict(collections.Counter(sample.read_text().split()))

@@ -244,20 +244,25 @@ def test_a_remote_read_comes_straight_from_the_nodes_server_and_equals_the_file(
 
 
 def test_an_unreachable_server_falls_back_to_bounded_pieces_through_the_reader_actor(
-    remote_file: tuple[str, Path, bytes], caplog: pytest.LogCaptureFixture
+    remote_file: tuple[str, Path, bytes],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ):
     import socket
 
     from scheduler.backends.ray import nodefs
-    from shuffle import nodelocal
+    from shuffle import httpfs, nodelocal
 
+    monkeypatch.setattr(httpfs, "BACKOFF_SECONDS", 0.01)  # give up on the server at once
     node, path, data = remote_file
     store, name = nodelocal.segment_store(None, node, str(path), here="another-node")  # type: ignore[arg-type]
     fs = store.fs
     read, direct = fs.bytes_read, fs.bytes_direct
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
-        fs._servers[node] = ("127.0.0.1", closed.getsockname()[1], "token")
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/"
+        client = httpfs.ShuffleServerFileSystem({node: url}, skip_instance_cache=True)
+        fs._servers[node] = (client, (str(path.parent.parent), str(path.parent.parent)))
 
         assert store.read_range(name, 7, len(data) - 7) == data[7:]  # three pieces
     assert fs.bytes_read - read == len(data) - 7

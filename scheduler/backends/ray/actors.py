@@ -11,10 +11,11 @@ to one node (``NodeAffinitySchedulingStrategy``, not soft):
   the remote opener through which a reducer reads other nodes' map outputs.
 - :class:`NodeReader` serves ranged reads of its node's map outputs to
   reducers on other nodes, and only under its node's directory: directly,
-  through the HTTP server it starts on its node
-  (:mod:`scheduler.backends.ray.rangeserver`, whose address reducers ask it
-  for), or a bounded piece per actor call when that server cannot be
-  reached (see :mod:`scheduler.backends.ray.nodefs`).
+  through the shuffle server it starts on its node (:mod:`shuffle.server`,
+  the server ``mrk8s shuffle-server`` runs on Kubernetes nodes, in a thread
+  of the actor, with a bearer token of its own; reducers ask the actor for
+  its address), or a bounded piece per actor call when that server cannot
+  be reached (see :mod:`scheduler.backends.ray.nodefs`).
 
 These classes are plain; the executor wraps them with ``ray.remote``. Errors
 in a task come back as :class:`scheduler.stage.TaskError` JSON, as from a
@@ -26,14 +27,15 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import secrets
 import shutil
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from scheduler.backends.ray.rangeserver import Address, RangeServer, resolve_under
 from scheduler.stage import TaskError, run_task
-from shuffle import nodelocal
+from shuffle import nodelocal, server
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,19 @@ def node_directory(base: str, node_id: str) -> str:
 
 def _node_base(local_dir: str) -> str:
     return os.environ.get(LOCAL_DIR_ENV) or local_dir
+
+
+#: Where a reader's shuffle server is: (base URL, bearer token, the node
+#: directory's spellings: as the workers name it, and with symlinks resolved).
+Address = tuple[str, str, tuple[str, str]]
+
+
+def resolve_under(root: str, path: str) -> str:
+    """The real path of ``path``, refused unless it is under ``root`` (a real path)."""
+    real = os.path.realpath(path)
+    if not real.startswith(root + os.sep):
+        raise PermissionError(f"{path} is not under this node's shuffle directory {root}")
+    return real
 
 
 class TaskWorker:
@@ -131,24 +146,33 @@ class NodeReader:
     """
 
     def __init__(self, node_id: str, local_dir: str) -> None:
-        os.makedirs(node_directory(_node_base(local_dir), node_id), exist_ok=True)
+        self.directory = node_directory(_node_base(local_dir), node_id)
+        os.makedirs(self.directory, exist_ok=True)
         # Resolved, as the paths asked for are (a temp dir may be behind a symlink).
-        self.root = os.path.realpath(node_directory(_node_base(local_dir), node_id))
-        self._server: RangeServer | None = None
+        self.root = os.path.realpath(self.directory)
+        self._server: Any = None
 
     def _checked(self, path: str) -> str:
         return resolve_under(self.root, path)
 
     def address(self) -> Address:
-        """Where reducers read this node's map outputs directly: (host, port, token).
+        """Where reducers read this node's map outputs directly (see :data:`Address`).
 
-        The server starts on the first call, on this node's address as Ray knows it.
+        The server starts on the first call, on this node's address as Ray
+        knows it, on a free port, with a new random token.
         """
         if self._server is None:
             import ray
 
-            self._server = RangeServer(self.root, ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
-        return self._server.address
+            host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+            settings = server.ServerSettings(
+                root=self.root, host=host, port=0, token=secrets.token_hex(16)
+            )
+            self._server = server.make_server(settings)
+            threading.Thread(
+                target=self._server.serve_forever, name="mrk8s-shuffle-server", daemon=True
+            ).start()
+        return self._server.url, self._server.token, (self.directory, self.root)
 
     def size(self, path: str) -> int:
         return os.path.getsize(self._checked(path))
