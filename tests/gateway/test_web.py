@@ -139,3 +139,33 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(gateway):
         assert c.get("/ui/app.css").status_code == 200
         assert c.get("/ui/secret.py").status_code == 404
         assert "/" not in c.get("/openapi.json").json()["paths"]
+
+
+def test_a_declarative_job_shows_its_commit_and_manifest(gateway, browser, tmp_path, s3_bucket):
+    """A job of a declarative queue: its row names the commit git holds and shows the manifest."""
+    pytest.importorskip("kubernetes", reason="declarative queues need the k8s extra")
+    import s3fs
+
+    from tests.gateway.test_gitops import QUEUE, bare_repository, commits, declarative_config, git
+
+    words = f"{s3_bucket.url}/in/words.txt"
+    s3fs.S3FileSystem(**s3_bucket.storage_options).pipe(words, b"a b c\nb c\n")
+    repo = bare_repository(tmp_path)
+    gw = gateway(**declarative_config(repo, s3_bucket, tmp_path))
+    with gw.client("alice") as c:
+        script = upload(c, "wordcount.py", (EXAMPLES / "wordcount.py").read_bytes())
+        job = submit(c, script=script, inputs=[words], backend="k8s", queue=QUEUE)
+    (head,) = commits(repo)
+    page = browser.new_page()
+    page.goto(gw.url + "/")
+    expect = sync_api.expect
+    page.fill("#token", TOKENS["alice"])
+    page.click("#token-form button[type=submit]")
+    row = _row(page, job["id"])
+    expect(row.locator(".git-commit")).to_have_text("commit " + head[:12], timeout=30_000)
+    stored = git(repo, "show", f"{head}:jobs/{QUEUE}/{job['id']}.yaml")
+    row.locator("details summary").click()
+    expect(row.locator("details pre")).to_contain_text("kind: Job")
+    assert stored.endswith(job["manifest"])
+    assert row.locator("details pre").inner_text().strip() == job["manifest"].strip()
+    page.close()
