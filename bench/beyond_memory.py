@@ -355,7 +355,7 @@ def main(argv: list[str]) -> int:
             previous = json.loads(Path(a.out).read_text())
     eta = estimate_seconds(plan, 8 if a.variants else 0, previous)
     print(
-        f"== {len(plan)} runs ({', '.join(f'{n} {s}' for n, s, _, _ in plan)})"
+        f"== {sum(r for *_, r in plan)} runs ({', '.join(f'{n} {s} x{r}' for n, s, _, r in plan)})"
         + (", 8 read-path variants" if a.variants else "")
         + f" and the disk reference: about {eta / 60:.0f} minutes at the speeds of "
         + ("the previous results" if previous else "issue 25's runs")
