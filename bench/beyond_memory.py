@@ -32,6 +32,7 @@ for) and the chart ``beyond_memory.png``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import mmap
 import os
@@ -251,6 +252,45 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+#: GiB/s assumed for a run the previous results do not cover (the 32 GiB runs
+#: of issue 25 at load 10-20: hash 0.07, sorted with a record reducer 0.009).
+_FALLBACK_GIB_PER_S = {"hash": 0.07, "sorted": 0.009}
+#: The disk reference: a write and two cold reads of the large run's bytes.
+_FALLBACK_DISK_MB_PER_S = 500.0
+
+
+def estimate_seconds(
+    plan: list[tuple[str, str, int, int]], variants: int, previous: dict[str, Any] | None
+) -> float:
+    """How long the invocation should take: each planned ``(name, shuffle, size,
+    repeat)`` at the speed the previous results file measured for it (else
+    :data:`_FALLBACK_GIB_PER_S`), ``variants`` small hash runs more, and the
+    disk reference."""
+    speeds = dict(_FALLBACK_GIB_PER_S)
+    disk = _FALLBACK_DISK_MB_PER_S
+    if previous:
+        for shuffle in speeds:
+            seen = [
+                r["gib_per_s"]
+                for key, rs in previous.get("runs", {}).items()
+                if key.endswith(shuffle)
+                for r in rs
+                if r.get("gib_per_s")
+            ]
+            if seen:
+                speeds[shuffle] = min(seen)
+        disk = min(
+            (v for k, v in (previous.get("disk") or {}).items() if k.endswith("_mb_per_s")),
+            default=disk,
+        )
+    total = sum(size / 2**30 / speeds[shuffle] * repeat for _, shuffle, size, repeat in plan)
+    small = min((size for _, _, size, _ in plan), default=0)
+    total += variants * small / 2**30 / speeds["hash"]
+    large = max((size for _, _, size, _ in plan), default=0)
+    total += 3 * large * 1.05 / (disk * 1e6)
+    return total
+
+
 def _commit() -> str | None:
     try:
         return subprocess.run(
@@ -304,19 +344,37 @@ def main(argv: list[str]) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     runs: dict[str, list[dict[str, Any]]] = {}
+    plan = [
+        (name, shuffle, size, repeat)
+        for shuffle in a.shuffles.split(",")
+        for name, size, repeat in (("small", small, a.small_repeat), ("large", large, 1))
+    ]
+    previous = None
+    if Path(a.out).exists():
+        with contextlib.suppress(ValueError, OSError):
+            previous = json.loads(Path(a.out).read_text())
+    eta = estimate_seconds(plan, 8 if a.variants else 0, previous)
+    print(
+        f"== {sum(r for *_, r in plan)} runs ({', '.join(f'{n} {s} x{r}' for n, s, _, r in plan)})"
+        + (", 8 read-path variants" if a.variants else "")
+        + f" and the disk reference: about {eta / 60:.0f} minutes at the speeds of "
+        + ("the previous results" if previous else "issue 25's runs")
+        + f"; load now {os.getloadavg()[0]:.1f}",
+        file=sys.stderr,
+        flush=True,
+    )
     # Map outputs are about 4% larger than the rows (Arrow framing, offsets).
-    for shuffle in a.shuffles.split(","):
-        for name, size, repeat in (("small", small, a.small_repeat), ("large", large, 1)):
-            _check_space(a.shuffle_dir, int(size * 1.1), keep_free, f"the {name} {shuffle} run")
-            print(f"== {name} {shuffle}: {size / 2**30:.0f} GiB", file=sys.stderr, flush=True)
-            runs[f"{name}-{shuffle}"] = run_one(
-                size,
-                shuffle == "sorted",
-                a.shuffle_dir,
-                repeat,
-                report,
-                record_reducer=shuffle == "sorted" and a.sorted_reducer == "record",
-            )
+    for name, shuffle, size, repeat in plan:
+        _check_space(a.shuffle_dir, int(size * 1.1), keep_free, f"the {name} {shuffle} run")
+        print(f"== {name} {shuffle}: {size / 2**30:.0f} GiB", file=sys.stderr, flush=True)
+        runs[f"{name}-{shuffle}"] = run_one(
+            size,
+            shuffle == "sorted",
+            a.shuffle_dir,
+            repeat,
+            report,
+            record_reducer=shuffle == "sorted" and a.sorted_reducer == "record",
+        )
     if a.variants:
         result["read_variants"] = read_variants(small, a.shuffle_dir, report)
     large_bytes = max(

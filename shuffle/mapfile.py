@@ -72,6 +72,16 @@ SMALL_STREAM_ROWS = DEFAULT_BATCH_ROWS
 #: Copy buffer used when regrouping spilled runs by partition.
 _COPY_CHUNK = 4 * 2**20
 
+#: A writer given ``join_runs`` joins the runs' streams of each (partition,
+#: bucket) into one stream when its streams average less than this: an unsorted
+#: map task that spilled its fixed-size buffer four times over 256 reducers x 4
+#: buckets wrote 4096 streams of ~32 KiB, and every stream costs its reducer a
+#: schema, a decode and a checksum (README, "The shuffle beyond memory").
+JOIN_STREAM_BYTES = 128 << 10
+
+#: The end-of-stream marker of an Arrow IPC stream: continuation, zero length.
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
 #: Compression is judged on the first this-many bytes a writer serialises
 #: (LZ4 looks back 64 KiB, so a megabyte shows what it will do, and every
 #: probed byte of data that does not compress costs LZ4's time for nothing:
@@ -145,7 +155,10 @@ class MapOutputWriter:
     file. Parameters: ``compression`` is an Arrow IPC codec name (``lz4``,
     ``zstd``) or None (kept only while the data compresses, see
     :data:`MIN_COMPRESSION_SAVING`); ``batch_rows`` bounds record batches
-    inside a stream (0: one batch per table).
+    inside a stream (0: one batch per table). ``join_runs`` says the streams
+    need not stay sorted runs (an unsorted shuffle): when the runs' streams are
+    small (:data:`JOIN_STREAM_BYTES`), :meth:`finish` joins each partition's
+    and bucket's streams of every run into one stream.
     """
 
     def __init__(
@@ -154,6 +167,7 @@ class MapOutputWriter:
         spill_dir: str | None = None,
         compression: str | None = "lz4",
         batch_rows: int = DEFAULT_BATCH_ROWS,
+        join_runs: bool = False,
     ) -> None:
         if spill_dir is not None:
             os.makedirs(spill_dir, exist_ok=True)
@@ -166,6 +180,7 @@ class MapOutputWriter:
         self._options = pa.ipc.IpcWriteOptions(compression=compression)
         self._probed = (0, 0)  # (Arrow bytes in, bytes out) while judging compression
         self._batch_rows = batch_rows
+        self._join_runs = join_runs
         self._runs: list[dict[int, list[StreamRef]]] = []
         self.rows_written = 0
         self.bytes_written = 0
@@ -260,6 +275,13 @@ class MapOutputWriter:
         self._file.close()
         self._file = None
         try:
+            if self._should_join():
+                joined_path = self._spill_path + ".grouped"
+                with translate_errors(joined_path, "write a map output"):
+                    joined = _join(self._spill_path, joined_path, self._runs)
+                os.unlink(self._spill_path)
+                store.put_file(joined_path, path)
+                return joined
             if len(self._runs) <= 1 or store.is_local:
                 index: PartitionIndex = {}
                 for run in self._runs:
@@ -277,6 +299,14 @@ class MapOutputWriter:
             for leftover in (self._spill_path, self._spill_path + ".grouped"):
                 if os.path.exists(leftover):
                     os.unlink(leftover)
+
+    def _should_join(self) -> bool:
+        streams = sum(len(refs) for run in self._runs for refs in run.values())
+        return (
+            self._join_runs
+            and len(self._runs) > 1
+            and self.bytes_written < streams * JOIN_STREAM_BYTES
+        )
 
     def abort(self) -> None:
         """Drop everything written so far (the task failed)."""
@@ -335,6 +365,80 @@ def _regroup(
                         remaining -= len(chunk)
                     moved.append(replace(ref, offset=new_offset))
             index[p] = moved
+    return index
+
+
+def _schema_length(head: bytes) -> int:
+    """Bytes of the schema message that starts an IPC stream (``head``: its first bytes)."""
+    if len(head) < 8 or head[:4] != _EOS[:4]:
+        return -1
+    return 8 + int.from_bytes(head[4:8], "little")
+
+
+def _joinable(schema_message: bytes) -> bool:
+    """Whether streams with this schema can share one: no dictionaries, which a
+    stream sends once (a second stream's would be a replacement)."""
+    try:
+        schema = pa.ipc.read_schema(pa.py_buffer(schema_message))
+    except (pa.ArrowInvalid, OSError):
+        return False
+    return not any(pa.types.is_dictionary(f.type) for f in schema)
+
+
+def _join(src: str, dst: str, runs: Sequence[Mapping[int, Sequence[StreamRef]]]) -> PartitionIndex:
+    """Copy every run's streams into ``dst``, each (partition, bucket)'s streams as one stream.
+
+    An Arrow IPC stream is its schema message, its batch messages (each padded
+    to 8 bytes), then the end-of-stream marker; the batches carry their own
+    compression. Streams with byte-identical schema messages are joined by
+    keeping the first one's schema and every stream's batches, without
+    decoding anything. A stream that cannot be joined to the one before it (a
+    different schema, a dictionary) starts a stream of its own.
+    """
+    grouped: dict[tuple[int, int], list[StreamRef]] = {}
+    for run in runs:
+        for p, refs in run.items():
+            for ref in refs:
+                grouped.setdefault((p, ref.bucket), []).append(ref)
+    index: PartitionIndex = {}
+    fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with open(dst, "wb") as out:
+
+            def write(p: int, bucket: int, parts: list[bytes], rows: int) -> None:
+                offset = out.tell()
+                hasher = _stream_hasher()
+                for part in parts:
+                    hasher.update(part)
+                    out.write(part)
+                ref = StreamRef(offset, out.tell() - offset, rows, int(hasher.intdigest()), bucket)
+                index.setdefault(p, []).append(ref)
+
+            for (p, bucket), refs in sorted(grouped.items()):
+                parts: list[bytes] = []  # the stream being joined, less its end marker
+                schema = b""
+                rows = 0
+                for ref in refs:
+                    data = os.pread(fd, ref.length, ref.offset)
+                    if len(data) != ref.length:
+                        raise CorruptSegmentError(f"spill file {src} ended early")
+                    head = _schema_length(data)
+                    whole = 0 < head <= ref.length - 8 and data[-8:] == _EOS
+                    if parts and whole and data[:head] == schema:
+                        parts.append(data[head:-8])
+                        rows += ref.rows
+                        continue
+                    if parts:
+                        write(p, bucket, [*parts, _EOS], rows)
+                        parts = []
+                    if whole and _joinable(data[:head]):
+                        parts, schema, rows = [data[:-8]], data[:head], ref.rows
+                    else:  # copied as it is, joined to nothing
+                        write(p, bucket, [data], ref.rows)
+                if parts:
+                    write(p, bucket, [*parts, _EOS], rows)
+    finally:
+        os.close(fd)
     return index
 
 

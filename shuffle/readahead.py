@@ -6,7 +6,7 @@ list of ``(file, offset, length)`` ranges they will need, in order, and want
 the disk busy with the next ones while they use the current one. Nothing here
 assumes the reader ran the map task or is on its node; it reads files.
 
-A small pool of reader threads issues one ``os.preadv`` per range (the GIL is
+In ``pread`` mode a small pool of reader threads issues one ``os.preadv`` per range (the GIL is
 released while the kernel reads), each into a fresh Arrow buffer, and hands
 the buffers out in the order of the ranges. At most ``budget`` bytes are read
 ahead of the consumer at a time (a single range larger than that is read
@@ -24,9 +24,13 @@ cache, the map wins: it costs no copy and no task memory (a 1 GiB shuffle,
 cached, reduced in 0.33-0.77 s mapped against 0.73-1.00 s copied). So the
 default mode (``auto``) asks the kernel, range by range, whether every page
 of the range is resident (:func:`resident`: ``mincore`` on the file's
-mapping) and maps the resident ones; the rest go to the readers. The
-variants measured are kept behind :data:`MODE` (see README, "The shuffle
-beyond memory").
+mapping) and maps the resident ones; for the rest the readers ask the
+kernel to read them into the page cache (``POSIX_FADV_WILLNEED``, which
+returns once the reads are queued) a budget ahead of their turn, and they
+are mapped when their turn comes: the disk stays busy as with ``preadv``, but
+what is read ahead is page cache, not the task's own memory. The variants
+measured are kept behind :data:`MODE` (see README, "The shuffle beyond
+memory").
 """
 
 from __future__ import annotations
@@ -59,11 +63,17 @@ BATCH_BYTES = 1 << 20
 DEFAULT_BUDGET = 64 * 2**20
 
 #: How ranges are read: ``auto`` (a range whose pages are all in the page cache
-#: is memory-mapped, any other goes to the reader pool), ``pread`` (the reader pool
-#: for every range), ``fadvise`` (the pool only
-#: asks the kernel to read each range ahead, ``POSIX_FADV_WILLNEED``, and the
-#: consumer gets a memory map of it) or ``mmap`` (a memory map, no read-ahead:
-#: the read path before issue 25). ``MRK8S_READ_AHEAD`` overrides it, for the
+#: is memory-mapped at once; for any other the reader pool asks the kernel to
+#: read it, ``POSIX_FADV_WILLNEED``, ahead of its turn, and it is mapped then),
+#: ``pread`` (the reader pool ``preadv``s every range into a buffer of the
+#: task's own), ``fadvise`` (``WILLNEED`` then a map for every range, resident
+#: or not) or ``mmap`` (a memory map, no read-ahead: the read path before
+#: issue 25). ``auto`` read cold ranges with ``pread`` until the third round of
+#: issue 25: that held up to the whole budget and the piece in use as the
+#: reducer's anonymous memory (209 MB peak against 123 advised, 4 GiB 32 x 32,
+#: cache dropped, where a cached run maps and holds 125), and was not faster
+#: (reduce stage 43.5 s against 33.2 and 8.3, one run each at load 16-21; README,
+#: "The shuffle beyond memory"). ``MRK8S_READ_AHEAD`` overrides it, for the
 #: benchmark's comparison of the variants.
 MODES = ("auto", "pread", "fadvise", "mmap")
 MODE = os.environ.get("MRK8S_READ_AHEAD", "auto")
@@ -328,7 +338,7 @@ class ReadAhead:
     def _fill(self) -> None:
         """Queue batches of reads while they fit in the budget (always at least one)."""
         assert self._pool is not None
-        read = _advise_batch if self.mode == "fadvise" else _pread_batch
+        read = _pread_batch if self.mode == "pread" else _advise_batch
         while self._next < len(self._ranges):
             batch: list[Range] = []
             size = 0
@@ -385,10 +395,12 @@ class ReadAhead:
                 data, error = future.result()
                 if self.mode != "fadvise":
                     self.read += len(batch) if error is None else len(data or ())
+                if data is None and error is None:  # advised: the pages are on their way
+                    yield from map(self._mapper.view, batch)
+                    self.held -= size
+                    continue
                 if data is not None:
                     yield from data
-                elif error is None:
-                    yield from (map_range(r) for r in batch)
                 else:  # fadvise failed: map what can be mapped, up to the bad range
                     for r in batch:
                         yield map_range(r)

@@ -10,6 +10,7 @@ streams through a reducer, as in mrjob.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -63,10 +64,32 @@ class Grouper:
                 return
 
     def __iter__(self) -> Iterator[tuple[Any, Iterator[Any]]]:
+        return chain.from_iterable(self._parts())
+
+    def _parts(self) -> Iterator[Iterable[tuple[Any, Iterator[Any]]]]:
+        """The groups a table at a time: every key of the table but its last, whose
+        rows may go on in the next table, as one iterator of ``(key, list
+        iterator over a slice of the values)`` built by zip and map in C; then
+        the last key, whose values come from :meth:`_values`.
+
+        A generator resumed once per group and per value (and once more to skip
+        what the reducer left of a key) was three quarters of the record path's
+        time with one row per key (README, "The record path").
+        """
         while self._chunk is not None:
-            key = self._chunk.keys[self._g]
+            chunk, g = self._chunk, self._g
+            last = len(chunk.keys) - 1
+            if g < last:
+                starts = chunk.starts
+                bounds = map(slice, starts[g:last], starts[g + 1 : last + 1])
+                yield zip(
+                    chunk.keys[g:last],
+                    map(iter, map(chunk.values.__getitem__, bounds)),
+                    strict=True,
+                )
+                self._g = last
             values = self._values()
-            yield key, values
+            yield ((chunk.keys[last], values),)
             for _ in values:  # the user may stop early; skip what is left of this key
                 pass
 

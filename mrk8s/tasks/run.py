@@ -40,7 +40,6 @@ from mrk8s.tasks.usercode import Where, call, guarded
 from shuffle import codec, commit, mapfile, merge, nodelocal
 from shuffle.errors import CorruptSegmentError
 from shuffle.sorter import (
-    UNSORTED_BUCKETS,
     FunctionPartitioner,
     HashPartitioner,
     MapSorter,
@@ -61,21 +60,16 @@ SORT_BUFFER_SHARE = 0.125
 #: its copy in partition order at once...
 UNSORTED_BUFFER_SHARE = 0.25
 
-#: ...and, when there is no combiner, enough for each stream of a run
-#: (reducers x UNSORTED_BUCKETS of them) to hold about this much, within the
-#: bounds below, so that a map task's memory stays the same whatever the size
-#: of its input. What a larger buffer gains is fewer, larger streams: at
-#: 32 MiB a 256-reducer map task of 128 MiB wrote 4 runs of 1024 streams of
-#: ~32 KiB, and per-stream costs made the same 4 GiB take 109 s against 57 s
-#: at 128 MiB (32 maps x 256 reducers, cache dropped before the reduce stage,
-#: load 16-18; issue 25). With few reducers the streams are large at 32 MiB
-#: already, and 128 MiB only raised a map task's memory (see
-#: unsorted_spill_bytes).
-UNSORTED_STREAM_BYTES = 128 << 10
-UNSORTED_SPILL_MIN_BYTES = 32 << 20
-#: 128 MiB is the sorted shuffle's buffer at the default budget
-#: (SORT_BUFFER_SHARE of 1 GiB).
-UNSORTED_SPILL_BYTES = 128 << 20
+#: ...and, when there is no combiner, at most this much, whatever the number
+#: of reducers, so that a map task's memory is the same at 32 and at 256
+#: reducers (issue 25). With many reducers each spill's streams are small (32
+#: MiB over 256 reducers x 4 buckets: 32 KiB), so the writer joins each
+#: partition's and bucket's streams of every run into one stream when it
+#: publishes the file (``MapOutputWriter(join_runs=True)``): reducers read as
+#: many streams as from one run. Before, the buffer grew with the reducer count
+#: (32 MiB up to 64 reducers, 128 MiB from 256) to keep streams large, and a
+#: 256-reducer map task held 1.8x the memory of a 32-reducer one.
+UNSORTED_SPILL_BYTES = 32 << 20
 
 #: Share of the budget a reducer's inputs may take for the one-shot sort path,
 #: and the most one ``reduce_batch`` call of an unsorted shuffle gets...
@@ -238,19 +232,6 @@ def _shuffle_tables(split: Split, storage_options: Mapping[str, Any]) -> Iterato
         yield from read_stream_file(f)
 
 
-def unsorted_spill_bytes(reducers: int, buckets: int = UNSORTED_BUCKETS) -> int:
-    """The most a hash-shuffle map task without a combiner buffers before it spills.
-
-    Enough for :data:`UNSORTED_STREAM_BYTES` per stream of a run, between
-    :data:`UNSORTED_SPILL_MIN_BYTES` and :data:`UNSORTED_SPILL_BYTES`: 32 MiB up
-    to 64 reducers, 128 MiB from 256. At 128 MiB for every reducer count, a
-    16-reducer map task of 64 MiB held its whole input (README, "The shuffle
-    beyond memory").
-    """
-    want = reducers * max(1, buckets) * UNSORTED_STREAM_BYTES
-    return max(UNSORTED_SPILL_MIN_BYTES, min(UNSORTED_SPILL_BYTES, want))
-
-
 def _partitioner(
     ctx: JobContext, job: MapReduce, step_plan: StepPlan, where: Where
 ) -> HashPartitioner | RangePartitioner | FunctionPartitioner:
@@ -347,6 +328,7 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
         spill_dir=spill_dir,
         # Unsorted streams are read whole, never merged batch by batch.
         batch_rows=mapfile.DEFAULT_BATCH_ROWS if sorted_ else 0,
+        join_runs=not sorted_,
     )
     # With a record mapper the combiner already ran in the mapper's dict
     # (CombiningBuffer); running it again over the sorted run rarely pays.
@@ -359,7 +341,7 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
     else:
         budget = int(plan.memory_per_worker * UNSORTED_BUFFER_SHARE)
         if combine is None:
-            budget = min(budget, unsorted_spill_bytes(step_plan.num_reducers))
+            budget = min(budget, UNSORTED_SPILL_BYTES)
     try:
         sorter = MapSorter(
             writer,

@@ -416,3 +416,67 @@ def test_compression_is_kept_for_data_that_compresses_and_dropped_for_data_that_
             assert writer.bytes_written > raw
         streams = read_segment(store, path, index[0])
         assert [row for stream in streams for row in rows_of(stream)] == rows
+
+
+def unsorted_rows(rng: random.Random, n: int, tag: str) -> list[Row]:
+    return [(f"key-{rng.randrange(1000):04d}", f"{tag}-{i}") for i in range(n)]
+
+
+def test_small_streams_of_an_unsorted_shuffle_are_joined_into_one_per_bucket(
+    store: FsspecStore, tmp_path: Path
+) -> None:
+    """join_runs: each (partition, bucket) of every run becomes one stream, rows in run order."""
+    rng = random.Random(11)
+    buckets = 3
+    runs = [
+        {sid: unsorted_rows(rng, rng.randrange(1, 40), f"r{r}s{sid}") for sid in sids}
+        for r, sids in enumerate([[0, 1, 4, 7], [1, 2, 4], [0, 4, 5, 7, 8]])
+    ]
+    writer = MapOutputWriter(spill_dir=str(tmp_path / "spill"), batch_rows=0, join_runs=True)
+    for run in runs:
+        writer.add_run({sid: table_of(rows) for sid, rows in run.items()}, buckets)
+    index = writer.finish(store, "m.arrow")
+
+    data = store.read_bytes("m.arrow")
+    assert_contiguous(index, len(data))
+    assert list((tmp_path / "spill").iterdir()) == []
+    for p in range(3):
+        sids = sorted({sid for run in runs for sid in run if sid // buckets == p})
+        refs = index[p]
+        assert [ref.bucket for ref in refs] == [sid % buckets for sid in sids]
+        for ref, sid in zip(refs, sids, strict=True):
+            want = [row for run in runs for row in run.get(sid, [])]
+            assert ref.rows == len(want)
+            assert ref.checksum == xxhash.xxh3_64_intdigest(
+                data[ref.offset : ref.offset + ref.length]
+            )
+            (stream,) = read_segment(store, "m.arrow", [ref])
+            assert rows_of(stream) == want
+
+
+def test_streams_are_joined_only_while_their_schemas_match(
+    store: FsspecStore, tmp_path: Path
+) -> None:
+    typed: list[Row] = [("a", 1), ("b", 2)]
+    generic: list[Row] = [("a", None), ("c", {"x": b"y"})]
+    writer = MapOutputWriter(spill_dir=str(tmp_path / "spill"), join_runs=True)
+    for rows in (typed, typed, generic, typed):
+        writer.add_run({0: table_of(rows)})
+    index = writer.finish(store, "m.arrow")
+
+    assert_contiguous(index, len(store.read_bytes("m.arrow")))
+    streams = read_segment(store, "m.arrow", index[0])
+    assert [rows_of(stream) for stream in streams] == [typed + typed, generic, typed]
+
+
+def test_large_streams_are_not_joined(
+    store: FsspecStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mapfile, "JOIN_STREAM_BYTES", 64)
+    rng = random.Random(12)
+    runs = [{0: unsorted_rows(rng, 50, f"r{r}")} for r in range(3)]
+    index = write_runs(store, "m.arrow", runs, tmp_path / "spill", join_runs=True)
+
+    assert [ref.rows for ref in index[0]] == [50, 50, 50]
+    streams = read_segment(store, "m.arrow", index[0])
+    assert [rows_of(stream) for stream in streams] == [run[0] for run in runs]

@@ -261,12 +261,13 @@ def test_disk_bytes_and_anonymous_memory_are_reported_per_stage(
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize(("reducers", "spills"), [(16, True), (128, False)])
-def test_a_hash_map_task_buffers_more_only_for_many_reducers(
-    cli: Run, reducers: int, spills: bool
+@pytest.mark.parametrize("reducers", [16, 128])
+def test_a_hash_map_task_spills_at_the_same_size_whatever_the_reducers(
+    cli: Run, reducers: int
 ) -> None:
-    """One map task of 48 MiB of rows: with 16 reducers it spills at 32 MiB (streams of
-    512 KiB are large enough), with 128 it holds all 48 (64 MiB: streams of 128 KiB)."""
+    """One map task of 48 MiB of rows spills at 32 MiB with 16 reducers and with 128
+    (it used to hold all 48 with 128 reducers, and so more memory); its runs'
+    small streams are joined when it publishes, and every row arrives."""
     result = cli(
         "bench", "shuffle", "--size", "48MiB", "--maps", "1", "--reducers", str(reducers),
         "--repeat", "1", "--workers", "1", "--no-warmup",
@@ -274,4 +275,4 @@ def test_a_hash_map_task_buffers_more_only_for_many_reducers(
     assert result.returncode == 0, result.stderr
     [line] = json_lines(result)
     assert line["verified"] is True
-    assert (line["map_spills"] >= 1) is spills, line["map_spills"]
+    assert line["map_spills"] >= 1, line["map_spills"]
