@@ -29,7 +29,7 @@ pytest.importorskip("ray.dashboard", reason="the ray backend needs ray[default]"
 
 import httpx
 
-from tests.gateway.conftest import follow, free_port, submit, upload, wait_until
+from tests.gateway.conftest import JOBS, follow, free_port, submit, upload, wait_until
 from tests.util import make_words, parse_text_output
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
@@ -168,6 +168,19 @@ def test_a_ray_job_succeeds_with_exact_counts_and_its_log_is_kept(ray_gateway, r
         assert "gated mapper read a line" in logs, logs[-3000:]
 
 
+def test_a_failing_ray_job_is_failed_with_the_users_error(ray_gateway, ray_head):
+    with ray_gateway.client("alice") as c:
+        script = upload(c, "failing.py", (JOBS / "failing.py").read_bytes())
+        data = upload(c, "in.txt", "fine\nboom here\nfine\n")
+        job = submit(c, script=script, inputs=[data], reducers=1, backend="ray")
+        assert follow(c, job["id"], timeout=300)[-1]["status"] == "FAILED"
+        done = c.get(f"/v1/jobs/{job['id']}").json()
+        # mrk8s run's exit status for a user error, as Ray reports the driver's.
+        assert done["exit_code"] == 2, done
+        assert "this line is bad: 'boom here'" in done["error"]
+        assert ray_job(ray_head, job["id"])["status"] == "FAILED"
+
+
 def test_a_running_ray_job_is_reattached_after_a_restart_then_cancelled(
     ray_gateway, ray_head, tmp_path
 ):
@@ -179,6 +192,12 @@ def test_a_running_ray_job_is_reattached_after_a_restart_then_cancelled(
         job = submit(c, script=script, inputs=[data], backend="ray",
                      args=["--gate", str(gate), "--started", str(started)])  # fmt: skip
         wait_until(started.exists, 240, "the gated map task to start on Ray")
+        # Progress comes from the job's commit records: the map stage has not committed.
+        progress = wait_until(
+            lambda: c.get(f"/v1/jobs/{job['id']}").json()["progress"], 30, "progress"
+        )
+        first = progress[0]
+        assert first["stage"] == "map" and first["committed"] < first["tasks"], progress
         assert ray_job(ray_head, job["id"])["status"] == "RUNNING"
 
     # A gateway killed mid-job re-attaches to the Ray job; nothing is submitted again.
