@@ -12,18 +12,16 @@
   running ones, re-attaches or resumes them after a restart;
 - :mod:`.backends`: where jobs run, behind one interface (start, poll,
   cancel, progress); :mod:`.backends.local` runs ``mrk8s run`` through
-  :mod:`.launch`.
+  :mod:`.launch`, :mod:`.backends.k8s` as a driver Job, :mod:`.backends.ray`
+  as a Ray job.
 
 The web stack (FastAPI, uvicorn, SQLAlchemy, prometheus_client) is the
 ``gateway`` extra and is imported only inside this package. The gateway sits
 above the CLI: it runs jobs with the ``mrk8s`` command and reads their
 progress as ``mrk8s status`` does; nothing below imports it.
 
-Not yet here, and where each slots in: the ``k8s`` and ``ray`` backends (a
-module each under :mod:`.backends`); a cluster registry with weighted
-routing of queues to clusters (chosen in :mod:`.submit`, which names the
-cluster in the job id); PostgreSQL by ``database:`` URL (the tables are
-portable; its tests are to come); the declarative git mode (a backend whose
-``start`` commits manifests, followed by a reconciler); webhooks on
-completion (a callback of the supervisor's ``_ended``); the web page.
+Also here: the ``k8s`` and ``ray`` backends
+(:mod:`.backends`), weighted routing of queues to clusters (:mod:`.routing`),
+the declarative git mode (:mod:`.gitops`, :mod:`.reconciler`), webhooks
+(:mod:`.webhooks`) and the web page (:mod:`.web`).
 """

@@ -97,6 +97,10 @@ def make_backends(config: GatewayConfig) -> dict[str, Backend]:
             from mrk8s.gateway.backends.k8s import K8sBackend
 
             backends[cluster.name] = K8sBackend(cluster)
+        elif cluster.kind == "ray":
+            from mrk8s.gateway.backends.ray import RayBackend
+
+            backends[cluster.name] = RayBackend(cluster, config.state_dir / "shuffle")
     return backends
 
 

@@ -87,7 +87,7 @@ class Cluster:
     env_from_secret: tuple[str, ...] = ()
     """k8s: Secrets whose keys become the pods' environment (storage credentials)."""
     address: str | None = None
-    """ray: the Ray cluster's address."""
+    """ray: the URL of the Ray head's dashboard (its Job Submission API), http://HOST:8265."""
 
 
 @dataclass(frozen=True)
@@ -432,6 +432,11 @@ def _cluster(raw: Any, source: str, i: int) -> Cluster:
             f"{source}: cluster {name!r}: give storage, an object-store URL the cluster's pods "
             "and the gateway both reach (e.g. s3://bucket/mrk8s): the jobs' shuffle, output "
             "and uploaded inputs go there"
+        )
+    if kind == "ray" and not str(raw.get("address") or "").startswith(("http://", "https://")):
+        raise UsageError(
+            f"{source}: cluster {name!r}: give address, the URL of the Ray head's dashboard, "
+            "which serves the Job Submission API (e.g. http://head:8265)"
         )
     secrets = raw.get("env_from_secret") or []
     if isinstance(secrets, str):

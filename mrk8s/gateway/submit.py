@@ -259,6 +259,10 @@ def prepare(
         code_dir = job_dir / "code"
         code_dir.mkdir()
         output_dir = f"{where.storage}/output/{job_id}"
+    elif where is not None and where.kind == "ray":
+        # The Ray job's working_dir: the script, and (copied at start) its uploaded inputs.
+        code_dir = job_dir / "code"
+        code_dir.mkdir()
     frozen = code_dir / script_name
     frozen.write_bytes(script)
     spec = {

@@ -61,6 +61,7 @@ def test_a_full_config_is_read(tmp_path):
         ("queues: {q: {default_workers: 4, max_workers: 2}}\n", "default_workers 4 is above"),
         ("artifacts: {max_bytes: lots}\n", "artifacts.max_bytes 'lots' is not a size"),
         ("- a\n- b\n", "must hold a mapping"),
+        ("clusters: [{name: r, kind: ray}]\n", "give address, the URL of the Ray head's"),
         ("users: [\n", "is not valid YAML"),
     ],
 )
@@ -100,6 +101,7 @@ def test_the_readme_config_example_is_a_valid_config():
         ("local", "local", 1.0),
         ("east", "k8s", 3.0),
         ("west", "k8s", 1.0),
+        ("lab", "ray", 1.0),
     ]
     assert c.queue("big").clusters == {"east": 3.0, "west": 1.0}
     assert [(u.name, u.admin) for u in c.users] == [("alice", False), ("bob", False), ("ops", True)]

@@ -15,14 +15,13 @@ Backends here:
   cluster, followed by one watch per cluster on the jobs' Jobs and pods
   (handle: cluster, namespace and driver Job name). ``attach`` hands it a
   job whose objects someone else created (the declarative mode's reconciler).
+- ``ray`` (:mod:`.ray`): ``mrk8s run --backend ray`` submitted as a Ray job
+  through Ray's Job Submission API (handle: cluster and submission id).
 
 A backend object serves one cluster: the supervisor keeps one per cluster
 name of the config (:mod:`mrk8s.gateway.routing` picks the cluster of a
 job, whose id starts with the cluster's name), the implicit ``local``
 cluster when the config names none.
-
-Next: ``ray`` submits a Ray job and follows its events (handle: Ray address
-and submission id).
 """
 
 from __future__ import annotations
@@ -115,7 +114,5 @@ class Backend(Protocol):
 
 #: Kinds of cluster (the request's ``backend``) the gateway can run jobs on; the others
 #: named in the API are refused with the reason.
-KNOWN = ("local", "k8s")
-NOT_YET = {
-    "ray": "the Ray backend is not served by the gateway yet (use mrk8s run --backend ray)",
-}
+KNOWN = ("local", "k8s", "ray")
+NOT_YET: dict[str, str] = {}
