@@ -31,6 +31,15 @@ process life, of which the task itself; the rest of the process life is the
 interpreter's start, imports and exit. The node agent's own timestamps are
 whole seconds, as a kubelet's are, and are kept beside them.
 
+The pods run in their own virtual environment, ``bench/.image-venv`` (built
+on first use, ignored by git): ``pip install .[s3,k8s]`` of this tree, the
+extras manifests/Dockerfile installs and nothing else, so the node agent
+(which runs pods as local processes, not from the image) does not add the
+import cost of the test suite's venv (httpx, rich, click, ray, kfp...) that
+a real pod would not pay. Its packages are installed again when
+pyproject.toml changes; mrk8s itself is reinstalled from the tree on every
+invocation. ``--pod-venv ''`` runs the pods with this interpreter instead.
+
 Prints one JSON line per run, then the medians and ratios; writes
 ``bench/results/compare_k8s.json`` (with the load average before and after
 each run) and a chart ``compare_k8s.png``.
@@ -62,6 +71,9 @@ from scheduler.stage import TaskEvent
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+#: The pods' environment: what the worker image installs (manifests/Dockerfile).
+IMAGE_VENV = HERE / ".image-venv"
+IMAGE_EXTRAS = "s3,k8s"
 
 CONTESTANTS = ("local", "local-s3", "k8s-s3", "k8s-nodelocal")
 NAMESPACE = "bench"
@@ -239,6 +251,32 @@ POD_KEYS = (
 )  # fmt: skip
 
 
+def image_venv(path: Path) -> Path:
+    """A venv with this tree installed as the image installs it (``pip install
+    .[s3,k8s]``, not editable); returns its ``bin`` directory. Built once and kept;
+    the dependencies again when pyproject.toml changed, mrk8s itself every time."""
+    import hashlib
+
+    pip = [str(path / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    stamp = path / "pyproject.sha256"
+    want = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest() + IMAGE_EXTRAS
+    try:
+        if not stamp.exists() or stamp.read_text() != want:
+            shutil.rmtree(path, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+            subprocess.run([*pip, f"{REPO}[{IMAGE_EXTRAS}]"], check=True)
+            stamp.write_text(want)
+        else:
+            subprocess.run([*pip, "--no-deps", "--force-reinstall", str(REPO)], check=True)
+    except subprocess.CalledProcessError as error:
+        shutil.rmtree(path, ignore_errors=True)
+        raise SystemExit(
+            f"could not build the pods' venv {path} ({error}); run again with network access "
+            "to the package index, or pass --pod-venv '' to run the pods with this interpreter"
+        ) from error
+    return path / "bin"
+
+
 @contextlib.contextmanager
 def s3_server(work: Path) -> Iterator[str]:
     """moto in server mode on a free loopback port, in a process of its own."""
@@ -389,6 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reducers", type=int, default=4, help="reducers (default: %(default)s)")
     p.add_argument("--contestants", default=",".join(CONTESTANTS))
     p.add_argument("--out", default=str(HERE / "results" / "compare_k8s.json"))
+    p.add_argument(
+        "--pod-venv",
+        default=str(IMAGE_VENV),
+        help="the venv the pods run in, built with only the image's extras "
+        "(default: %(default)s); '' for this interpreter's",
+    )
     args = p.parse_args(argv)
     names = [n for n in args.contestants.split(",") if n]
     unknown = sorted(set(names) - set(CONTESTANTS))
@@ -406,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="mrk8s-compare-k8s-"))
     runs: list[dict[str, Any]] = []
     load_before = os.getloadavg()
-    cluster = Cluster(work / "cluster", nodes=3)
+    pod_bin = image_venv(Path(args.pod_venv)) if args.pod_venv else None
+    cluster = Cluster(work / "cluster", nodes=3, pod_bin=pod_bin)
     with s3_server(work) as endpoint:
         fs = s3fs.S3FileSystem(
             key="bench", secret="bench", client_kwargs={"endpoint_url": endpoint}
@@ -475,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {
+        "pod_python": str(pod_bin / "python") if pod_bin else sys.executable,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "load_before": load_before,
