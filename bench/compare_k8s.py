@@ -39,6 +39,8 @@ import cost of the test suite's venv (httpx, rich, click, ray, kfp...) that
 a real pod would not pay. Its packages are installed again when
 pyproject.toml changes; mrk8s itself is reinstalled from the tree on every
 invocation. ``--pod-venv ''`` runs the pods with this interpreter instead.
+``--pod-s3-client arrow`` sets ``MRK8S_S3_CLIENT=arrow`` in the pods
+(Arrow's own S3 client, :mod:`shuffle.s3native`; s3fs by default).
 
 Prints one JSON line per run, then the medians and ratios; writes
 ``bench/results/compare_k8s.json`` (with the load average before and after
@@ -311,7 +313,7 @@ def s3_server(work: Path) -> Iterator[str]:
         log.close()
 
 
-def prepare_namespace(api: Any) -> None:
+def prepare_namespace(api: Any, pod_env: Mapping[str, str]) -> None:
     """The namespace as manifests/ and manifests/node-local/ make it: the worker account,
     the PriorityClass, the S3 credentials, the shuffle token and the shuffle servers."""
     import kubernetes
@@ -346,7 +348,7 @@ def prepare_namespace(api: Any) -> None:
         NAMESPACE, {"metadata": {"name": "mrk8s-worker"}, "automountServiceAccountToken": False}
     )
     core.create_namespaced_secret(
-        NAMESPACE, {"metadata": {"name": SECRET}, "stringData": CREDENTIALS}
+        NAMESPACE, {"metadata": {"name": SECRET}, "stringData": {**CREDENTIALS, **pod_env}}
     )
     core.create_namespaced_secret(
         NAMESPACE,
@@ -428,6 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--contestants", default=",".join(CONTESTANTS))
     p.add_argument("--out", default=str(HERE / "results" / "compare_k8s.json"))
     p.add_argument(
+        "--pod-s3-client",
+        choices=("s3fs", "arrow"),
+        default="s3fs",
+        help="the pods' $MRK8S_S3_CLIENT (shuffle/s3native.py; default: %(default)s)",
+    )
+    p.add_argument(
         "--pod-venv",
         default=str(IMAGE_VENV),
         help="the venv the pods run in, built with only the image's extras "
@@ -460,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start()
         try:
             api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
-            prepare_namespace(api)
+            prepare_namespace(api, {"MRK8S_S3_CLIENT": args.pod_s3_client})
             clock = PodClock(api, NAMESPACE).start()
             for run in range(1, args.repeat + 1):
                 for name in run_order(names, run):
@@ -521,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {
         "pod_python": str(pod_bin / "python") if pod_bin else sys.executable,
+        "pod_s3_client": args.pod_s3_client,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "load_before": load_before,

@@ -8,8 +8,11 @@ module maps s3fs's storage options onto it, faithfully or not at all:
 :func:`filesystem` returns None for any option it cannot map (the caller then
 uses s3fs), so a job configured for s3fs never runs with a different meaning.
 
-Used when ``$MRK8S_S3_CLIENT`` is ``arrow`` (``mrk8s worker`` sets that
-default; ``MRK8S_S3_CLIENT=s3fs`` in the pod's environment turns it off).
+Used only when ``$MRK8S_S3_CLIENT`` is ``arrow`` (say, in the worker pods'
+environment); the default is s3fs, because Arrow's client does not retry a
+connection dropped mid-request (curl code 8 on UploadPart), which s3fs does:
+tests/mrk8s/test_s3.py::test_transient_s3_faults_are_retried fails with
+``MRK8S_S3_CLIENT=arrow`` and passes without.
 Credentials not given in the options come from the same places for both
 clients: the ``AWS_*`` environment variables, then the AWS config files and
 the pod's web identity or instance role.
@@ -29,6 +32,8 @@ ENV = "MRK8S_S3_CLIENT"
 #: s3fs options mapped here, and the client_kwargs ones.
 _OPTIONS = {"key", "secret", "token", "anon", "endpoint_url", "client_kwargs"}
 _CLIENT_KWARGS = {"endpoint_url", "region_name"}
+#: Tries of one request.
+RETRIES = 6
 
 
 def wanted(environ: Mapping[str, str] = os.environ) -> bool:
@@ -43,12 +48,37 @@ class S3Wrapper(ArrowFSWrapper):  # type: ignore[misc]
     """Arrow's S3 filesystem as fsspec's, with s3fs's meaning of ``makedirs``:
     S3 has no directories, so making one inside a bucket writes nothing (Arrow
     would write an empty ``dir/`` marker object per level); and ranges read with
-    a HEAD and one ranged GET (fsspec's wrapper would seek on an unseekable stream)."""
+    a HEAD and one ranged GET (fsspec's wrapper would seek on an unseekable stream);
+    and removal leaves no empty prefix behind (Arrow writes a ``parent/`` marker
+    object when a delete would empty a directory; s3fs, and S3, have none)."""
 
     def makedirs(self, path: str, exist_ok: bool = False) -> None:
         if "/" in self._strip_protocol(path).strip("/"):
             return
         super().makedirs(path, exist_ok=exist_ok)
+
+    def rm(self, path: str, recursive: bool = False, maxdepth: int | None = None) -> None:
+        super().rm(path, recursive=recursive, maxdepth=maxdepth)
+        self._drop_empty_parents(self._strip_protocol(path).rstrip("/"))
+
+    def rm_file(self, path: str) -> None:
+        super().rm_file(path)
+        self._drop_empty_parents(self._strip_protocol(path).rstrip("/"))
+
+    def _drop_empty_parents(self, path: str) -> None:
+        """Delete the markers Arrow wrote for the parents a delete emptied, up to the
+        bucket (each delete of a marker may write the next one up: deleted in turn)."""
+        from pyarrow.fs import FileSelector
+
+        parent = path.rsplit("/", 1)[0]
+        while "/" in parent:
+            try:
+                if self.fs.get_file_info(FileSelector(parent)):
+                    return  # not empty: nothing was written for it
+            except FileNotFoundError:
+                return  # no marker either
+            self.fs.delete_dir(parent)
+            parent = parent.rsplit("/", 1)[0]
 
     @wrap_exceptions  # type: ignore[untyped-decorator]
     def cat_file(
@@ -101,4 +131,6 @@ def filesystem(storage_options: Mapping[str, Any]) -> S3Wrapper | None:
         return None
     from pyarrow import fs as pafs
 
+    # As many tries as s3fs gives a request (its retries=5), the SDK's backoff between.
+    kwargs["retry_strategy"] = pafs.AwsDefaultS3RetryStrategy(max_attempts=RETRIES)
     return S3Wrapper(pafs.S3FileSystem(**kwargs))

@@ -10,7 +10,7 @@ discarded, never completed). This module knows nothing of jobs or tasks.
 
 ``s3://`` goes through s3fs, or through Arrow's own S3 client where
 ``$MRK8S_S3_CLIENT`` is ``arrow`` and the storage options map onto it
-(:mod:`shuffle.s3native`; ``mrk8s worker`` sets that default). Arrow's client
+(:mod:`shuffle.s3native`; off by default). Arrow's client
 cannot abort an upload from Python: a failed write there is completed and then
 deleted, so it can be seen for a moment under its own (attempt's) name.
 """
@@ -97,7 +97,7 @@ class FsspecStore:
     def __init__(self, root_url: str, storage_options: Mapping[str, Any] | None = None) -> None:
         self.root_url = root_url.rstrip("/") or "/"
         self.storage_options = dict(storage_options or {})
-        self.fs, self.root = _filesystem(self.root_url, self.storage_options)
+        self.fs, self.root = url_to_fs(self.root_url, self.storage_options)
         self.root = self.root.rstrip("/")
         self.is_local = isinstance(self.fs, LocalFileSystem)
 
@@ -310,7 +310,7 @@ class FsspecStore:
                 self.fs.mv(self._path(src), self._path(dst), recursive=True)
 
 
-def _filesystem(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
+def url_to_fs(url: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:
     """The fsspec filesystem and path of ``url``: Arrow's S3 client for ``s3://`` when
     asked for and the options map onto it (:mod:`shuffle.s3native`), else fsspec's."""
     if url.startswith("s3://"):
@@ -321,7 +321,7 @@ def _filesystem(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
             if fs is not None:
                 return fs, url[len("s3://") :]
             logger.info("%s: storage options %s need s3fs", url, sorted(storage_options))
-    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options))
     return fs, path
 
 

@@ -16,8 +16,8 @@ backend's long-lived workers call. Exit codes: 0 done; 2 a user error (do not
 retry: the pod failure policy fails the job at once); 1 anything else (retry).
 With ``$MRK8S_SHUFFLE_SERVERS`` set, a reducer reads map outputs kept on
 other nodes' disks from their shuffle servers (:mod:`shuffle.httpfs`).
-``s3://`` goes through Arrow's own S3 client unless ``$MRK8S_S3_CLIENT`` is
-``s3fs`` (:mod:`shuffle.s3native`): a task process then builds no botocore
+``s3://`` goes through Arrow's own S3 client when ``$MRK8S_S3_CLIENT`` is
+``arrow`` (:mod:`shuffle.s3native`): a task process then builds no botocore
 client stack for its few requests.
 """
 
@@ -78,10 +78,7 @@ def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
         "stage": args.stage,
     }
     from mrk8s.tasks.run import run_task
-    from shuffle import httpfs, s3native
-
-    # This process: a worker's few S3 requests on Arrow's client, unless the pod says not.
-    os.environ.setdefault(s3native.ENV, environ.get(s3native.ENV, "arrow"))
+    from shuffle import httpfs
 
     try:
         # Node-local shuffle on Kubernetes: other nodes' map outputs come from
