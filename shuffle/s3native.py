@@ -12,7 +12,8 @@ Used only when ``$MRK8S_S3_CLIENT`` is ``arrow`` (say, in the worker pods'
 environment); the default is s3fs, because Arrow's client does not retry a
 connection dropped mid-request (curl code 8 on UploadPart), which s3fs does:
 tests/mrk8s/test_s3.py::test_transient_s3_faults_are_retried fails with
-``MRK8S_S3_CLIENT=arrow`` and passes without.
+``MRK8S_S3_CLIENT=arrow`` and passes without (through tests/faultproxy.py a
+500 on UploadPart was not retried either, and a dropped connection hung).
 Credentials not given in the options come from the same places for both
 clients: the ``AWS_*`` environment variables, then the AWS config files and
 the pod's web identity or instance role.
