@@ -31,6 +31,17 @@ process life, of which the task itself; the rest of the process life is the
 interpreter's start, imports and exit. The node agent's own timestamps are
 whole seconds, as a kubelet's are, and are kept beside them.
 
+The pods run in their own virtual environment, ``bench/.image-venv`` (built
+on first use, ignored by git): ``pip install .[s3,k8s]`` of this tree, the
+extras manifests/Dockerfile installs and nothing else, so the node agent
+(which runs pods as local processes, not from the image) does not add the
+import cost of the test suite's venv (httpx, rich, click, ray, kfp...) that
+a real pod would not pay. Its packages are installed again when
+pyproject.toml changes; mrk8s itself is reinstalled from the tree on every
+invocation. ``--pod-venv ''`` runs the pods with this interpreter instead.
+``--pod-s3-client arrow`` sets ``MRK8S_S3_CLIENT=arrow`` in the pods
+(Arrow's own S3 client, :mod:`shuffle.s3native`; s3fs by default).
+
 Prints one JSON line per run, then the medians and ratios; writes
 ``bench/results/compare_k8s.json`` (with the load average before and after
 each run) and a chart ``compare_k8s.png``.
@@ -62,6 +73,9 @@ from scheduler.stage import TaskEvent
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+#: The pods' environment: what the worker image installs (manifests/Dockerfile).
+IMAGE_VENV = HERE / ".image-venv"
+IMAGE_EXTRAS = "s3,k8s"
 
 CONTESTANTS = ("local", "local-s3", "k8s-s3", "k8s-nodelocal")
 NAMESPACE = "bench"
@@ -239,6 +253,32 @@ POD_KEYS = (
 )  # fmt: skip
 
 
+def image_venv(path: Path) -> Path:
+    """A venv with this tree installed as the image installs it (``pip install
+    .[s3,k8s]``, not editable); returns its ``bin`` directory. Built once and kept;
+    the dependencies again when pyproject.toml changed, mrk8s itself every time."""
+    import hashlib
+
+    pip = [str(path / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    stamp = path / "pyproject.sha256"
+    want = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest() + IMAGE_EXTRAS
+    try:
+        if not stamp.exists() or stamp.read_text() != want:
+            shutil.rmtree(path, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+            subprocess.run([*pip, f"{REPO}[{IMAGE_EXTRAS}]"], check=True)
+            stamp.write_text(want)
+        else:
+            subprocess.run([*pip, "--no-deps", "--force-reinstall", str(REPO)], check=True)
+    except subprocess.CalledProcessError as error:
+        shutil.rmtree(path, ignore_errors=True)
+        raise SystemExit(
+            f"could not build the pods' venv {path} ({error}); run again with network access "
+            "to the package index, or pass --pod-venv '' to run the pods with this interpreter"
+        ) from error
+    return path / "bin"
+
+
 @contextlib.contextmanager
 def s3_server(work: Path) -> Iterator[str]:
     """moto in server mode on a free loopback port, in a process of its own."""
@@ -273,7 +313,7 @@ def s3_server(work: Path) -> Iterator[str]:
         log.close()
 
 
-def prepare_namespace(api: Any) -> None:
+def prepare_namespace(api: Any, pod_env: Mapping[str, str]) -> None:
     """The namespace as manifests/ and manifests/node-local/ make it: the worker account,
     the PriorityClass, the S3 credentials, the shuffle token and the shuffle servers."""
     import kubernetes
@@ -308,7 +348,7 @@ def prepare_namespace(api: Any) -> None:
         NAMESPACE, {"metadata": {"name": "mrk8s-worker"}, "automountServiceAccountToken": False}
     )
     core.create_namespaced_secret(
-        NAMESPACE, {"metadata": {"name": SECRET}, "stringData": CREDENTIALS}
+        NAMESPACE, {"metadata": {"name": SECRET}, "stringData": {**CREDENTIALS, **pod_env}}
     )
     core.create_namespaced_secret(
         NAMESPACE,
@@ -389,6 +429,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reducers", type=int, default=4, help="reducers (default: %(default)s)")
     p.add_argument("--contestants", default=",".join(CONTESTANTS))
     p.add_argument("--out", default=str(HERE / "results" / "compare_k8s.json"))
+    p.add_argument(
+        "--pod-s3-client",
+        choices=("s3fs", "arrow"),
+        default="s3fs",
+        help="the pods' $MRK8S_S3_CLIENT (shuffle/s3native.py; default: %(default)s)",
+    )
+    p.add_argument(
+        "--pod-venv",
+        default=str(IMAGE_VENV),
+        help="the venv the pods run in, built with only the image's extras "
+        "(default: %(default)s); '' for this interpreter's",
+    )
     args = p.parse_args(argv)
     names = [n for n in args.contestants.split(",") if n]
     unknown = sorted(set(names) - set(CONTESTANTS))
@@ -406,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="mrk8s-compare-k8s-"))
     runs: list[dict[str, Any]] = []
     load_before = os.getloadavg()
-    cluster = Cluster(work / "cluster", nodes=3)
+    pod_bin = image_venv(Path(args.pod_venv)) if args.pod_venv else None
+    cluster = Cluster(work / "cluster", nodes=3, pod_bin=pod_bin)
     with s3_server(work) as endpoint:
         fs = s3fs.S3FileSystem(
             key="bench", secret="bench", client_kwargs={"endpoint_url": endpoint}
@@ -415,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start()
         try:
             api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
-            prepare_namespace(api)
+            prepare_namespace(api, {"MRK8S_S3_CLIENT": args.pod_s3_client})
             clock = PodClock(api, NAMESPACE).start()
             for run in range(1, args.repeat + 1):
                 for name in run_order(names, run):
@@ -475,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {
+        "pod_python": str(pod_bin / "python") if pod_bin else sys.executable,
+        "pod_s3_client": args.pod_s3_client,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "load_before": load_before,

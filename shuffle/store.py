@@ -7,6 +7,12 @@ Writes are atomic from a reader's point of view: on a local filesystem they
 go to a temporary name and are renamed into place; on an object store the
 object appears only when its upload completes (and a failed upload is
 discarded, never completed). This module knows nothing of jobs or tasks.
+
+``s3://`` goes through s3fs, or through Arrow's own S3 client where
+``$MRK8S_S3_CLIENT`` is ``arrow`` and the storage options map onto it
+(:mod:`shuffle.s3native`; off by default). Arrow's client
+cannot abort an upload from Python: a failed write there is completed and then
+deleted, so it can be seen for a moment under its own (attempt's) name.
 """
 
 from __future__ import annotations
@@ -100,15 +106,23 @@ class FsspecStore:
     def __init__(self, root_url: str, storage_options: Mapping[str, Any] | None = None) -> None:
         self.root_url = root_url.rstrip("/") or "/"
         self.storage_options = dict(storage_options or {})
-        self.fs, self.root = fsspec.core.url_to_fs(self.root_url, **self.storage_options)
+        self.fs, self.root = url_to_fs(self.root_url, self.storage_options)
         self.root = self.root.rstrip("/")
         self.is_local = isinstance(self.fs, LocalFileSystem)
 
     def __repr__(self) -> str:
         return f"FsspecStore({self.root_url!r})"
 
+    @property
+    def _native_s3(self) -> bool:
+        from shuffle import s3native
+
+        return isinstance(self.fs, s3native.S3Wrapper)
+
     def _upload_options(self) -> dict[str, int]:
         """``put_file`` arguments that bound an upload's memory, where the filesystem has them."""
+        if self._native_s3:
+            return {}  # Arrow's uploads bound their memory themselves
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         if "s3" in protocols:
             return {"chunksize": UPLOAD_PART_BYTES, "max_concurrency": UPLOAD_PARTS_IN_FLIGHT}
@@ -228,6 +242,8 @@ class FsspecStore:
                         discard = getattr(f, "discard", None)
                         if discard is not None:
                             discard()
+                        elif self._native_s3:
+                            self._complete_and_delete(f, full)
                         raise
                     else:
                         f.close()
@@ -254,9 +270,27 @@ class FsspecStore:
                             os.unlink(tmp)
                         raise
                     os.unlink(local_path)
+            elif self._native_s3:
+                with open(local_path, "rb") as src:
+                    f = self.fs.open(full, "wb")
+                    try:
+                        shutil.copyfileobj(src, f, length=UPLOAD_PART_BYTES)
+                    except BaseException:
+                        self._complete_and_delete(f, full)
+                        raise
+                    f.close()
+                os.unlink(local_path)
             else:
                 self.fs.put_file(local_path, full, **self._upload_options())
                 os.unlink(local_path)
+
+    def _complete_and_delete(self, f: IO[bytes], full: str) -> None:
+        """A failed upload on Arrow's client, which cannot abort one: close (which may
+        complete it) and delete what appeared."""
+        with contextlib.suppress(Exception):
+            f.close()
+        with contextlib.suppress(Exception):
+            self.fs.rm_file(full)
 
     def exists(self, path: str) -> bool:
         self._fresh()
@@ -294,6 +328,21 @@ class FsspecStore:
                 os.replace(self._path(src), self._path(dst))
             else:
                 self.fs.mv(self._path(src), self._path(dst), recursive=True)
+
+
+def url_to_fs(url: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:
+    """The fsspec filesystem and path of ``url``: Arrow's S3 client for ``s3://`` when
+    asked for and the options map onto it (:mod:`shuffle.s3native`), else fsspec's."""
+    if url.startswith("s3://"):
+        from shuffle import s3native
+
+        if s3native.wanted():
+            fs = s3native.filesystem(storage_options)
+            if fs is not None:
+                return fs, url[len("s3://") :]
+            logger.info("%s: storage options %s need s3fs", url, sorted(storage_options))
+    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options))
+    return fs, path
 
 
 @contextlib.contextmanager

@@ -16,6 +16,9 @@ backend's long-lived workers call. Exit codes: 0 done; 2 a user error (do not
 retry: the pod failure policy fails the job at once); 1 anything else (retry).
 With ``$MRK8S_SHUFFLE_SERVERS`` set, a reducer reads map outputs kept on
 other nodes' disks from their shuffle servers (:mod:`shuffle.httpfs`).
+``s3://`` goes through Arrow's own S3 client when ``$MRK8S_S3_CLIENT`` is
+``arrow`` (:mod:`shuffle.s3native`): a task process then builds no botocore
+client stack for its few requests.
 """
 
 from __future__ import annotations

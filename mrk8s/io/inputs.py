@@ -36,7 +36,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,6 +47,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from mrk8s.errors import InputError
 from mrk8s.io.split import Split
+from shuffle.store import url_to_fs
 
 __all__ = [
     "FORMATS",
@@ -212,7 +212,8 @@ def _list_one(
 
 def _url_to_fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
     try:
-        fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        # fsspec's, or Arrow's S3 client in a worker (shuffle.s3native).
+        fs, path = url_to_fs(url, storage_options or {})
     except (ImportError, ValueError) as exc:
         # An unknown protocol, or a known one whose package is missing; fsspec's
         # message already names the package to install.

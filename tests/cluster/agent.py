@@ -85,6 +85,7 @@ class NodeAgent:
             apiserver_host=server.hostname or "127.0.0.1",
             apiserver_port=server.port or 443,
             api=self.core,
+            **({"bin": Path(config["pod_bin"])} if config.get("pod_bin") else {}),
         )
         self.runs: dict[str, PodRun] = {}  # by uid
         self.by_name: dict[tuple[str, str], PodRun] = {}  # the newest run of (namespace, name)

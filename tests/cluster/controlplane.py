@@ -135,6 +135,9 @@ class Cluster:
 
     state: Path
     nodes: int = 3
+    #: The directory the node agent puts first on every container's PATH (None: the
+    #: agent's own interpreter's), e.g. a venv's bin with only what the image installs.
+    pod_bin: Path | None = None
     server: str = ""
     kubeconfig: Path = field(init=False)
     ca: Path = field(init=False)
@@ -305,6 +308,7 @@ class Cluster:
             "ca": str(keys.ca.cert),
             "apiserver_client_ca": str(keys.ca.cert),
             "state": str(self.state / "nodes"),
+            "pod_bin": str(self.pod_bin) if self.pod_bin else None,
             "nodes": [
                 {
                     "name": name,

@@ -2,8 +2,9 @@
 
 `PodRun` does for one pod what a kubelet does, with local processes in
 place of containers: the image is not pulled; each container's command and
-args run with this machine's Python environment (the agent's interpreter is
-first on PATH), as a process group of their own. It
+args run with this machine's Python environment (the agent's interpreter, or
+the environment the agent's config names as `pod_bin`, is first on PATH), as
+a process group of their own. It
 
 - builds each container's environment as a kubelet does: `env` values,
   `valueFrom` (`fieldRef`, `configMapKeyRef`, `secretKeyRef`), `envFrom`,
@@ -134,6 +135,9 @@ class Node:
     apiserver_host: str
     apiserver_port: int
     api: Any  # the node's kubernetes.client.CoreV1Api (its own credentials)
+    #: The directory put first on a container's PATH: the agent's own interpreter's by
+    #: default; a separate environment's (say, one with only what the image installs).
+    bin: Path = Path(sys.executable).parent
 
 
 class PodRun:
@@ -334,9 +338,8 @@ class PodRun:
 
     def _environment(self, container: dict[str, Any]) -> dict[str, str]:
         """The base environment, then envFrom, then env in order, as a kubelet builds it."""
-        interpreter = str(Path(sys.executable).parent)
         env = {
-            "PATH": f"{interpreter}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "PATH": f"{self.node.bin}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(self.directory / "root"),
             "HOSTNAME": self.pod["spec"].get("hostname", self.name),
             "KUBERNETES_SERVICE_HOST": self.node.apiserver_host,

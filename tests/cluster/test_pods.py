@@ -56,3 +56,23 @@ def test_field_refs_are_the_downward_apis() -> None:
     assert field_value(pod, "metadata.labels['app']", "127.0.0.11") == "x"
     assert field_value(pod, "status.podIP", "127.0.0.11") == "127.0.0.11"
     assert field_value(pod, "spec.nodeName", "127.0.0.11") == "node-1"
+
+
+def test_containers_run_with_the_configured_bin_directory_first_on_path(tmp_path: Path) -> None:
+    """pod_bin in the agent's config (a venv with only the image's packages, say)."""
+    import os
+    import sys
+
+    from tests.cluster.pods import Node, PodRun
+
+    pod = {"metadata": {"namespace": "ns", "name": "p", "uid": "u"}, "spec": {}}
+    common = {"name": "n", "ip": "10.0.0.1", "directory": tmp_path, "api": None}
+    node = Node(apiserver_host="127.0.0.1", apiserver_port=6443, **common)
+    lean = Node(
+        apiserver_host="127.0.0.1", apiserver_port=6443, bin=tmp_path / "venv" / "bin", **common
+    )
+    default = PodRun(pod, node)._environment({"name": "c"})["PATH"].split(os.pathsep)
+    chosen = PodRun(pod, lean)._environment({"name": "c"})["PATH"].split(os.pathsep)
+    assert default[0] == str(Path(sys.executable).parent)
+    assert chosen[0] == str(tmp_path / "venv" / "bin")
+    assert chosen[1:] == default[1:]

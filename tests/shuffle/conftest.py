@@ -19,16 +19,21 @@ import pytest
 from shuffle.store import FsspecStore
 
 
-@pytest.fixture(params=["local", "memory", "s3"])
+@pytest.fixture(params=["local", "memory", "s3", "s3-arrow"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FsspecStore]:
     if request.param == "local":
         local = FsspecStore(str(tmp_path / "store"))
         assert local.is_local
         yield local
         return
-    if request.param == "s3":
+    if request.param in ("s3", "s3-arrow"):
         bucket = request.getfixturevalue("s3_bucket")
-        yield FsspecStore(f"{bucket.url}/store", bucket.storage_options)
+        # s3-arrow: the same server through Arrow's own S3 client (shuffle.s3native).
+        client = "arrow" if request.param == "s3-arrow" else "s3fs"
+        request.getfixturevalue("monkeypatch").setenv("MRK8S_S3_CLIENT", client)
+        s3 = FsspecStore(f"{bucket.url}/store", bucket.storage_options)
+        assert type(s3.fs).__name__ == ("S3Wrapper" if client == "arrow" else "S3FileSystem")
+        yield s3
         return
     top = f"mrk8s-test-{uuid.uuid4().hex}"
     remote = FsspecStore(f"memory://{top}/store")
