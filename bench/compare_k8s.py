@@ -528,7 +528,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {
-        "pod_python": str(pod_bin / "python") if pod_bin else sys.executable,
+        # Relative to the repository (no path of this machine in the results).
+        "pod_python": (
+            os.path.relpath(pod_bin / "python", REPO) if pod_bin else "the suite's .venv"
+        ),
         "pod_s3_client": args.pod_s3_client,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],

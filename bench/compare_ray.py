@@ -462,7 +462,9 @@ def main(argv: list[str]) -> int:
                 row.update(run_in_child(name, size, args.workers))
                 row["gib_per_s"] = float(f"{size / 2**30 / row['seconds']:.3g}")
             except Exception as exc:  # report it and go on with the others
-                row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+                # Paths of this machine are cut to the repository's own.
+                error = f"{type(exc).__name__}: {exc}".replace(f"{REPO}/", "")
+                row["error"] = error[:2000]
             print(json.dumps(row), flush=True)
             results.append(row)
     summary = summarise(results, names)
