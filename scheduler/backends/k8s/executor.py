@@ -137,6 +137,11 @@ class KubernetesExecutor:
         self._client: Any = None
         self._owners: dict[str, dict[str, Any]] = {}
         self._following: list[str] = []  # the names of the Jobs being followed
+        # Jobs this driver followed until done. A stage is done when its pods succeeded,
+        # before the Job controller marks the Job Complete, so such a Job may still look
+        # running when the stage runs again (map outputs lost with a node): it is never
+        # re-attached to, as its tasks' results may since have been invalidated.
+        self._done_uids: set[str] = set()
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -252,7 +257,8 @@ class KubernetesExecutor:
         if existing is not None:
             theirs = (existing["metadata"].get("annotations") or {}).get(indexmap.ANNOTATION)
             covered = theirs is not None and set(indexes) <= set(indexmap.decode(theirs))
-            if covered and not _is_finished(existing):
+            done_here = existing["metadata"]["uid"] in self._done_uids
+            if covered and not _is_finished(existing) and not done_here:
                 logger.info("re-attaching to the running Job %s/%s", self.namespace, name)
                 return existing
             self._delete_job(name, existing["metadata"]["uid"])
@@ -338,6 +344,7 @@ class KubernetesExecutor:
         # Every group's Job runs at once, and is followed at once: a failure in any is
         # reported when it happens.
         self._follow(follows)
+        self._done_uids.update(f.uid for f in follows)
         self._following = []
         fetch = resolve(stage.result_entrypoint)
         seen_results = {i: r for f in follows for i, r in f.results.items()}
