@@ -77,3 +77,23 @@ def join_inputs(
         if str(uid) in by_id
     }  # fmt: skip
     return JoinInputs(u, o, expected, len(order_rows) - len(expected))
+
+
+#: A word count whose mappers say on stderr what they read: a task's own output,
+#: for the tests that read task logs (mrk8s logs, the gateway's kept pod logs).
+LOUD_WORDCOUNT = """\
+import sys
+
+from mrk8s import MapReduce
+
+
+class LoudWordCount(MapReduce):
+    def mapper(self, key, line):
+        words = line.split()
+        print(f"mapped a line of {len(words)} words", file=sys.stderr, flush=True)
+        for word in words:
+            yield word, 1
+
+    def reducer(self, word, counts):
+        yield word, sum(counts)
+"""

@@ -23,31 +23,13 @@ import pytest
 from tests.gateway.conftest import EXAMPLES, JOBS, follow, submit, upload, wait_until
 from tests.manifests.kustomize import installed
 from tests.s3 import S3Bucket
-from tests.util import make_words, parse_text_output
+from tests.util import LOUD_WORDCOUNT, make_words, parse_text_output
 
 kubernetes = pytest.importorskip("kubernetes")
 
 __all__ = ["installed"]  # the fixture, imported to be used here
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
-
-#: A word count whose mappers say on stderr what they read (a task pod's own log).
-LOUD = """\
-import sys
-
-from mrk8s import MapReduce
-
-
-class LoudWordCount(MapReduce):
-    def mapper(self, key, line):
-        words = line.split()
-        print(f"mapped a line of {len(words)} words", file=sys.stderr, flush=True)
-        for word in words:
-            yield word, 1
-
-    def reducer(self, word, counts):
-        yield word, sum(counts)
-"""
 
 
 @pytest.fixture
@@ -164,7 +146,7 @@ def test_a_k8s_job_succeeds_with_exact_counts_and_its_logs_outlive_its_pods(
     gw = k8s_gateway()
     text = make_words(4000, vocab=300, seed=11)
     with gw.client("alice") as c:
-        script = upload(c, "loud.py", LOUD)
+        script = upload(c, "loud.py", LOUD_WORDCOUNT)
         data = upload(c, "words.txt", text)
         job = submit(c, script=script, inputs=[data], reducers=2, backend="k8s",
                      resources={"workers": 2})  # fmt: skip

@@ -27,29 +27,11 @@ from tests.cluster.controlplane import Cluster
 from tests.conftest import CLIResult
 from tests.manifests.kustomize import installed
 from tests.s3 import S3Bucket
-from tests.util import make_words
+from tests.util import LOUD_WORDCOUNT, make_words
 
 pytestmark = pytest.mark.cluster
 
 __all__ = ["installed"]  # the fixture, imported to be used here
-
-#: A word count whose mappers say on stderr what they read: a task's own output.
-SCRIPT = """\
-import sys
-
-from mrk8s import MapReduce
-
-
-class LoudWordCount(MapReduce):
-    def mapper(self, key, line):
-        words = line.split()
-        print(f"mapped a line of {len(words)} words", file=sys.stderr, flush=True)
-        for word in words:
-            yield word, 1
-
-    def reducer(self, word, counts):
-        yield word, sum(counts)
-"""
 
 
 @pytest.mark.timeout(420)
@@ -81,7 +63,7 @@ def test_submit_runs_a_job_whose_driver_is_a_pod_and_logs_prints_a_tasks_output(
     fs.pipe(f"{s3_bucket.url}/in/words.txt", text.encode())
     (tmp_path / "job").mkdir()
     script = tmp_path / "job" / "loud.py"
-    script.write_text(SCRIPT)
+    script.write_text(LOUD_WORDCOUNT)
     job_id = f"loud-{uuid.uuid4().hex[:4]}"
     where = ["--kubeconfig", str(cluster.kubeconfig), "-n", installed]
     # No credentials on the command line: the pods get them from the Secret.
