@@ -189,38 +189,25 @@ class Reconciler:
         try:
             answered = self.apply(target, job_id, objects)
         except ResourceNotFoundError as exc:
-            self._undo(target, job_id)
             kinds = ", ".join(sorted({f"{o['apiVersion']} {o['kind']}" for o in objects}))
-            self.state.transition(
+            self._refused(
+                target,
                 job_id,
-                [st.QUEUED],
-                st.FAILED,
                 f"the cluster does not know a kind of its manifest (commit {head[:12]})",
-                finished_at=time.time(),
-                error=(
-                    f"the cluster of queue {job['queue']!r} does not serve one of {kinds} "
-                    f"({exc}); a RayJob needs KubeRay's CRDs installed (manifests/ray/crds/)"
-                ),
+                f"the cluster of queue {job['queue']!r} does not serve one of {kinds} "
+                f"({exc}); a RayJob needs KubeRay's CRDs installed (manifests/ray/crds/)",
             )
-            self.on_change(job_id)
             return True
         except ApiException as exc:
             if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (409, 429):
-                message = _api_message(exc)
-                self._undo(target, job_id)
-                self.state.transition(
+                self._refused(
+                    target,
                     job_id,
-                    [st.QUEUED],
-                    st.FAILED,
                     f"the cluster refused its manifest from git commit {head[:12]}",
-                    finished_at=time.time(),
-                    error=(
-                        f"applying the job's manifest (git commit {job['git_commit'][:12]}) "
-                        f"failed: HTTP {exc.status}: {message}; fix the queue's settings "
-                        "(namespace, image, secrets) and submit again"
-                    ),
+                    f"applying the job's manifest (git commit {job['git_commit'][:12]}) "
+                    f"failed: HTTP {exc.status}: {_api_message(exc)}; fix the queue's "
+                    "settings (namespace, image, secrets) and submit again",
                 )
-                self.on_change(job_id)
                 return True
             logger.warning("applying job %s: HTTP %s; trying again", job_id, exc.status)
             return False
@@ -238,15 +225,22 @@ class Reconciler:
             # Cancelled while it was being applied: what was applied goes again.
             self.delete(target, job_id)
             return True
-        if moved:
-            logger.info(
-                "job %s applied from git commit %s (%d objects)", job_id, head[:12], len(answered)
-            )
-            self.on_change(job_id)
-            fresh = self.state.job(job_id)
-            if fresh is not None:
-                self.follow(target, fresh)
+        logger.info(
+            "job %s applied from git commit %s (%d objects)", job_id, head[:12], len(answered)
+        )
+        self.on_change(job_id)
+        fresh = self.state.job(job_id)
+        if fresh is not None:
+            self.follow(target, fresh)
         return True
+
+    def _refused(self, target: GitTarget, job_id: str, reason: str, error: str) -> None:
+        """The cluster refused the job's manifest: undo what was applied, fail the job."""
+        self._undo(target, job_id)
+        self.state.transition(
+            job_id, [st.QUEUED], st.FAILED, reason, finished_at=time.time(), error=error
+        )
+        self.on_change(job_id)
 
     def _undo(self, target: GitTarget, job_id: str) -> None:
         """Delete what was applied of a job the cluster refused in part (nothing half-made)."""

@@ -108,10 +108,8 @@ class _Watch:
     """The Jobs and pods of the mrk8s jobs of one namespace, kept current by two followers."""
 
     def __init__(self, backend: K8sBackend, namespace: str, watch_seconds: int | None) -> None:
-        import kubernetes.client
-
         from scheduler.backends.k8s import names
-        from scheduler.backends.k8s.watch import WATCH_SECONDS, Follower
+        from scheduler.backends.k8s.watch import WATCH_SECONDS, jobs_and_pods
 
         watch_seconds = watch_seconds or WATCH_SECONDS
         self.namespace = namespace
@@ -120,24 +118,13 @@ class _Watch:
         api = backend.connection().api
         selector = f"{names.APP_LABEL}={names.APP}"
         self.events: queue.Queue[Any] = queue.Queue()
-        self.followers = [
-            Follower(
-                kubernetes.client.BatchV1Api(api).list_namespaced_job,
-                namespace=namespace,
-                selector=selector,
-                kind="job",
-                out=self.events,
-                watch_seconds=watch_seconds,
-            ),
-            Follower(
-                kubernetes.client.CoreV1Api(api).list_namespaced_pod,
-                namespace=namespace,
-                selector=selector,
-                kind="pod",
-                out=self.events,
-                watch_seconds=watch_seconds,
-            ),
-        ]
+        self.followers = jobs_and_pods(
+            api,
+            namespace=namespace,
+            selector=selector,
+            out=self.events,
+            watch_seconds=watch_seconds,
+        )
 
     def reconnects(self) -> int:
         return sum(max(f.watches - 1, 0) + max(f.lists - 1, 0) for f in self.followers)

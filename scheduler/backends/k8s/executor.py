@@ -415,20 +415,10 @@ class KubernetesExecutor:
         )
         by_uid = {f.uid: f for f in follows}
         followers = [
-            watch.Follower(
-                self.batch.list_namespaced_job,
-                namespace=self.namespace,
-                selector=selector,
-                kind="job",
-                out=events,
-            ).start(),
-            watch.Follower(
-                self.core.list_namespaced_pod,
-                namespace=self.namespace,
-                selector=selector,
-                kind="pod",
-                out=events,
-            ).start(),
+            f.start()
+            for f in watch.jobs_and_pods(
+                self._client, namespace=self.namespace, selector=selector, out=events
+            )
         ]
         last_check = time.monotonic()
         try:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
@@ -166,3 +167,31 @@ class Follower:
         finally:
             self._response = None
             response.release_conn()
+
+
+def jobs_and_pods(
+    api: Any,
+    *,
+    namespace: str,
+    selector: str,
+    out: queue.Queue[Event],
+    watch_seconds: int = WATCH_SECONDS,
+) -> list[Follower]:
+    """Two followers (not started) of the Jobs and the pods ``selector`` picks in
+    ``namespace``, both sending to ``out`` (kinds ``job`` and ``pod``); ``api`` is a
+    kubernetes ``ApiClient``."""
+    lists = {
+        "job": kubernetes.client.BatchV1Api(api).list_namespaced_job,
+        "pod": kubernetes.client.CoreV1Api(api).list_namespaced_pod,
+    }
+    return [
+        Follower(
+            fn,
+            namespace=namespace,
+            selector=selector,
+            kind=kind,
+            out=out,
+            watch_seconds=watch_seconds,
+        )
+        for kind, fn in lists.items()
+    ]
