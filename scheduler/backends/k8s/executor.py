@@ -207,6 +207,23 @@ class KubernetesExecutor:
         """The job's owner ConfigMap, created if missing (as a dict with its uid)."""
         cached = self._owners.get(job_id)
         if cached is not None:
+            # Deleted since (kubectl delete, mrk8s cancel): the job is cancelled, and a
+            # Job made for the dead owner would only be garbage-collected.
+            name = cached["metadata"]["name"]
+            try:
+                now = self.core.read_namespaced_config_map(name, self.namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise k8s_client.explain(
+                        exc, self._client, "read the job's ConfigMap", self.namespace
+                    ) from exc
+                now = None
+            if now is None or now.metadata.uid != cached["metadata"]["uid"]:
+                raise JobFailedError(
+                    f"the job's owner ConfigMap {self.namespace}/{name} was deleted while "
+                    "it ran (mrk8s cancel, or kubectl delete): its Jobs and pods "
+                    "are gone; run the same command again to resume from its checkpoints"
+                )
             return cached
         body = render.owner_config_map(job_id, self.settings)
         name = body["metadata"]["name"]
@@ -436,19 +453,21 @@ class KubernetesExecutor:
                     jobs = ", ".join(f.name for f in follows)
                     raise k8s_client.explain(payload, self._client, f"watch the {kind}s of {jobs}")
                 items = payload if what == "LIST" else [payload] if payload else []
+                if kind == "job" and what == "LIST":
+                    # A (re-)list that lacks a followed Job: it was deleted, maybe
+                    # before the watch began (the garbage collector removes a Job
+                    # created for an owner ConfigMap that was just deleted).
+                    listed = {obj["metadata"].get("uid") for obj in items}
+                    for follow in follows:
+                        if follow.uid not in listed and not _is_done(follow):
+                            raise self._deleted(follow)
                 for obj in items:
                     if kind == "job":
                         mine = by_uid.get(obj["metadata"].get("uid"))
                         if mine is None:
                             continue
-                        if what == "DELETED":
-                            raise JobFailedError(
-                                f"{mine.stage.name}: Job {self.namespace}/{mine.name} was "
-                                "deleted while it ran (mrk8s cancel, kubectl delete, or its "
-                                f"owner ConfigMap {names.owner_name(mine.stage.job_id)} "
-                                "deleted)",
-                                stage=mine.stage.name,
-                            )
+                        if what == "DELETED" and not _is_done(mine):
+                            raise self._deleted(mine)
                         mine.job = obj
                     elif kind == "pod":
                         for follow in follows:
@@ -462,6 +481,14 @@ class KubernetesExecutor:
         finally:
             for f in followers:
                 f.stop()
+
+    def _deleted(self, follow: _Follow) -> JobFailedError:
+        return JobFailedError(
+            f"{follow.stage.name}: Job {self.namespace}/{follow.name} was deleted while it "
+            "ran (mrk8s cancel, kubectl delete, or its owner ConfigMap "
+            f"{names.owner_name(follow.stage.job_id)} deleted)",
+            stage=follow.stage.name,
+        )
 
     def _task_index(self, follow: _Follow, pod: Mapping[str, Any]) -> int | None:
         meta = pod.get("metadata") or {}

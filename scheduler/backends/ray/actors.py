@@ -126,6 +126,13 @@ class TaskWorker:
         """The process id, once the actor is up (and a liveness check)."""
         return os.getpid()
 
+    def mark_output(self, marker: str) -> None:
+        """Write ``marker`` to stdout and stderr, after all its tasks wrote there: the
+        driver waits for it to know that their output reached it (see
+        :func:`scheduler.backends.ray.logdrain.drain`)."""
+        for stream in (sys.stdout, sys.stderr):
+            print(marker, file=stream, flush=True)
+
     def run(
         self, entrypoint: str, payload: Mapping[str, Any], index: int, attempt: int
     ) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from scheduler.backends.ray import actors, nodefs, ship
+from scheduler.backends.ray import actors, logdrain, nodefs, ship
 from scheduler.errors import JobFailedError
 from scheduler.stage import EventSink, StageSpec, TaskError, TaskEvent
 
@@ -209,6 +209,7 @@ class RayExecutor:
         if finished and self._readers:
             calls = [r.remove_jobs.remote(finished) for r in self._readers.values()]
             ray.wait(calls, num_returns=len(calls), timeout=30)
+        logdrain.drain([slot.handle for slot in self._slots])
         for slot in self._slots:
             ray.kill(slot.handle, no_restart=True)
         for reader in self._readers.values():

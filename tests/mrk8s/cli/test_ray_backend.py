@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLES, REPO, CLIResult
-from tests.util import parse_text_output
+from tests.util import LOUD_WORDCOUNT, parse_text_output
 
 pytest.importorskip("ray")
 
@@ -50,6 +50,29 @@ def test_run_with_backend_ray_starts_a_local_ray_and_prints_the_counts(
     got = parse_text_output("".join(p.read_text() for p in sorted(out.glob("part-*"))))
     assert dict(got) == dict(collections.Counter(sample.read_text().split()))
     assert (out / "_SUCCESS").exists()
+
+
+@pytest.mark.timeout(240)
+def test_every_line_the_workers_print_reaches_the_drivers_stderr(
+    cli: Callable[..., CLIResult], tmp_path: Path
+):
+    """Ray forwards workers' output asynchronously; the driver waits for all of it
+    before it exits (and its markers do not show)."""
+    script = tmp_path / "loud.py"
+    script.write_text(LOUD_WORDCOUNT)
+    lines = [f"w{i % 7} w{i % 3} x" for i in range(40)]
+    data = tmp_path / "in.txt"
+    data.write_text("\n".join(lines) + "\n")
+
+    result = cli(
+        "run", str(script), str(data), "--backend", "ray", "-w", "2", "--split-size",
+        "64", "-o", str(tmp_path / "out"), "-q",
+        env={"RAY_DEDUP_LOGS": "0"},
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("mapped a line of 3 words") == len(lines), result.stderr
+    assert "mrk8s-output-marker" not in result.stderr + result.stdout
 
 
 @pytest.mark.timeout(60)
