@@ -182,26 +182,41 @@ class MapOutputWriter:
         self._batch_rows = batch_rows
         self._join_runs = join_runs
         self._runs: list[dict[int, list[StreamRef]]] = []
+        # The last run, kept unwritten until finish() writes it straight into
+        # the joined file (add_run(last=True)), and its bucket count.
+        self._last: tuple[Iterable[tuple[int, pa.Table]], int] | None = None
+        self._run_count = 0
         self.rows_written = 0
         self.bytes_written = 0
 
     @property
     def num_runs(self) -> int:
-        return len(self._runs)
+        """Runs added so far (a last run held for :meth:`finish` counts)."""
+        return self._run_count
 
     def add_run(
         self,
         streams: Mapping[int, pa.Table] | Iterable[tuple[int, pa.Table]],
         buckets: int = 1,
+        *,
+        last: bool = False,
     ) -> None:
         """Append one run: stream id -> its rows (sorted by key in a sorted shuffle).
 
         A stream id is ``partition * buckets + bucket``; with ``buckets=1`` it is
         the partition. ``streams`` is a mapping, or ``(id, rows)`` pairs in
-        ascending id order (each written as soon as it comes).
+        ascending id order (each written as soon as it comes). ``last`` says no
+        run follows: when :meth:`finish` will join the runs' streams, this run
+        is not spilled but written once, straight into the joined file, so
+        ``streams`` (and the tables it holds) must stay valid until then.
         """
+        assert self._last is None, "add_run after the last run"
+        pairs = sorted(streams.items()) if isinstance(streams, Mapping) else streams
+        self._run_count += 1
+        if last and self._runs and self._should_join():
+            self._last = (pairs, max(1, buckets))
+            return
         with translate_errors(self._spill_path, "write a map task's spill file"):
-            pairs = sorted(streams.items()) if isinstance(streams, Mapping) else streams
             self._add_run(pairs, max(1, buckets))
 
     def _add_run(self, streams: Iterable[tuple[int, pa.Table]], buckets: int) -> None:
@@ -249,6 +264,27 @@ class MapOutputWriter:
             w.write_table(table, max_chunksize=chunk)
         return sink.size, sink.checksum
 
+    def _serialised(
+        self, streams: Iterable[tuple[int, pa.Table]], buckets: int
+    ) -> Iterator[tuple[tuple[int, int], bytes | memoryview, int]]:
+        """``streams`` as ``((partition, bucket), stream bytes, rows)``, ascending, none empty."""
+        last = -1
+        for sid, table in streams:
+            if sid <= last:
+                raise ValueError(f"stream {sid} after stream {last}: give ascending ids")
+            last = sid
+            if table.num_rows == 0:
+                continue
+            memory = pa.BufferOutputStream()
+            with pa.ipc.new_stream(memory, table.schema, options=self._options) as writer:
+                writer.write_table(table, max_chunksize=self._batch_rows or None)
+            data = memory.getvalue()
+            if self._probing:
+                self._judge_compression(table.nbytes, data.size)
+            self.rows_written += table.num_rows
+            self.bytes_written += data.size
+            yield divmod(sid, buckets), memoryview(data).cast("B"), table.num_rows
+
     @property
     def _probing(self) -> bool:
         """Still judging whether compression pays (``Table.nbytes`` is not free)."""
@@ -275,10 +311,12 @@ class MapOutputWriter:
         self._file.close()
         self._file = None
         try:
-            if self._should_join():
+            if self._last is not None or self._should_join():
                 joined_path = self._spill_path + ".grouped"
+                last = self._serialised(*self._last) if self._last is not None else ()
+                self._last = None
                 with translate_errors(joined_path, "write a map output"):
-                    joined = _join(self._spill_path, joined_path, self._runs)
+                    joined = _join(self._spill_path, joined_path, self._runs, last)
                 os.unlink(self._spill_path)
                 store.put_file(joined_path, path)
                 return joined
@@ -310,6 +348,7 @@ class MapOutputWriter:
 
     def abort(self) -> None:
         """Drop everything written so far (the task failed)."""
+        self._last = None
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -385,8 +424,17 @@ def _joinable(schema_message: bytes) -> bool:
     return not any(pa.types.is_dictionary(f.type) for f in schema)
 
 
-def _join(src: str, dst: str, runs: Sequence[Mapping[int, Sequence[StreamRef]]]) -> PartitionIndex:
+def _join(
+    src: str,
+    dst: str,
+    runs: Sequence[Mapping[int, Sequence[StreamRef]]],
+    last: Iterable[tuple[tuple[int, int], bytes | memoryview, int]] = (),
+) -> PartitionIndex:
     """Copy every run's streams into ``dst``, each (partition, bucket)'s streams as one stream.
+
+    ``last`` is one more run, not spilled: ``((partition, bucket), stream
+    bytes, rows)`` in ascending order, each joined after the spilled runs'
+    streams of its (partition, bucket), so its bytes are written only here.
 
     An Arrow IPC stream is its schema message, its batch messages (each padded
     to 8 bytes), then the end-of-stream marker; the batches carry their own
@@ -402,10 +450,34 @@ def _join(src: str, dst: str, runs: Sequence[Mapping[int, Sequence[StreamRef]]])
                 grouped.setdefault((p, ref.bucket), []).append(ref)
     index: PartitionIndex = {}
     fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+
+    def spilled(ref: StreamRef) -> tuple[bytes, int]:
+        data = os.pread(fd, ref.length, ref.offset)
+        if len(data) != ref.length:
+            raise CorruptSegmentError(f"spill file {src} ended early")
+        return data, ref.rows
+
+    def streams() -> Iterator[tuple[tuple[int, int], list[tuple[bytes | memoryview, int]]]]:
+        """Every (partition, bucket) in order with its streams' bytes and rows, run by run."""
+        pending = iter(last)
+        nxt = next(pending, None)
+        for key in sorted(grouped):
+            while nxt is not None and nxt[0] < key:
+                yield nxt[0], [(nxt[1], nxt[2])]
+                nxt = next(pending, None)
+            parts: list[tuple[bytes | memoryview, int]] = [spilled(r) for r in grouped[key]]
+            if nxt is not None and nxt[0] == key:
+                parts.append((nxt[1], nxt[2]))
+                nxt = next(pending, None)
+            yield key, parts
+        while nxt is not None:
+            yield nxt[0], [(nxt[1], nxt[2])]
+            nxt = next(pending, None)
+
     try:
         with open(dst, "wb") as out:
 
-            def write(p: int, bucket: int, parts: list[bytes], rows: int) -> None:
+            def write(p: int, bucket: int, parts: list[Any], rows: int) -> None:
                 offset = out.tell()
                 hasher = _stream_hasher()
                 for part in parts:
@@ -414,27 +486,25 @@ def _join(src: str, dst: str, runs: Sequence[Mapping[int, Sequence[StreamRef]]])
                 ref = StreamRef(offset, out.tell() - offset, rows, int(hasher.intdigest()), bucket)
                 index.setdefault(p, []).append(ref)
 
-            for (p, bucket), refs in sorted(grouped.items()):
-                parts: list[bytes] = []  # the stream being joined, less its end marker
-                schema = b""
+            for (p, bucket), sources in streams():
+                parts: list[Any] = []  # the stream being joined, less its end marker
+                schema: bytes | memoryview = b""
                 rows = 0
-                for ref in refs:
-                    data = os.pread(fd, ref.length, ref.offset)
-                    if len(data) != ref.length:
-                        raise CorruptSegmentError(f"spill file {src} ended early")
-                    head = _schema_length(data)
-                    whole = 0 < head <= ref.length - 8 and data[-8:] == _EOS
+                for data, n in sources:
+                    size = len(data)
+                    head = _schema_length(bytes(data[:8]))
+                    whole = 0 < head <= size - 8 and data[-8:] == _EOS
                     if parts and whole and data[:head] == schema:
                         parts.append(data[head:-8])
-                        rows += ref.rows
+                        rows += n
                         continue
                     if parts:
                         write(p, bucket, [*parts, _EOS], rows)
                         parts = []
-                    if whole and _joinable(data[:head]):
-                        parts, schema, rows = [data[:-8]], data[:head], ref.rows
+                    if whole and _joinable(bytes(data[:head])):
+                        parts, schema, rows = [data[:-8]], data[:head], n
                     else:  # copied as it is, joined to nothing
-                        write(p, bucket, [data], ref.rows)
+                        write(p, bucket, [data], n)
                 if parts:
                     write(p, bucket, [*parts, _EOS], rows)
     finally:

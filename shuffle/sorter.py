@@ -185,8 +185,11 @@ class MapSorter:
         if self._bytes >= self.budget_bytes:
             self.spill()
 
-    def spill(self) -> None:
-        """Write what is buffered as one run (sorted by key unless the partitioner is not)."""
+    def spill(self, *, last: bool = False) -> None:
+        """Write what is buffered as one run (sorted by key unless the partitioner is not).
+
+        ``last``: no run follows (see ``MapOutputWriter.add_run``).
+        """
         buckets = self.partitioner.buckets
         if self._pieces:
             pieces, self._pieces, self._bytes = self._pieces, {}, 0
@@ -196,6 +199,7 @@ class MapSorter:
             self.writer.add_run(
                 ((sid, merge.concat(pieces.pop(sid)).combine_chunks()) for sid in sorted(pieces)),
                 buckets,
+                last=last,
             )
             return
         if not self._tables:
@@ -205,7 +209,7 @@ class MapSorter:
         if self.combine is not None:
             table = self.combine(merge.sort_table(table) if self.combine_sorted else table)
         logger.debug("writing run %d: %d rows", self.writer.num_runs, table.num_rows)
-        self.writer.add_run(self.partitioner.split(table), buckets)
+        self.writer.add_run(self.partitioner.split(table), buckets, last=last)
 
     def finish(self) -> None:
-        self.spill()
+        self.spill(last=True)

@@ -11,6 +11,9 @@ figure is None.
   cache, before writeback). Beside them, the same for the whole device
   (``/proc/diskstats`` of the disk holding the shuffle directory), which
   also counts everything else running on the machine.
+- CPU seconds: the same sum of ``utime + stime`` (``/proc/PID/stat``): what
+  the stage's work cost the CPUs, which the machine's other work changes far
+  less than it changes the stage's seconds.
 - Task memory: every :data:`SAMPLE_SECONDS`, ``RssAnon`` and ``RssFile`` of
   each descendant (``/proc/PID/status``); the peak anonymous memory of a stage
   is the largest ``RssAnon`` any worker had in it. Anonymous memory is what a
@@ -34,11 +37,15 @@ SAMPLE_SECONDS = 0.02
 
 _IO_FIELDS = ("read_bytes", "write_bytes", "cancelled_write_bytes")
 
+#: Clock ticks per second of ``/proc/PID/stat``'s CPU times.
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
 #: What :meth:`StageMonitor.stop` reports.
 FIGURES = (
     "disk_read_bytes",
     "disk_write_bytes",
     "disk_cancelled_write_bytes",
+    "cpu_seconds",
     "device_read_bytes",
     "device_write_bytes",
     "peak_anon_max",
@@ -68,13 +75,21 @@ def descendants(root: int) -> list[int]:
 
 
 def process_io(pid: int) -> dict[str, int] | None:
-    """``/proc/PID/io``'s storage counters, or None if the process is gone or unreadable."""
+    """``/proc/PID/io``'s storage counters and the CPU ticks of ``/proc/PID/stat``
+    (``cpu_ticks``), or None if the process is gone or unreadable."""
     try:
         with open(f"/proc/{pid}/io") as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
     except OSError:
         return None
-    return {k: int(fields[k]) for k in _IO_FIELDS if k in fields}
+    out = {k: int(fields[k]) for k in _IO_FIELDS if k in fields}
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read().rsplit(")", 1)[1].split()
+        out["cpu_ticks"] = int(stat[11]) + int(stat[12])  # utime, stime (fields 14, 15)
+    except (OSError, IndexError, ValueError):
+        pass
+    return out
 
 
 def process_memory(pid: int) -> dict[str, int] | None:
@@ -165,10 +180,11 @@ class StageMonitor:
             io = process_io(pid)
             if io is not None:
                 self._io_last[pid] = io
-        totals = dict.fromkeys(_IO_FIELDS, 0)
+        fields = (*_IO_FIELDS, "cpu_ticks")
+        totals = dict.fromkeys(fields, 0)
         for pid, last in self._io_last.items():
-            first = self._io_start.get(pid, dict.fromkeys(_IO_FIELDS, 0))
-            for k in _IO_FIELDS:
+            first = self._io_start.get(pid, dict.fromkeys(fields, 0))
+            for k in fields:
                 totals[k] += last.get(k, 0) - first.get(k, 0)
         device_end = device_io(self.path)
         device = (
@@ -181,6 +197,7 @@ class StageMonitor:
             "disk_read_bytes": totals["read_bytes"] if seen else None,
             "disk_write_bytes": totals["write_bytes"] if seen else None,
             "disk_cancelled_write_bytes": totals["cancelled_write_bytes"] if seen else None,
+            "cpu_seconds": round(totals["cpu_ticks"] / _TICKS, 2) if seen else None,
             "device_read_bytes": device[0],
             "device_write_bytes": device[1],
             "peak_anon_max": self._peak.get("RssAnon"),

@@ -480,3 +480,57 @@ def test_large_streams_are_not_joined(
     assert [ref.rows for ref in index[0]] == [50, 50, 50]
     streams = read_segment(store, "m.arrow", index[0])
     assert [rows_of(stream) for stream in streams] == [run[0] for run in runs]
+
+
+def test_the_last_run_is_written_once_straight_into_the_joined_file(
+    store: FsspecStore, tmp_path: Path
+) -> None:
+    """add_run(last=True) when joining: nothing of it goes to the spill file, and the
+    published file is byte for byte the one written when the last run is spilled too."""
+    rng = random.Random(13)
+    buckets = 3
+    runs = [
+        {sid: table_of(unsorted_rows(rng, rng.randrange(1, 40), f"r{r}s{sid}")) for sid in sids}
+        for r, sids in enumerate([[0, 1, 4, 7], [1, 2, 4], [0, 3, 4, 5, 7, 8, 9]])
+    ]
+    published = []
+    for last in (False, True):
+        spill = tmp_path / f"spill-{last}"
+        writer = MapOutputWriter(spill_dir=str(spill), batch_rows=0, join_runs=True)
+        for run in runs[:-1]:
+            writer.add_run(run, buckets)
+        spilled = sum(f.stat().st_size for f in spill.iterdir())
+        writer.add_run(runs[-1], buckets, last=last)
+        grown = sum(f.stat().st_size for f in spill.iterdir()) - spilled
+        assert (grown == 0) == last
+        assert writer.num_runs == len(runs)
+        index = writer.finish(store, f"m-{last}.arrow")
+        assert list(spill.iterdir()) == []
+        published.append((index, store.read_bytes(f"m-{last}.arrow"), writer.rows_written))
+    assert published[0] == published[1]
+    index, data, rows = published[1]
+    assert rows == sum(t.num_rows for run in runs for t in run.values())
+    assert_contiguous(index, len(data))
+    for p, refs in index.items():
+        for ref in refs:
+            sid = p * buckets + ref.bucket
+            (stream,) = read_segment(store, f"m-{True}.arrow", [ref])
+            assert rows_of(stream) == [
+                row for run in runs if sid in run for row in rows_of(run[sid].to_batches())
+            ]
+
+
+def test_a_last_run_that_is_not_joined_is_spilled_as_any_other(
+    store: FsspecStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mapfile, "JOIN_STREAM_BYTES", 64)  # these streams are too large to join
+    rng = random.Random(14)
+    runs = [{0: unsorted_rows(rng, 50, f"r{r}")} for r in range(3)]
+    writer = MapOutputWriter(spill_dir=str(tmp_path / "spill"), join_runs=True)
+    for r, run in enumerate(runs):
+        writer.add_run({0: table_of(run[0])}, last=r == len(runs) - 1)
+    index = writer.finish(store, "m.arrow")
+
+    assert [ref.rows for ref in index[0]] == [50, 50, 50]
+    streams = read_segment(store, "m.arrow", index[0])
+    assert [rows_of(stream) for stream in streams] == [run[0] for run in runs]

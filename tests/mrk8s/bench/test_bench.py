@@ -7,6 +7,7 @@ shuffle, by the same generator the map tasks call.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -250,6 +251,9 @@ def test_disk_bytes_and_anonymous_memory_are_reported_per_stage(
     assert line["reduce_disk_write_bytes"] < 1 << 20
     assert line["reduce_disk_read_mb_per_s"] > 0
     for stage in ("map", "reduce"):
+        # The process tree's CPU: some, and no more than every CPU through the stage.
+        cpus = os.cpu_count() or 1
+        assert 0 < line[f"{stage}_cpu_seconds"] <= cpus * line[f"{stage}_seconds"] + 0.1
         anon = line[f"{stage}_peak_anon_max"]
         # A worker holds Python, pyarrow and numpy (tens of MB) and its task's data,
         # and never more anonymous memory than its whole resident peak (VmHWM).
