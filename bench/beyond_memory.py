@@ -187,8 +187,25 @@ def summarise(runs: dict[str, list[dict[str, Any]]], disk: dict[str, Any]) -> di
             "small_peak_anon_max": small_anon,
             "large_peak_anon_max": large_run["peak_anon_max"],
             "anon_ratio": round(large_run["peak_anon_max"] / small_anon, 3),
+            # CPU seconds per GiB (the load changes them far less than the seconds).
+            **_cpu_per_gib(small, large_run),
             "verified": all(r["verified"] for r in small + large),
         }
+    return out
+
+
+def _cpu_per_gib(small: list[dict[str, Any]], large: dict[str, Any]) -> dict[str, Any]:
+    """Each stage's CPU seconds per GiB of rows (median of the small runs), and large/small."""
+    out: dict[str, Any] = {}
+    for stage in ("map", "reduce"):
+        key = f"{stage}_cpu_seconds"
+        if large.get(key) is None or any(r.get(key) is None for r in small):
+            continue
+        a = _median([r[key] / (r["bytes"] / 2**30) for r in small])
+        b = large[key] / (large["bytes"] / 2**30)
+        out[f"small_{stage}_cpu_s_per_gib"] = round(a, 2)
+        out[f"large_{stage}_cpu_s_per_gib"] = round(b, 2)
+        out[f"{stage}_cpu_ratio"] = round(b / a, 3) if a else None
     return out
 
 
