@@ -19,7 +19,8 @@ alternated round by round:
 - ``fsspec-http``: fsspec's own HTTP filesystem (aiohttp) against the same
   server, when aiohttp is installed (the ``bench`` extra brings it).
 
-Each configuration runs ``--repeat`` times; the medians go in one JSON
+Each configuration runs ``--repeat`` times; the medians (wall seconds, and
+CPU seconds of the client process and of the server process) go in one JSON
 object per contestant and segment size on stdout, and all of them in
 ``--json`` (default: ``bench/results/shuffle_server.json``).
 
@@ -106,20 +107,31 @@ def _readers(root: str, name: str, url: str) -> dict[str, Reader]:
     return readers
 
 
-def _one_pass(read: Reader, segments: dict[tuple[int, int], int], in_flight: int) -> float:
-    """Seconds to read every segment, ``in_flight`` at a time, each checked against its digest."""
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + kernel) process ``pid`` has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _one_pass(
+    read: Reader, segments: dict[tuple[int, int], int], in_flight: int, server: int
+) -> tuple[float, float, float]:
+    """Seconds to read every segment, ``in_flight`` at a time, each checked against its
+    digest; and the CPU seconds this process and the server's used meanwhile."""
 
     def check(segment: tuple[int, int]) -> bool:
         start, end = segment
         return xxhash.xxh3_64_intdigest(read(start, end)) == segments[segment]
 
-    started = time.perf_counter()
+    started, client0, server0 = time.perf_counter(), _cpu(os.getpid()), _cpu(server)
     with ThreadPoolExecutor(in_flight) as pool:
         ok = all(pool.map(check, list(segments)))
     seconds = time.perf_counter() - started
+    client, served = _cpu(os.getpid()) - client0, _cpu(server) - server0
     if not ok:
         raise SystemExit("a range read through the contestant differs from the file's bytes")
-    return seconds
+    return seconds, client, served
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,13 +165,16 @@ def main(argv: list[str] | None = None) -> int:
                     for s in range(0, size, seg)
                 }
                 warm = dict(list(segments.items())[: args.in_flight * 2])
-                times: dict[str, list[float]] = {c: [] for c in readers}
+                times: dict[str, list[tuple[float, float, float]]] = {c: [] for c in readers}
                 for read in readers.values():  # warm-up: connections, threads
-                    _one_pass(read, warm, args.in_flight)
+                    _one_pass(read, warm, args.in_flight, server.pid)
                 for _ in range(args.repeat):  # alternated, round by round
                     for contestant, read in readers.items():
-                        times[contestant].append(_one_pass(read, segments, args.in_flight))
-                for contestant, seconds in times.items():
+                        times[contestant].append(
+                            _one_pass(read, segments, args.in_flight, server.pid)
+                        )
+                for contestant, passes in times.items():
+                    seconds = [t for t, _, _ in passes]
                     median = statistics.median(seconds)
                     row = {
                         "contestant": contestant,
@@ -170,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                         "seconds": [round(s, 4) for s in seconds],
                         "median_seconds": round(median, 4),
                         "median_mb_per_s": round(size / median / 1e6, 1),
+                        # CPU seconds of the client (this process: the checksums
+                        # included) and of the server, medians over the passes.
+                        "median_client_cpu": round(statistics.median(c for _, c, _ in passes), 3),
+                        "median_server_cpu": round(statistics.median(s for _, _, s in passes), 3),
                         "verified": True,
                         "load_average": round(os.getloadavg()[0], 2),
                     }

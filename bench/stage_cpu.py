@@ -42,14 +42,15 @@ def _kind(cmdline: list[str]) -> str:
     return next((k for k in KINDS if k in line), "other")
 
 
-def _cpu_by_process() -> dict[int, tuple[str, float]]:
+def _cpu_by_process() -> dict[int, tuple[str, float, float]]:
+    """``{pid: (kind, CPU seconds, of which in the kernel)}`` of this process and its children."""
     import psutil
 
-    out: dict[int, tuple[str, float]] = {}
+    out: dict[int, tuple[str, float, float]] = {}
     for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
             t = p.cpu_times()
-            out[p.pid] = (_kind(p.cmdline()), t.user + t.system)
+            out[p.pid] = (_kind(p.cmdline()), t.user + t.system, t.system)
     return out
 
 
@@ -58,7 +59,7 @@ def run(mode: str, size: str, repeat: int) -> list[dict[str, Any]]:
            "--maps", str(MAPS), "--reducers", str(REDUCERS), "--repeat", str(repeat),
            "--payload-bytes", str(PAYLOAD), "--seed", str(SEED)]  # fmt: skip
     cluster_cm = _three_node_cluster() if mode == "ray3" else contextlib.nullcontext()
-    events: list[tuple[float, str, dict[int, tuple[str, float]]]] = []
+    events: list[tuple[float, str, dict[int, tuple[str, float, float]]]] = []
     with cluster_cm as cluster:
         if mode == "ray3":
             cmd += ["--backend", "ray", "--ray-address", cluster.address,
@@ -93,12 +94,16 @@ def run(mode: str, size: str, repeat: int) -> list[dict[str, Any]]:
     for stage, (a, b) in {"map": ("map", "reduce"), "reduce": ("reduce", "end")}.items():
         (t0, _, before), (t1, _, after) = events[marks[a]], events[marks[b]]
         cpu: collections.Counter[str] = collections.Counter()
-        for pid, (kind, seconds) in after.items():
-            cpu[kind] += seconds - before.get(pid, (kind, 0.0))[1]
+        kernel: collections.Counter[str] = collections.Counter()
+        for pid, (kind, seconds, system) in after.items():
+            _, seconds0, system0 = before.get(pid, (kind, 0.0, 0.0))
+            cpu[kind] += seconds - seconds0
+            kernel[kind] += system - system0
         rows.append({
             "mode": mode, "stage": stage, "wall_seconds": round(t1 - t0, 2),
             "cpu_seconds": round(sum(cpu.values()), 2),
             "cpu_by_kind": {k: round(v, 2) for k, v in cpu.most_common() if v >= 0.01},
+            "kernel_by_kind": {k: round(kernel[k], 2) for k, v in cpu.most_common() if v >= 0.01},
             "verified": all(r["verified"] for r in runs), "load_average": os.getloadavg(),
         })  # fmt: skip
     return rows

@@ -7,9 +7,12 @@ shuffle directory). The client is :mod:`shuffle.httpfs`.
 
 What it serves: ``GET /<path under root>`` (and ``HEAD``), the whole file
 (200) or one byte range (``Range: bytes=a-b``, ``a-`` or ``-n``; 206 with
-``Content-Range``). Bodies go out with ``socket.sendfile`` (the kernel copies
-from the page cache to the socket; no Python buffer). Connections are kept
-alive (HTTP/1.1), each served by its own thread.
+``Content-Range``). Bodies go out with ``os.sendfile`` (the kernel copies
+from the page cache to the socket; no Python buffer), the headers held back
+to leave in the body's first packet. Connections are kept alive (HTTP/1.1),
+each served by its own thread. A path is opened one segment at a time from
+the root without following symlinks; only a path with a symlink in it is
+resolved whole and checked.
 
 What it refuses, before touching the disk:
 
@@ -42,10 +45,12 @@ project but :mod:`shuffle.errors`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hmac
 import logging
 import os
 import re
+import select
 import signal
 import socket
 import stat
@@ -73,6 +78,9 @@ IDLE_SECONDS = 60.0
 #: one per reader thread of every reducer at once (the default of 5 made
 #: clients past the fifth wait a second for a SYN retry).
 LISTEN_BACKLOG = 256
+
+#: Marks data the kernel may hold for the next write on the socket (Linux; 0 elsewhere).
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -229,11 +237,52 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Accept-Ranges", "bytes")
                 if wanted is not None:
                     self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-                self.end_headers()
                 if body and end > start:
-                    self.connection.sendfile(f, start, end - start)
+                    self._send_headers_then(f.fileno(), start, end - start)
+                else:
+                    self.end_headers()
         except RequestRefused as refused:
             self._refuse(refused)
+
+    def _send_headers_then(self, fd: int, offset: int, count: int) -> None:
+        """The headers, then ``count`` bytes of ``fd`` from ``offset``, in as few packets as fit.
+
+        The headers go with ``MSG_MORE`` (Linux), so the kernel holds them until
+        the body's first bytes join them: one packet and one wake-up of the
+        client instead of two (sent alone, they cost the server a fifth of its
+        time per request, measured with py-spy on 1-byte ranges). The body goes
+        with ``os.sendfile`` straight from the page cache, as many bytes a call as
+        the socket takes; when it takes none, this waits until it can, for at most
+        the connection's timeout (``socket.sendfile`` did the same through a
+        selector built anew for every response).
+        """
+        sock = self.connection
+        if self.request_version != "HTTP/0.9":  # (HTTP/0.9 answers have no headers)
+            # (send_header's buffer; read through vars(): __getattr__ below confuses mypy)
+            head: list[bytes] = vars(self)["_headers_buffer"]
+            sock.sendall(b"".join([*head, b"\r\n"]), _MSG_MORE)
+            head.clear()
+        out = sock.fileno()
+        writable: select.poll | None = None
+        timeout = sock.gettimeout()
+        while count > 0:
+            try:
+                sent = os.sendfile(out, fd, offset, count)
+            except BlockingIOError:
+                if writable is None:
+                    writable = select.poll()
+                    writable.register(out, select.POLLOUT)
+                if not writable.poll(None if timeout is None else timeout * 1000):
+                    why = "the client took nothing for the connection's timeout"
+                    raise TimeoutError(why) from None
+                continue
+            if sent == 0:
+                # The file is shorter than when it was measured: the client sees a
+                # short body and the closed connection.
+                self.close_connection = True
+                return
+            offset += sent
+            count -= sent
 
     def _check_token(self) -> None:
         token = self.server.token
@@ -265,7 +314,9 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("refused %s %r: %s", self.command, self.path, refused.why)
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
+        # Called for every request: format nothing unless it is logged.
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s", self.address_string(), format % args)
 
 
 class _Server(ThreadingHTTPServer):
@@ -287,6 +338,16 @@ class _Server(ThreadingHTTPServer):
 
     def open(self, relative: str) -> Any:
         """Open a regular file under the root, symlinks resolved and checked."""
+        fd = _open_beneath(self.root, relative)
+        if fd is None:
+            fd = self._open_resolved(relative)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RequestRefused(HTTPStatus.NOT_FOUND, "not a regular file")
+        return os.fdopen(fd, "rb")
+
+    def _open_resolved(self, relative: str) -> int:
+        """A path with a symlink in it: resolved, then refused unless it stays under the root."""
         full = os.path.realpath(os.path.join(self.root, relative))
         if os.path.commonpath([self.root, full]) != self.root:
             raise RequestRefused(HTTPStatus.FORBIDDEN, "the path leads outside the served root")
@@ -297,10 +358,7 @@ class _Server(ThreadingHTTPServer):
             raise RequestRefused(HTTPStatus.NOT_FOUND, "no such file") from exc
         except PermissionError as exc:
             raise RequestRefused(HTTPStatus.FORBIDDEN, "the file is not readable") from exc
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise RequestRefused(HTTPStatus.NOT_FOUND, "not a regular file")
-        return os.fdopen(fd, "rb")
+        return fd
 
     @property
     def url(self) -> str:
@@ -340,6 +398,44 @@ class _Server(ThreadingHTTPServer):
             self.stopping = True
             for conn in self._connections:
                 _stop_reading(conn)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_beneath(root: str, relative: str) -> int | None:
+    """A descriptor of ``root/relative`` opened one segment at a time from the root,
+    following no symlink; None when a segment is a symlink (the caller resolves it).
+
+    Every request used to resolve its whole absolute path (``os.path.realpath``:
+    an ``lstat`` and string work per segment of the root too), a third of the
+    server's own time per request. Here each segment of the part below the root
+    is one ``openat`` with ``O_NOFOLLOW``, so no segment can lead elsewhere.
+    Missing files and directories raise :class:`RequestRefused` as ``open`` does.
+    """
+    *dirs, name = relative.split("/")
+    try:
+        parent = os.open(root, _DIR_FLAGS)
+        try:
+            for segment in dirs:
+                child = os.open(segment, _DIR_FLAGS, dir_fd=parent)
+                os.close(parent)
+                parent = child
+            return os.open(name, _FILE_FLAGS, dir_fd=parent)
+        finally:
+            os.close(parent)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+        # ENOTDIR: a segment is a file, or a symlink (O_DIRECTORY | O_NOFOLLOW).
+        if isinstance(exc, NotADirectoryError):
+            return None
+        raise RequestRefused(HTTPStatus.NOT_FOUND, "no such file") from exc
+    except PermissionError as exc:
+        raise RequestRefused(HTTPStatus.FORBIDDEN, "the file is not readable") from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # the last segment is a symlink
+            return None
+        raise
 
 
 def _stop_reading(conn: socket.socket) -> None:

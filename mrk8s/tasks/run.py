@@ -698,7 +698,8 @@ def _unsorted_pieces(located: Segments, share: int) -> Iterator[pa.Table]:
 def _read_pieces(
     pieces: list[Segments], **options: Any
 ) -> Iterator[list[Iterator[pa.RecordBatch]]]:
-    """``mapfile.read_pieces`` when every segment lives in one store, else piece by piece."""
+    """``mapfile.read_pieces`` when every segment lives in one store, else a few pieces at a
+    time (:func:`_read_together`)."""
     stores = {id(st): st for piece in pieces for st, _, _ in piece}
     if len(stores) == 1:
         (store,) = stores.values()
@@ -706,9 +707,50 @@ def _read_pieces(
             store, [[(p, refs) for _, p, refs in piece] for piece in pieces], **options
         )
         return
-    options.pop("budget", None)
-    for piece in pieces:
-        yield _read_segments(piece, **options)
+    budget = options.pop("budget", 0)
+    sizes = [sum(r.length for _, _, refs in piece for r in refs) for piece in pieces]
+    # As on local disk: the piece being reduced, plus up to ``budget`` bytes after it.
+    limit = max(sizes, default=0) + budget
+    batch: list[Segments] = []
+    held = 0
+    for piece, size in zip(pieces, sizes, strict=True):
+        if batch and held + size > limit:
+            yield from _read_together(batch, **options)
+            batch, held = [], 0
+        batch.append(piece)
+        held += size
+    if batch:
+        yield from _read_together(batch, **options)
+
+
+def _read_together(batch: list[Segments], **options: Any) -> list[list[Iterator[pa.RecordBatch]]]:
+    """The runs of each piece of ``batch``, every map output's streams of all of them read
+    in one :func:`mapfile.read_segments` call (so adjacent streams in one range).
+
+    Another node's map output is read through its shuffle server, a request per
+    contiguous range: a reducer on the three-node Ray cluster read each map
+    output's segment in 8 ranges of about 550 KiB (4 pieces x 2 spilled runs);
+    two pieces together halve the requests (README, "Running on Ray").
+    """
+    if len(batch) == 1:
+        return [_read_segments(batch[0], **options)]
+    owner: dict[tuple[int, str, int], int] = {}
+    merged: dict[tuple[int, str], tuple[FsspecStore, str, list[mapfile.StreamRef]]] = {}
+    for i, piece in enumerate(batch):
+        for store, path, refs in piece:
+            merged.setdefault((id(store), path), (store, path, []))[2].extend(refs)
+            owner.update(((id(store), path, r.offset), i) for r in refs)
+    by_store: dict[int, tuple[FsspecStore, list[tuple[str, list[mapfile.StreamRef]]]]] = {}
+    for store, path, refs in merged.values():
+        refs.sort(key=lambda r: r.offset)
+        by_store.setdefault(id(store), (store, []))[1].append((path, refs))
+    runs_of: list[list[Iterator[pa.RecordBatch]]] = [[] for _ in batch]
+    for store, segments in by_store.values():
+        runs = mapfile.read_segments(store, segments, **options)  # one run per stream, in order
+        streams = [(path, r.offset) for path, refs in segments for r in refs]
+        for (path, offset), run in zip(streams, runs, strict=True):
+            runs_of[owner[(id(store), path, offset)]].append(run)
+    return runs_of
 
 
 def _reduce_once(
