@@ -87,8 +87,8 @@ def test_six_map_tasks_two_per_pod_give_the_exact_output(
 ):
     url = space.upload(six_splits, "in/text.txt")
     thread, outcome = run_in_thread(
-        two_per_pod, space, job_script, url, job_id="pairs", job_args={"sleep": 0.0}, max_split_bytes=SPLIT,
-        reducers=2,
+        two_per_pod, space, job_script, url, job_id="pairs", job_args={"sleep": 0.0},
+        max_split_bytes=SPLIT, reducers=2,
     )  # fmt: skip
     result = finished(thread, outcome)
 
