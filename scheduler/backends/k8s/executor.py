@@ -15,6 +15,14 @@ controller's (``backoffLimitPerIndex``); the Job failing (an index out of
 attempts, or a user error, exit code 2) raises
 :class:`scheduler.errors.JobFailedError` with the task's own message.
 
+A pod may run a batch of tasks (``PodSettings.tasks_per_pod``; by default
+``ceil(tasks / workers)``, :func:`render.tasks_per_pod`), one after another in
+one process: the pod running is its first task ``started``; then, every
+:data:`BATCH_POLL_SECONDS`, the commit record of the task it runs is looked
+for, and when it appears that task is ``finished`` and the next ``started``.
+A failed batch pod's message names the task that failed; its replacement
+skips the tasks that committed.
+
 A driver that died and runs again with the same job id re-attaches: a
 stage's Job that still runs and covers the tasks asked for is followed, not
 created again (the Job's name is fixed by the job id, step and stage); one
@@ -459,7 +467,9 @@ class KubernetesExecutor:
                 if all(_is_done(f) for f in follows):
                     return
                 batching = any(
-                    seen.running is not None for f in follows for seen in f.pods.values()
+                    seen.running is not None and len(seen.batch) > 1
+                    for f in follows
+                    for seen in f.pods.values()
                 )
                 if batching and time.monotonic() - last_poll >= BATCH_POLL_SECONDS:
                     last_poll = time.monotonic()
@@ -560,7 +570,7 @@ class KubernetesExecutor:
         """For each running pod of a batch: has the task it runs committed? Then it
         finished, and the pod's next task started (its commit record is the sign)."""
         for seen in follow.pods.values():
-            if not seen.ended:
+            if not seen.ended and len(seen.batch) > 1:
                 self._advance(follow, seen)
 
     def _advance(self, follow: _Follow, seen: _PodSeen) -> None:
