@@ -43,8 +43,9 @@ import cost of the test suite's venv (httpx, rich, click, ray, kfp...) that
 a real pod would not pay. Its packages are installed again when
 pyproject.toml changes; mrk8s itself is reinstalled from the tree on every
 invocation. ``--pod-venv ''`` runs the pods with this interpreter instead.
-``--pod-s3-client arrow`` sets ``MRK8S_S3_CLIENT=arrow`` in the pods
-(Arrow's own S3 client, :mod:`shuffle.s3native`; s3fs by default).
+``--pod-s3-client`` sets ``MRK8S_S3_CLIENT`` in the pods: ``arrow`` (the
+default, as the image sets it: Arrow's own S3 client, :mod:`shuffle.s3native`)
+or ``s3fs``.
 
 Prints one JSON line per run, then the medians and ratios; writes
 ``bench/results/compare_k8s.json`` (with the load average before and after
@@ -455,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--pod-s3-client",
         choices=("s3fs", "arrow"),
-        default="s3fs",
+        default="arrow",
         help="the pods' $MRK8S_S3_CLIENT (shuffle/s3native.py; default: %(default)s)",
     )
     p.add_argument(

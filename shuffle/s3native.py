@@ -8,12 +8,13 @@ module maps s3fs's storage options onto it, faithfully or not at all:
 :func:`filesystem` returns None for any option it cannot map (the caller then
 uses s3fs), so a job configured for s3fs never runs with a different meaning.
 
-Used only when ``$MRK8S_S3_CLIENT`` is ``arrow`` (say, in the worker pods'
-environment); the default is s3fs, because Arrow's client does not retry a
-connection dropped mid-request (curl code 8 on UploadPart), which s3fs does:
-tests/mrk8s/test_s3.py::test_transient_s3_faults_are_retried fails with
-``MRK8S_S3_CLIENT=arrow`` and passes without (through tests/faultproxy.py a
-500 on UploadPart was not retried either, and a dropped connection hung).
+Used when ``$MRK8S_S3_CLIENT`` is ``arrow``, as the worker image sets it
+(manifests/Dockerfile); elsewhere the default is s3fs. Arrow's client retries
+a request itself (:data:`RETRIES`, the SDK's standard strategy) but not a
+part of an upload: :meth:`S3Wrapper.upload` uploads the whole object again
+from its local copy after a transient failure, and reads retry the same way
+(:func:`with_retries`). tests/mrk8s/test_s3.py (a 503, a 500 or a dropped
+connection on every 4th request) passes with either client.
 Credentials not given in the options come from the same places for both
 clients: the ``AWS_*`` environment variables, then the AWS config files and
 the pod's web identity or instance role.
