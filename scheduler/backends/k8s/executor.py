@@ -257,6 +257,43 @@ class KubernetesExecutor:
         self._owners[job_id] = owner
         return dict(owner)
 
+    def job_done(self, job_id: str) -> None:
+        """Every stage of job ``job_id`` ran: its owner ConfigMap goes with its Jobs.
+
+        The ConfigMap owns the Jobs (deleting it stops the job); now it is also
+        made a dependent of each of them (ownerReferences without
+        ``blockOwnerDeletion``), so when the last is deleted -- by its
+        ``ttlSecondsAfterFinished`` (``--ttl``) or by hand -- the garbage
+        collector deletes the ConfigMap too: no object of a finished job stays
+        for ever. A job run again creates its ConfigMap anew. Failing here only
+        leaves the ConfigMap (a warning): the job's work is done.
+        """
+        owner = self._owners.get(job_id)
+        if owner is None or self._client is None:
+            return
+        selector = ",".join(f"{k}={v}" for k, v in names.job_labels(job_id).items())
+        try:
+            jobs = self.batch.list_namespaced_job(self.namespace, label_selector=selector).items
+            refs = [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": j.metadata.name,
+                 "uid": j.metadata.uid}
+                for j in jobs
+                if any(r.uid == owner["metadata"]["uid"] for r in j.metadata.owner_references or [])
+            ]  # fmt: skip
+            if refs:
+                self.core.patch_namespaced_config_map(
+                    owner["metadata"]["name"],
+                    self.namespace,
+                    {"metadata": {"ownerReferences": refs, "uid": owner["metadata"]["uid"]}},
+                )
+        except ApiException as exc:
+            logger.warning(
+                "the job's ConfigMap %s/%s stays after its Jobs: %s",
+                self.namespace,
+                owner["metadata"]["name"],
+                k8s_client.explain(exc, self._client, "tie the ConfigMap to the job's Jobs"),
+            )
+
     def _read_job(self, name: str) -> dict[str, Any] | None:
         try:
             job = self.batch.read_namespaced_job(name, self.namespace)
