@@ -19,6 +19,10 @@ each round (:mod:`bench.order`):
   each node's own directory, served across nodes by the shuffle-server
   DaemonSet; the plan and commit records in the S3 server.
 
+The k8s contestants run with ``--workers 2`` (``--k8s-workers``), the local
+backend's two workers: two pods of a stage at once, each running its batch of
+``ceil(tasks / 2)`` tasks in one process (``--tasks-per-pod``'s default).
+
 Each is ``mrk8s bench shuffle``'s own run (its parser and run function, in
 this process, so the answer to verify against is computed once): an
 unmeasured warm-up job, then one measured job; ``seconds`` is the map plus
@@ -39,8 +43,9 @@ import cost of the test suite's venv (httpx, rich, click, ray, kfp...) that
 a real pod would not pay. Its packages are installed again when
 pyproject.toml changes; mrk8s itself is reinstalled from the tree on every
 invocation. ``--pod-venv ''`` runs the pods with this interpreter instead.
-``--pod-s3-client arrow`` sets ``MRK8S_S3_CLIENT=arrow`` in the pods
-(Arrow's own S3 client, :mod:`shuffle.s3native`; s3fs by default).
+``--pod-s3-client`` sets ``MRK8S_S3_CLIENT`` in the pods: ``arrow`` (the
+default, as the image sets it: Arrow's own S3 client, :mod:`shuffle.s3native`)
+or ``s3fs``.
 
 Prints one JSON line per run, then the medians and ratios; writes
 ``bench/results/compare_k8s.json`` (with the load average before and after
@@ -174,6 +179,7 @@ class StageClock(Progress):
         self.stages: dict[str, float] = {}
         self.finished: dict[str, float] = {}
         self.tasks: dict[str, float] = {}
+        self.counts: dict[str, int] = {}  # tasks per pod (a pod may run a batch)
 
     def stage_started(
         self, name: str, *, total_tasks: int, done_tasks: int, total_bytes: int
@@ -185,13 +191,19 @@ class StageClock(Progress):
 
     def task_event(self, event: TaskEvent) -> None:
         if event.kind == "finished" and event.worker:
-            self.tasks[event.worker] = float(event.result.get("seconds", 0.0))
+            seconds = float(event.result.get("seconds", 0.0))
+            self.tasks[event.worker] = self.tasks.get(event.worker, 0.0) + seconds
+            self.counts[event.worker] = self.counts.get(event.worker, 0) + 1
 
 
 def pod_times(
-    pods: list[dict[str, Any]], stages: Mapping[str, float], tasks: Mapping[str, float]
+    pods: list[dict[str, Any]],
+    stages: Mapping[str, float],
+    tasks: Mapping[str, float],
+    counts: Mapping[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Each pod's life in phases (seconds), from the watch, the stages and the tasks."""
+    """Each pod's life in phases (seconds), from the watch, the stages and the tasks
+    (``task``: the seconds of every task the pod ran, ``tasks``: how many)."""
     from scheduler.backends.k8s import names
 
     out = []
@@ -211,6 +223,7 @@ def pod_times(
             "pod_to_running": round(seen["running"] - seen["seen"], 3),
             "process": round(seen["ended"] - seen["running"], 3),
             "task": round(tasks[name], 3),
+            "tasks": (counts or {}).get(name, 1),
             # The node agent's (whole-second) stamps, as a kubelet gives them.
             "api_created_to_started": (
                 _stamp(done.started_at) - _stamp(pod.metadata.creation_timestamp) if done else None
@@ -372,7 +385,9 @@ def prepare_namespace(api: Any, pod_env: Mapping[str, str]) -> None:
     kube.wait_until(serving, timeout=120, what="a listening shuffle server on every node")
 
 
-def contestant_args(name: str, *, kubeconfig: str, endpoint: str, local_dir: Path) -> list[str]:
+def contestant_args(
+    name: str, *, kubeconfig: str, endpoint: str, local_dir: Path, k8s_workers: int = 0
+) -> list[str]:
     """The ``mrk8s bench shuffle`` options that make a contestant."""
     s3 = [
         "--shuffle-dir", f"s3://{BUCKET}/shuffle",
@@ -381,6 +396,7 @@ def contestant_args(name: str, *, kubeconfig: str, endpoint: str, local_dir: Pat
     k8s = [
         "--backend", "k8s", "--kubeconfig", kubeconfig, "--namespace", NAMESPACE,
         "--image", "mrk8s:bench", "--env-from-secret", SECRET,
+        *(["--workers", str(k8s_workers)] if k8s_workers else []),
     ]  # fmt: skip
     return {
         "local": ["--backend", "local", "--shuffle-dir", str(local_dir)],
@@ -428,11 +444,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--maps", type=int, default=4, help="map tasks (default: %(default)s)")
     p.add_argument("--reducers", type=int, default=4, help="reducers (default: %(default)s)")
     p.add_argument("--contestants", default=",".join(CONTESTANTS))
+    p.add_argument(
+        "--k8s-workers",
+        type=int,
+        default=2,
+        help="--workers of the k8s contestants, pods of a stage at once, each running "
+        "ceil(tasks / N) tasks (default: %(default)s, as many as the local backend's "
+        "workers on this 2-core machine; 0: every task at once, one per pod)",
+    )
     p.add_argument("--out", default=str(HERE / "results" / "compare_k8s.json"))
     p.add_argument(
         "--pod-s3-client",
         choices=("s3fs", "arrow"),
-        default="s3fs",
+        default="arrow",
         help="the pods' $MRK8S_S3_CLIENT (shuffle/s3native.py; default: %(default)s)",
     )
     p.add_argument(
@@ -479,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
                         "--reducers", str(args.reducers), "--repeat", "1",
                         *contestant_args(
                             name, kubeconfig=str(cluster.kubeconfig), endpoint=endpoint,
-                            local_dir=work / "shuffle",
+                            local_dir=work / "shuffle", k8s_workers=args.k8s_workers,
                         ),
                     ]  # fmt: skip
                     settings = shuffle_bench.settings_from_args(
@@ -504,7 +528,10 @@ def main(argv: list[str] | None = None) -> int:
                         if name.startswith("k8s"):
                             time.sleep(1.0)  # the watch's last events
                             row["pods"] = pod_times(
-                                clock.of_job(line["job_id"]), stages.stages, stages.tasks
+                                clock.of_job(line["job_id"]),
+                                stages.stages,
+                                stages.tasks,
+                                stages.counts,
                             )
                             row["stage_tail"] = stage_tail(row["pods"], clock, line, stages)
                             row["pod_medians"] = {
@@ -533,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
             os.path.relpath(pod_bin / "python", REPO) if pod_bin else "the suite's .venv"
         ),
         "pod_s3_client": args.pod_s3_client,
+        "k8s_workers": args.k8s_workers,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "load_before": load_before,

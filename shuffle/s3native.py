@@ -8,12 +8,13 @@ module maps s3fs's storage options onto it, faithfully or not at all:
 :func:`filesystem` returns None for any option it cannot map (the caller then
 uses s3fs), so a job configured for s3fs never runs with a different meaning.
 
-Used only when ``$MRK8S_S3_CLIENT`` is ``arrow`` (say, in the worker pods'
-environment); the default is s3fs, because Arrow's client does not retry a
-connection dropped mid-request (curl code 8 on UploadPart), which s3fs does:
-tests/mrk8s/test_s3.py::test_transient_s3_faults_are_retried fails with
-``MRK8S_S3_CLIENT=arrow`` and passes without (through tests/faultproxy.py a
-500 on UploadPart was not retried either, and a dropped connection hung).
+Used when ``$MRK8S_S3_CLIENT`` is ``arrow``, as the worker image sets it
+(manifests/Dockerfile); elsewhere the default is s3fs. Arrow's client retries
+a request itself (:data:`RETRIES`, the SDK's standard strategy) but not a
+part of an upload: :meth:`S3Wrapper.upload` uploads the whole object again
+from its local copy after a transient failure, and reads retry the same way
+(:func:`with_retries`). tests/mrk8s/test_s3.py (a 503, a 500 or a dropped
+connection on every 4th request) passes with either client.
 Credentials not given in the options come from the same places for both
 clients: the ``AWS_*`` environment variables, then the AWS config files and
 the pod's web identity or instance role.
@@ -21,10 +22,13 @@ the pod's web identity or instance role.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
+import time
 import urllib.parse
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import IO, Any, TypeVar
 
 from fsspec.implementations.arrow import ArrowFSWrapper, wrap_exceptions
 
@@ -35,6 +39,39 @@ _OPTIONS = {"key", "secret", "token", "anon", "endpoint_url", "client_kwargs"}
 _CLIENT_KWARGS = {"endpoint_url", "region_name"}
 #: Tries of one request.
 RETRIES = 6
+#: Tries of a whole-object upload or read that failed past the client's own retries.
+OBJECT_TRIES = 5
+#: Seconds to connect, and of a stalled request (no byte moving), before a retry.
+CONNECT_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 10.0
+
+
+_T = TypeVar("_T")
+#: Words of Arrow's S3 errors that no retry can mend.
+_PERMANENT = ("ACCESS_DENIED", "NO_SUCH", "INVALID_ACCESS_KEY", "SIGNATURE", "RESOURCE_NOT_FOUND")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether an error of Arrow's S3 client may pass on a retry (a 5xx, a throttle,
+    a dropped or stalled connection), not a missing object or a refused credential."""
+    if not isinstance(exc, OSError) or isinstance(exc, FileNotFoundError | PermissionError):
+        return False
+    text = str(exc)
+    return "AWS Error" in text and not any(word in text for word in _PERMANENT)
+
+
+def with_retries(what: str, call: Callable[[], _T], tries: int = OBJECT_TRIES) -> _T:
+    """``call()``, again after a transient failure (:func:`_transient`), with jittered
+    exponential backoff; the last failure is raised."""
+    for attempt in range(1, tries + 1):
+        try:
+            return call()
+        except OSError as exc:
+            if attempt == tries or not _transient(exc):
+                raise
+            delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def wanted(environ: Mapping[str, str] = os.environ) -> bool:
@@ -81,8 +118,53 @@ class S3Wrapper(ArrowFSWrapper):  # type: ignore[misc]
             self.fs.delete_dir(parent)
             parent = parent.rsplit("/", 1)[0]
 
+    def upload(self, source: IO[bytes], path: str, *, chunk: int = 8 << 20) -> None:
+        """Write ``source`` (seekable; read from its start) to ``path`` as one object.
+
+        Arrow's client does not retry a part of an upload (a 500 or a dropped
+        connection on UploadPart fails the stream), so on a transient failure
+        the whole object is uploaded again from ``source``. A failed stream is
+        never completed (Arrow completes an upload only when every part
+        succeeded), so nothing half-written appears; if every try fails, what
+        the last one left is deleted.
+        """
+        path = self._strip_protocol(path)
+
+        def once() -> None:
+            source.seek(0)
+            stream = self.fs.open_output_stream(path)
+            try:
+                while block := source.read(chunk):
+                    stream.write(block)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the failure is already being raised
+                    stream.close()
+                raise
+            stream.close()
+
+        try:
+            with_retries(f"upload {path}", once)
+        except BaseException:
+            with contextlib.suppress(Exception):  # nothing there, or the store unreachable
+                self.fs.delete_file(path)
+            raise
+
+    def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+        import io
+
+        self.upload(io.BytesIO(value), path)
+
+    def put_file(self, lpath: str, rpath: str, **kwargs: Any) -> None:
+        with open(lpath, "rb") as source:
+            self.upload(source, rpath)
+
     @wrap_exceptions  # type: ignore[untyped-decorator]
     def cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        return with_retries(f"read {path}", lambda: self._cat_once(path, start, end))
+
+    def _cat_once(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
         path = self._strip_protocol(path)
@@ -133,5 +215,7 @@ def filesystem(storage_options: Mapping[str, Any]) -> S3Wrapper | None:
     from pyarrow import fs as pafs
 
     # As many tries as s3fs gives a request (its retries=5), the SDK's backoff between.
-    kwargs["retry_strategy"] = pafs.AwsDefaultS3RetryStrategy(max_attempts=RETRIES)
+    kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=RETRIES)
+    kwargs["connect_timeout"] = CONNECT_TIMEOUT
+    kwargs["request_timeout"] = REQUEST_TIMEOUT
     return S3Wrapper(pafs.S3FileSystem(**kwargs))

@@ -232,6 +232,10 @@ class FsspecStore:
                 # a clean exit.
                 with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
                     yield spool
+                    if self._native_s3:
+                        # The whole object again from the spool if a part fails.
+                        self.fs.upload(spool, full)
+                        return
                     spool.seek(0)
                     f = self.fs.open(full, "wb")
                     try:
@@ -242,8 +246,6 @@ class FsspecStore:
                         discard = getattr(f, "discard", None)
                         if discard is not None:
                             discard()
-                        elif self._native_s3:
-                            self._complete_and_delete(f, full)
                         raise
                     else:
                         f.close()
@@ -272,25 +274,11 @@ class FsspecStore:
                     os.unlink(local_path)
             elif self._native_s3:
                 with open(local_path, "rb") as src:
-                    f = self.fs.open(full, "wb")
-                    try:
-                        shutil.copyfileobj(src, f, length=UPLOAD_PART_BYTES)
-                    except BaseException:
-                        self._complete_and_delete(f, full)
-                        raise
-                    f.close()
+                    self.fs.upload(src, full, chunk=UPLOAD_PART_BYTES)
                 os.unlink(local_path)
             else:
                 self.fs.put_file(local_path, full, **self._upload_options())
                 os.unlink(local_path)
-
-    def _complete_and_delete(self, f: IO[bytes], full: str) -> None:
-        """A failed upload on Arrow's client, which cannot abort one: close (which may
-        complete it) and delete what appeared."""
-        with contextlib.suppress(Exception):
-            f.close()
-        with contextlib.suppress(Exception):
-            self.fs.rm_file(full)
 
     def exists(self, path: str) -> bool:
         self._fresh()

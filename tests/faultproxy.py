@@ -59,6 +59,8 @@ def _handler(upstream: str, counter: FaultCounter) -> type[http.server.BaseHTTPR
         def _forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                body = self._raw_chunks()  # forwarded as sent (Arrow's S3 client sends these)
             fault = counter.next_fault()
             if fault == "drop":
                 self.close_connection = True
@@ -95,6 +97,21 @@ def _handler(upstream: str, counter: FaultCounter) -> type[http.server.BaseHTTPR
                     self.wfile.write(data)
             finally:
                 conn.close()
+
+        def _raw_chunks(self) -> bytes:
+            """A chunked request body, framing and trailers included, read to its end."""
+            out = bytearray()
+            while True:
+                line = self.rfile.readline()
+                out += line
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while True:  # trailers, then the empty line
+                        trailer = self.rfile.readline()
+                        out += trailer
+                        if trailer in (b"\r\n", b"\n", b""):
+                            return bytes(out)
+                out += self.rfile.read(size + 2)  # the data and its CRLF
 
         do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 

@@ -106,6 +106,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "their data is (default: map outputs under --shuffle-dir)",
     )
     k8s.add_argument(
+        "--tasks-per-pod",
+        type=int,
+        metavar="N",
+        help="tasks each pod runs one after another in one process, each committed on "
+        "its own (default: as many as keep --workers pods busy, ceil(tasks / --workers); "
+        "1 without --workers)",
+    )
+    k8s.add_argument(
         "--dry-run",
         action="store_true",
         help="print every manifest the job would create, as YAML; needs no cluster",
@@ -188,6 +196,10 @@ def _kubernetes_settings(args: argparse.Namespace) -> Any:
         given.append("--env-from-secret")
     if args.node_local_shuffle:
         given.append("--node-local-shuffle")
+    if args.tasks_per_pod is not None:
+        given.append("--tasks-per-pod")
+        if args.tasks_per_pod < 1:
+            raise UsageError(f"--tasks-per-pod {args.tasks_per_pod}: give 1 or more")
     if given and args.backend != "k8s":
         raise UsageError(f"{', '.join(given)}: for --backend k8s, not --backend {args.backend}")
     options: dict[str, Any] = {}
@@ -205,6 +217,7 @@ def _kubernetes_settings(args: argparse.Namespace) -> Any:
         env_secrets=tuple(args.env_from_secret),
         dry_run=args.dry_run,
         node_local=args.node_local_shuffle,
+        tasks_per_pod=args.tasks_per_pod,
         **options,
     )
 

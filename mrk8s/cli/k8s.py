@@ -257,7 +257,9 @@ def _describe(pod: Any) -> str:
     what = pod.stage or "?"
     if pod.step is not None:
         what = f"step {pod.step + 1} {what}"
-    if pod.index is not None:
+    if len(pod.tasks) > 1:
+        what += f" tasks {', '.join(map(str, pod.tasks))}"
+    elif pod.index is not None:
         what += f" task {pod.index}"
     return f"{what}, {pod.phase}" + (f" on {pod.node}" if pod.node else "")
 

@@ -4,7 +4,11 @@
 
 ``--index`` defaults to ``$JOB_COMPLETION_INDEX`` (set by an Indexed Job),
 mapped through ``$MRK8S_INDEX_MAP`` when the Job runs only some of the
-stage's tasks (see :mod:`scheduler.backends.k8s.indexmap`). ``--attempt``
+stage's tasks (see :mod:`scheduler.backends.k8s.indexmap`). When the map
+gives a pod a batch of tasks (``--tasks-per-pod``), they run one after
+another in this one process; a task that committed before (an earlier
+attempt of the pod) is skipped, and the first that fails ends the pod.
+``--attempt``
 defaults to ``$MRK8S_ATTEMPT``, else to one more than the Job controller's
 failure counts of the index (``$MRK8S_INDEX_FAILURES`` and
 ``$MRK8S_INDEX_IGNORED_FAILURES``, from the pod's annotations), so a retried
@@ -37,9 +41,9 @@ EXIT_RETRY = 1
 EXIT_USER_ERROR = 2
 
 
-def _index(arg: int | None, environ: Mapping[str, str]) -> int:
+def _indexes(arg: int | None, environ: Mapping[str, str]) -> list[int]:
     if arg is not None:
-        return arg
+        return [arg]
     value = environ.get("JOB_COMPLETION_INDEX")
     if value is None:
         raise SystemExit(
@@ -49,7 +53,7 @@ def _index(arg: int | None, environ: Mapping[str, str]) -> int:
     from scheduler.backends.k8s import indexmap
 
     spec = environ.get(indexmap.ENV)
-    return indexmap.task_index(spec, int(value)) if spec else int(value)
+    return indexmap.batch(spec, int(value)) if spec else [int(value)]
 
 
 def _attempt(environ: Mapping[str, str]) -> int:
@@ -70,7 +74,7 @@ def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
     p.add_argument("--storage-options", default=environ.get("MRK8S_STORAGE_OPTIONS", "{}"))
     args = p.parse_args(list(argv))
     logging.basicConfig(level=logging.WARNING, format="mrk8s %(levelname)s %(name)s: %(message)s")
-    index = _index(args.index, environ)
+    indexes = _indexes(args.index, environ)
     payload = {
         "job_dir": args.job,
         "storage_options": json.loads(args.storage_options),
@@ -80,18 +84,29 @@ def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
     from mrk8s.tasks.run import run_task
     from shuffle import httpfs
 
-    try:
-        # Node-local shuffle on Kubernetes: other nodes' map outputs come from
-        # their shuffle servers (the backend names them in the pod's environment).
-        httpfs.install_from_env(environ)
-        result = run_task(payload, index, args.attempt)
-    except Exception as exc:
-        error = TaskError.from_exception(exc)
-        print(
-            f"mrk8s worker: task {index} of step {args.step} {args.stage} failed "
-            f"({error.kind}): {error.message}",
-            file=sys.stderr,
-        )
-        return EXIT_USER_ERROR if error.user_error else EXIT_RETRY
-    print(json.dumps({"index": index, "records_out": result.get("records_out", 0)}))
+    # Node-local shuffle on Kubernetes: other nodes' map outputs come from
+    # their shuffle servers (the backend names them in the pod's environment).
+    httpfs.install_from_env(environ)
+    for n, index in enumerate(indexes, 1):
+        if len(indexes) > 1:
+            print(
+                f"mrk8s worker: task {index} of step {args.step} {args.stage} "
+                f"({n} of {len(indexes)} in this pod)",
+                file=sys.stderr,
+                flush=True,
+            )
+        try:
+            result = run_task(payload, index, args.attempt)
+        except Exception as exc:
+            error = TaskError.from_exception(exc)
+            print(
+                f"mrk8s worker: task {index} of step {args.step} {args.stage} failed "
+                f"({error.kind}): {error.message}",
+                file=sys.stderr,
+            )
+            return EXIT_USER_ERROR if error.user_error else EXIT_RETRY
+        line = {"index": index, "records_out": result.get("records_out", 0)}
+        if int(result.get("attempt") or args.attempt) != args.attempt:
+            line["skipped"] = f"committed by attempt {result.get('attempt')}"
+        print(json.dumps(line), flush=True)
     return EXIT_OK

@@ -553,6 +553,9 @@ class Driver:
                     self.run_stage(
                         executor, plan, job_store, sp.index, "reduce", sp.num_reducers, 0, placed
                     )
+            done = getattr(executor, "job_done", None)  # the k8s backend's tidy-up
+            if done is not None:
+                done(job_id)
         summary = self.summarize(plan, job_store, time.perf_counter() - t0)
         _warn_about_input(summary)
         staging = FsspecStore(plan.staging_url, s.storage_options)

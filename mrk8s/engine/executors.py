@@ -111,6 +111,7 @@ def make_executor(
             ttl_seconds=k8s.ttl_seconds,
             env_secrets=k8s.env_secrets,
             node_local=k8s.node_local,
+            tasks_per_pod=k8s.tasks_per_pod,
         )
         executor = cls(pods, kubeconfig=k8s.kubeconfig, context=k8s.context)
     else:

@@ -96,6 +96,8 @@ class KubernetesSettings:
     """Print the manifests the job would create, create nothing, need no cluster."""
     node_local: bool = False
     """Map outputs on each node's disk, served by the shuffle-server DaemonSet."""
+    tasks_per_pod: int | None = None
+    """Tasks each pod runs one after another; None: ceil(tasks / workers), 1 without workers."""
 
 
 @dataclass(frozen=True)

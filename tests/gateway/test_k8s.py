@@ -128,6 +128,16 @@ def _pods(api: Any, namespace: str, job_id: str) -> list[Any]:
     )
 
 
+def _log(api: Any, namespace: str, pod: Any) -> str:
+    """A pod's log so far ('' before its container starts). With one worker a pod runs
+    every task of its stage (--tasks-per-pod), so a task's end is a line, not a pod's."""
+    try:
+        return str(kubernetes.client.CoreV1Api(api).read_namespaced_pod_log(
+            pod.metadata.name, namespace))  # fmt: skip
+    except kubernetes.client.exceptions.ApiException:
+        return ""
+
+
 def _stage_pods(api: Any, namespace: str, job_id: str, stage: str) -> list[Any]:
     from scheduler.backends.k8s import names
 
@@ -290,7 +300,8 @@ def test_a_k8s_job_whose_driver_job_vanished_is_resumed_and_skips_its_committed_
                      args=["--gate", gate, "--endpoint", s3_bucket.endpoint])  # fmt: skip
         wait_until(
             lambda: any(
-                p.status.phase == "Succeeded" for p in _stage_pods(api, installed, job["id"], "map")
+                '"records_out"' in _log(api, installed, p)  # the worker's line per task done
+                for p in _stage_pods(api, installed, job["id"], "map")
             ),
             240,
             "a map task to be done while the gated one waits",

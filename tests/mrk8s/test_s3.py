@@ -53,9 +53,15 @@ def test_wordcount_with_input_shuffle_and_output_on_s3(s3_bucket: S3Bucket, tmp_
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(s3_bucket.url)) == ["in", "out"]
 
 
-def test_transient_s3_faults_are_retried(s3_bucket: S3Bucket, tmp_path: Path) -> None:
-    """Every 4th request to S3 fails (503, 500 or a dropped connection): same answer."""
+@pytest.mark.parametrize("client", ["s3fs", "arrow"])
+def test_transient_s3_faults_are_retried(
+    s3_bucket: S3Bucket, tmp_path: Path, client: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every 4th request to S3 fails (503, 500 or a dropped connection): same answer,
+    with s3fs and with Arrow's own client (shuffle/s3native.py, the worker image's)."""
     import s3fs
+
+    monkeypatch.setenv("MRK8S_S3_CLIENT", client)  # the workers start inside mrk8s.run
 
     from tests.faultproxy import fault_proxy
 

@@ -15,6 +15,14 @@ controller's (``backoffLimitPerIndex``); the Job failing (an index out of
 attempts, or a user error, exit code 2) raises
 :class:`scheduler.errors.JobFailedError` with the task's own message.
 
+A pod may run a batch of tasks (``PodSettings.tasks_per_pod``; by default
+``ceil(tasks / workers)``, :func:`render.tasks_per_pod`), one after another in
+one process: the pod running is its first task ``started``; then, every
+:data:`BATCH_POLL_SECONDS`, the commit record of the task it runs is looked
+for, and when it appears that task is ``finished`` and the next ``started``.
+A failed batch pod's message names the task that failed; its replacement
+skips the tasks that committed.
+
 A driver that died and runs again with the same job id re-attaches: a
 stage's Job that still runs and covers the tasks asked for is followed, not
 created again (the Job's name is fixed by the job id, step and stage); one
@@ -60,14 +68,21 @@ CREATE_CHECK_SECONDS = 5.0
 DELETE_TIMEOUT = 60.0
 
 
+#: While a pod runs a batch of tasks, how often the driver looks for the commit record
+#: of the task it runs (a task's "finished", and the next one's "started").
+BATCH_POLL_SECONDS = 1.0
+
+
 @dataclass(slots=True)
 class _PodSeen:
     """What was already reported about one pod (events are replayed: report once)."""
 
-    index: int
+    batch: list[int]  # the tasks the pod runs, in order
     attempt: int
-    started: bool = False
+    name: str = ""
+    started: bool = False  # the pod's process started
     ended: bool = False
+    running: int | None = None  # the task reported started and not yet finished
 
 
 @dataclass(slots=True)
@@ -77,7 +92,8 @@ class _Follow:
     stage: StageSpec
     name: str
     uid: str
-    tasks: list[int]  # completion index -> task index
+    tasks: list[int]  # the Job's tasks in completion order
+    per_pod: int  # completion index k runs tasks[k * per_pod : (k + 1) * per_pod]
     emit: EventSink
     pods: dict[str, _PodSeen] = field(default_factory=dict)
     job: dict[str, Any] = field(default_factory=dict)
@@ -241,6 +257,43 @@ class KubernetesExecutor:
         self._owners[job_id] = owner
         return dict(owner)
 
+    def job_done(self, job_id: str) -> None:
+        """Every stage of job ``job_id`` ran: its owner ConfigMap goes with its Jobs.
+
+        The ConfigMap owns the Jobs (deleting it stops the job); now it is also
+        made a dependent of each of them (ownerReferences without
+        ``blockOwnerDeletion``), so when the last is deleted -- by its
+        ``ttlSecondsAfterFinished`` (``--ttl``) or by hand -- the garbage
+        collector deletes the ConfigMap too: no object of a finished job stays
+        for ever. A job run again creates its ConfigMap anew. Failing here only
+        leaves the ConfigMap (a warning): the job's work is done.
+        """
+        owner = self._owners.get(job_id)
+        if owner is None or self._client is None:
+            return
+        selector = ",".join(f"{k}={v}" for k, v in names.job_labels(job_id).items())
+        try:
+            jobs = self.batch.list_namespaced_job(self.namespace, label_selector=selector).items
+            refs = [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": j.metadata.name,
+                 "uid": j.metadata.uid}
+                for j in jobs
+                if any(r.uid == owner["metadata"]["uid"] for r in j.metadata.owner_references or [])
+            ]  # fmt: skip
+            if refs:
+                self.core.patch_namespaced_config_map(
+                    owner["metadata"]["name"],
+                    self.namespace,
+                    {"metadata": {"ownerReferences": refs, "uid": owner["metadata"]["uid"]}},
+                )
+        except ApiException as exc:
+            logger.warning(
+                "the job's ConfigMap %s/%s stays after its Jobs: %s",
+                self.namespace,
+                owner["metadata"]["name"],
+                k8s_client.explain(exc, self._client, "tie the ConfigMap to the job's Jobs"),
+            )
+
     def _read_job(self, name: str) -> dict[str, Any] | None:
         try:
             job = self.batch.read_namespaced_job(name, self.namespace)
@@ -341,18 +394,23 @@ class KubernetesExecutor:
                 "command again"
             )
         follows: list[_Follow] = []
+        # One number for the stage: a node group of the reducers has its share of the pods.
+        per_pod = render.tasks_per_pod(self.settings, len(indexes))
         for node, group in self._groups(stage, indexes, placement):
             body = render.stage_job(
-                stage, group, self.settings, owner=owner, node=node, servers=servers
-            )
+                stage, group, self.settings, owner=owner, node=node, servers=servers,
+                per_pod=per_pod,
+            )  # fmt: skip
             job = self._attach_or_create(body, group)
             meta = job["metadata"]
+            index_map = meta["annotations"][indexmap.ANNOTATION]
             follows.append(
                 _Follow(
                     stage,
                     meta["name"],
                     meta["uid"],
-                    indexmap.decode(meta["annotations"][indexmap.ANNOTATION]),
+                    indexmap.decode(index_map),
+                    indexmap.per_pod(index_map),
                     on_event or (lambda event: None),
                     job=job,
                 )
@@ -437,7 +495,7 @@ class KubernetesExecutor:
                 self._client, namespace=self.namespace, selector=selector, out=events
             )
         ]
-        last_check = time.monotonic()
+        last_check = last_poll = time.monotonic()
         try:
             while True:
                 for follow in follows:
@@ -445,8 +503,19 @@ class KubernetesExecutor:
                         self._raise_failure(follow)
                 if all(_is_done(f) for f in follows):
                     return
+                batching = any(
+                    seen.running is not None and len(seen.batch) > 1
+                    for f in follows
+                    for seen in f.pods.values()
+                )
+                if batching and time.monotonic() - last_poll >= BATCH_POLL_SECONDS:
+                    last_poll = time.monotonic()
+                    for follow in follows:
+                        self._poll_batches(follow)
+                    continue
+                wait = BATCH_POLL_SECONDS if batching else CREATE_CHECK_SECONDS
                 try:
-                    kind, what, payload = events.get(timeout=CREATE_CHECK_SECONDS)
+                    kind, what, payload = events.get(timeout=wait)
                 except queue.Empty:
                     kind, what, payload = "", "", None
                 if what == "ERROR":
@@ -490,72 +559,129 @@ class KubernetesExecutor:
             stage=follow.stage.name,
         )
 
-    def _task_index(self, follow: _Follow, pod: Mapping[str, Any]) -> int | None:
+    @staticmethod
+    def _batch(follow: _Follow, completion: int) -> list[int]:
+        n = follow.per_pod
+        return follow.tasks[completion * n : (completion + 1) * n]
+
+    def _pod_batch(self, follow: _Follow, pod: Mapping[str, Any]) -> list[int]:
+        """The tasks a pod runs (empty if its completion index is not the Job's)."""
         meta = pod.get("metadata") or {}
         value = (meta.get("labels") or {}).get(names.INDEX_LABEL)
         if value is None:
             value = (meta.get("annotations") or {}).get(names.INDEX_LABEL)
-        if value is None or not 0 <= int(value) < len(follow.tasks):
-            return None
-        return follow.tasks[int(value)]
+        if value is None or int(value) < 0:
+            return []
+        return self._batch(follow, int(value))
+
+    def _start_next(self, follow: _Follow, seen: _PodSeen) -> None:
+        """Report the pod's next task that has not finished as started (if any)."""
+        seen.running = next((i for i in seen.batch if i not in follow.finished), None)
+        if seen.running is not None:
+            follow.emit(
+                TaskEvent(
+                    follow.stage.name, seen.running, seen.attempt, "started", worker=seen.name
+                )
+            )
+
+    def _finish(
+        self, follow: _Follow, seen: _PodSeen, index: int, result: dict[str, Any] | None
+    ) -> None:
+        """Report task ``index`` of a pod finished (its result read if not given)."""
+        if result is None:
+            try:
+                fetch = resolve(follow.stage.result_entrypoint)
+                result = dict(fetch(follow.stage.payload, index, 0))
+            except Exception as exc:  # read again once the Job completes
+                logger.info("result of task %d not readable yet: %s", index, exc)
+                result = {}
+        if result:
+            follow.results[index] = result
+        follow.finished.add(index)
+        attempt = int(result.get("attempt") or seen.attempt)
+        follow.emit(
+            TaskEvent(follow.stage.name, index, attempt, "finished", result, worker=seen.name)
+        )
+
+    def _poll_batches(self, follow: _Follow) -> None:
+        """For each running pod of a batch: has the task it runs committed? Then it
+        finished, and the pod's next task started (its commit record is the sign)."""
+        for seen in follow.pods.values():
+            if not seen.ended and len(seen.batch) > 1:
+                self._advance(follow, seen)
+
+    def _advance(self, follow: _Follow, seen: _PodSeen) -> None:
+        """Report the pod's tasks that committed since the last look, in order."""
+        fetch = resolve(follow.stage.result_entrypoint)
+        while seen.running is not None:
+            index = seen.running
+            try:
+                result = dict(fetch(follow.stage.payload, index, 0))
+            except Exception:
+                return  # not committed yet
+            self._finish(follow, seen, index, result)
+            self._start_next(follow, seen)
 
     def _on_pod(self, follow: _Follow, pod: dict[str, Any], *, deleted: bool) -> None:
         uid = pod["metadata"]["uid"]
         seen = follow.pods.get(uid)
         if seen is None:
-            index = self._task_index(follow, pod)
-            if index is None:
+            batch = self._pod_batch(follow, pod)
+            if not batch:
                 return
-            seen = follow.pods[uid] = _PodSeen(index, _attempt(pod))
+            seen = follow.pods[uid] = _PodSeen(batch, _attempt(pod), pod["metadata"]["name"])
         if seen.ended:
             return
         stage, name = follow.stage, pod["metadata"]["name"]
         phase = (pod.get("status") or {}).get("phase")
         if not seen.started and phase in ("Running", "Succeeded", "Failed"):
             seen.started = True
-            follow.emit(TaskEvent(stage.name, seen.index, seen.attempt, "started", worker=name))
+            self._start_next(follow, seen)
         if phase == "Succeeded":
             seen.ended = True
-            try:
-                result = dict(resolve(stage.result_entrypoint)(stage.payload, seen.index, 0))
-                follow.results[seen.index] = result
-            except Exception as exc:  # read again once the Job completes
-                logger.info("result of task %d not readable yet: %s", seen.index, exc)
-                result = {}
-            follow.finished.add(seen.index)
-            follow.emit(
-                TaskEvent(stage.name, seen.index, seen.attempt, "finished", result, worker=name)
-            )
+            # The worker exits 0 only once every task of its batch committed.
+            while seen.running is not None:
+                self._finish(follow, seen, seen.running, None)
+                self._start_next(follow, seen)
         elif phase == "Failed" or (deleted and seen.started):
             seen.ended = True
+            if len(seen.batch) > 1:
+                # The tasks of the batch that committed before the pod ended finished.
+                self._advance(follow, seen)
             if podlog.is_disrupted(pod) or phase != "Failed":
+                index = seen.running if seen.running is not None else seen.batch[0]
                 error = TaskError(
                     "Disrupted",
-                    f"pod {name} of task {seen.index} of {stage.name} was evicted, preempted "
+                    f"pod {name} of task {index} of {stage.name} was evicted, preempted "
                     "or deleted: it runs again, and this does not count as a failure",
                     retryable=True,
                     user_error=False,
                 )
                 logger.warning("%s", error.message)
-                follow.emit(
-                    TaskEvent(
-                        stage.name, seen.index, seen.attempt, "cancelled", error=error, worker=name
+                if seen.running is not None:
+                    follow.emit(
+                        TaskEvent(
+                            stage.name, index, seen.attempt, "cancelled", error=error, worker=name
+                        )
                     )
-                )
                 return
             if pod["metadata"].get("deletionTimestamp") and self._job_failing(follow):
                 # Stopped by the Job controller because the Job failed: not an attempt's
                 # failure (a failing stage stops its running attempts without an event).
                 return
-            error = podlog.task_error(pod, render.CONTAINER, self._log(name))
-            follow.failures[seen.index] = (seen.attempt, error)
+            log = self._log(name)
+            said = podlog.failed_task(log)
+            running = seen.running if seen.running is not None else seen.batch[0]
+            index = said if said is not None and said in seen.batch else running
+            error = podlog.task_error(pod, render.CONTAINER, log)
+            follow.failures[index] = (seen.attempt, error)
             follow.emit(
-                TaskEvent(stage.name, seen.index, seen.attempt, "failed", error=error, worker=name)
+                TaskEvent(stage.name, index, seen.attempt, "failed", error=error, worker=name)
             )
             if error.retryable and seen.attempt < stage.max_attempts:
                 logger.warning(
                     "task %d of %s failed (attempt %d of %d), retrying: %s",
-                    seen.index,
+                    index,
                     stage.name,
                     seen.attempt,
                     stage.max_attempts,
@@ -598,7 +724,8 @@ class KubernetesExecutor:
             users = [i for i, (_, e) in follow.failures.items() if e.user_error]
             culprit = users[0] if users else None
         elif failed:
-            culprit = follow.tasks[failed[0]] if failed[0] < len(follow.tasks) else None
+            batch = self._batch(follow, failed[0])
+            culprit = next((i for i in batch if i in follow.failures), None)
         if culprit is None and follow.failures:
             culprit = next(iter(follow.failures))
         if culprit is not None and culprit in follow.failures:

@@ -5,12 +5,14 @@ What ``mrk8s status``, ``mrk8s logs`` and ``mrk8s cancel`` ask the cluster
 :mod:`scheduler.backends.k8s.names`: the owner ConfigMap by name, the Jobs
 and pods by ``mrk8s.io/job-id``, a stage's by ``mrk8s.io/step`` and
 ``mrk8s.io/stage``, a task's pod by the completion index the Job controller
-puts on it. Cancelling deletes the owner with background propagation: the
+puts on it, mapped to the pod's tasks through the index map in its
+environment (:mod:`indexmap`). Cancelling deletes the owner with background propagation: the
 garbage collector then deletes the Jobs it owns and, through them, the pods.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
-from scheduler.backends.k8s import names
+from scheduler.backends.k8s import indexmap, names
 from scheduler.backends.k8s.connect import Connection, api_errors
 from scheduler.errors import ClusterError
 from shuffle.errors import UserError
@@ -53,11 +55,12 @@ class PodState:
     name: str
     step: int | None
     stage: str
-    index: int | None
+    index: int | None  # the (first) task the pod runs
     phase: str
     node: str
     exit_code: int | None
     created: str
+    tasks: tuple[int, ...] = ()  # every task the pod runs (a batch: --tasks-per-pod)
 
 
 @dataclass
@@ -100,7 +103,15 @@ def _job_state(job: Any) -> str:
 def _pod_state(pod: Any) -> PodState:
     labels = pod.metadata.labels or {}
     annotations = pod.metadata.annotations or {}
-    index = labels.get(names.INDEX_LABEL) or annotations.get(names.INDEX_LABEL)
+    completion = labels.get(names.INDEX_LABEL) or annotations.get(names.INDEX_LABEL)
+    tasks: tuple[int, ...] = ()
+    if completion is not None and str(completion).isdigit():
+        tasks = (int(completion),)
+        for container in pod.spec.containers or []:
+            for var in container.env or []:
+                if var.name == indexmap.ENV and var.value:
+                    with contextlib.suppress(ValueError):  # not ours: the index alone
+                        tasks = tuple(indexmap.batch(var.value, int(completion)))
     exit_code = None
     for status in pod.status.container_statuses or []:
         if status.state and status.state.terminated:
@@ -109,13 +120,14 @@ def _pod_state(pod: Any) -> PodState:
         name=pod.metadata.name,
         step=_step(labels),
         stage=labels.get(names.STAGE_LABEL, ""),
-        index=int(index) if index is not None and str(index).isdigit() else None,
+        index=tasks[0] if tasks else None,
         phase=pod.status.phase or "Unknown",
         node=pod.spec.node_name or "",
         exit_code=exit_code,
         created=pod.metadata.creation_timestamp.isoformat()
         if pod.metadata.creation_timestamp
         else "",
+        tasks=tasks,
     )
 
 
@@ -199,7 +211,7 @@ def select_pods(
         for p in state.pods
         if (step is None or p.step == step)
         and (stage is None or p.stage == stage)
-        and (index is None or p.index == index)
+        and (index is None or index in (p.tasks or (p.index,)))
     ]
 
 

@@ -24,7 +24,7 @@ USER_ERROR_EXIT = 2
 #: Lines of a pod's log quoted when it did not say why it failed.
 TAIL_LINES = 20
 
-_FAILED = re.compile(r"^mrk8s worker: task \d+ of step \d+ \w+ failed \((\w+)\): ", re.MULTILINE)
+_FAILED = re.compile(r"^mrk8s worker: task (\d+) of step \d+ \w+ failed \((\w+)\): ", re.MULTILINE)
 
 
 def terminated(pod: Mapping[str, Any], container: str) -> Mapping[str, Any]:
@@ -40,6 +40,12 @@ def exit_code(pod: Mapping[str, Any], container: str) -> int | None:
     return None if code is None else int(code)
 
 
+def failed_task(log: str) -> int | None:
+    """The task the worker said failed (a pod running a batch names one of them)."""
+    matches = list(_FAILED.finditer(log))
+    return int(matches[-1].group(1)) if matches else None
+
+
 def task_error(pod: Mapping[str, Any], container: str, log: str) -> TaskError:
     """The TaskError of a failed pod (see the module docstring)."""
     code = exit_code(pod, container)
@@ -48,7 +54,7 @@ def task_error(pod: Mapping[str, Any], container: str, log: str) -> TaskError:
     if matches:
         last = matches[-1]
         message = log[last.end() :].rstrip()
-        return TaskError(last.group(1), message, retryable=not user_error, user_error=user_error)
+        return TaskError(last.group(2), message, retryable=not user_error, user_error=user_error)
     name = (pod.get("metadata") or {}).get("name", "?")
     node = (pod.get("spec") or {}).get("nodeName") or "no node"
     state = terminated(pod, container)

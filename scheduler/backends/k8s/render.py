@@ -7,10 +7,13 @@ them and by ``mrk8s run --dry-run`` to print them. Two kinds:
   every stage Job names in its ``ownerReferences`` (deleting it, background
   propagation, deletes the Jobs and through them the pods);
 - one ``batch/v1`` Indexed Job per stage run (:func:`stage_job`):
-  ``completions`` = the tasks to run (an index map, :mod:`indexmap`, tells
-  each pod which task its completion index is), ``parallelism`` = the
-  workers, ``restartPolicy: Never``, ``backoffLimitPerIndex`` =
-  ``max_attempts - 1`` with ``maxFailedIndexes: 0`` (an index that used up
+  ``completions`` = the pods to run, each running a batch of
+  :func:`tasks_per_pod` of the stage's pending tasks one after another (an
+  index map, :mod:`indexmap`, tells each pod which tasks its completion
+  index is), ``parallelism`` = the workers, ``restartPolicy: Never``,
+  ``backoffLimitPerIndex`` = ``max_attempts - 1`` (attempts of a pod: a
+  retried pod skips the tasks of its batch that committed) with
+  ``maxFailedIndexes: 0`` (an index that used up
   its attempts fails the stage at once, as on the other backends),
   ``podReplacementPolicy: Failed`` (a retry starts once the failed pod has
   stopped, never beside it), and a ``podFailurePolicy`` that ignores
@@ -88,6 +91,24 @@ class PodSettings:
     node_local: bool = False
     #: Whether the shuffle servers want the token of the Secret mrk8s-shuffle-token.
     shuffle_token: bool = True
+    #: Tasks each pod runs, one after another in one process; None: as many as keep
+    #: every worker busy (:func:`tasks_per_pod`).
+    tasks_per_pod: int | None = None
+
+
+def tasks_per_pod(settings: PodSettings, tasks: int) -> int:
+    """How many of a stage's ``tasks`` each pod runs.
+
+    ``settings.tasks_per_pod`` if given; else, with ``workers`` pods at once,
+    ``ceil(tasks / workers)``: each worker slot gets one pod, which pays the
+    interpreter's start, the imports and the storage client once for its
+    batch; with no ``workers`` (every task at once) one task per pod.
+    """
+    if settings.tasks_per_pod is not None:
+        return max(1, settings.tasks_per_pod)
+    if not settings.workers or tasks <= 0:
+        return 1
+    return max(1, -(-tasks // settings.workers))
 
 
 def quantity(size: int) -> str:
@@ -173,13 +194,15 @@ def stage_job(
     owner: Mapping[str, Any] | None = None,
     node: str | None = None,
     servers: Mapping[str, str] | None = None,
+    per_pod: int | None = None,
 ) -> dict[str, Any]:
     """The Indexed Job running tasks ``indexes`` of ``stage`` (see the module docstring).
 
     With ``settings.node_local``, its pods also get what node-local shuffle
     needs (:func:`nodeshuffle.task_pod_parts`, with the shuffle servers'
     ``servers``); with ``node``, the Job is that node's group of the stage
-    (its own name) and its pods are pinned there by node affinity.
+    (its own name) and its pods are pinned there by node affinity. Each pod
+    runs ``per_pod`` of the tasks (default: :func:`tasks_per_pod` of them).
     """
     if not stage.command:
         raise ValueError(f"stage {stage.name!r} has no container command to run in a pod")
@@ -187,7 +210,10 @@ def stage_job(
         raise ValueError(f"stage {stage.name!r}: a Job needs at least one task to run")
     job_id = stage.job_id
     labels = names.stage_labels(job_id, stage.step, stage.kind)
-    index_map = indexmap.encode(list(indexes))
+    if per_pod is None:
+        per_pod = tasks_per_pod(settings, len(indexes))
+    index_map = indexmap.encode(list(indexes), per_pod)
+    pods = indexmap.pods(index_map)
     env: list[dict[str, Any]] = [
         {"name": indexmap.ENV, "value": index_map},
         {"name": FAILURES_ENV, **_field(_annotation(FAILURE_COUNT_ANNOTATION))},
@@ -240,15 +266,15 @@ def stage_job(
     }
     if owner is not None:
         metadata["ownerReferences"] = [owner_reference(owner)]
-    workers = settings.workers or len(indexes)
+    workers = settings.workers or pods
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": metadata,
         "spec": {
             "completionMode": "Indexed",
-            "completions": len(indexes),
-            "parallelism": min(workers, len(indexes)),
+            "completions": pods,
+            "parallelism": min(workers, pods),
             "backoffLimitPerIndex": stage.max_attempts - 1,
             "maxFailedIndexes": 0,
             "podReplacementPolicy": "Failed",

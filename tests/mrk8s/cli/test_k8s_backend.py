@@ -72,12 +72,32 @@ def test_dry_run_prints_every_manifest_and_needs_no_cluster(
         assert container["command"][3] == f"{s3_bucket.url}/shuffle/dry"
         # The pods' command carries no credentials.
         assert "testing" not in json.dumps(container)
-    assert jobs[1]["spec"]["completions"] == 4  # step 1's reducers
+    # Step 1's 4 reducers, 2 per pod: --workers 3 pods at once run them in 2 pods.
+    assert jobs[1]["metadata"]["annotations"]["mrk8s.io/task-indexes"] == "0-3/2"
+    assert jobs[1]["spec"]["completions"] == 2
     assert jobs[0]["spec"]["parallelism"] == min(3, jobs[0]["spec"]["completions"])
     # Nothing was created in the store either.
     import s3fs
 
     assert not s3fs.S3FileSystem(**s3_bucket.storage_options).exists(f"{s3_bucket.url}/shuffle")
+
+
+def test_dry_run_shows_tasks_per_pod(cli: Any, k8s_args: list[str], no_kubeconfig: Path):
+    out = cli(
+        "run", "examples/wordcount.py", *k8s_args, "--dry-run", "--job-id", "dry",
+        "--reducers", "5", "--tasks-per-pod", "3",
+    )  # fmt: skip
+    refused = cli("run", "examples/wordcount.py", *k8s_args, "--dry-run", "--tasks-per-pod", "0")
+
+    assert out.returncode == 0, out.stderr
+    reduce_job = list(yaml.safe_load_all(out.stdout))[2]
+    assert reduce_job["metadata"]["annotations"]["mrk8s.io/task-indexes"] == "0-4/3"
+    assert (reduce_job["spec"]["completions"], reduce_job["spec"]["parallelism"]) == (2, 2)
+    (container,) = reduce_job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MRK8S_INDEX_MAP"] == "0-4/3"
+    assert refused.returncode == 2
+    assert "--tasks-per-pod 0: give 1 or more" in refused.stderr
 
 
 def test_no_kubeconfig_is_one_paragraph(cli: Any, k8s_args: list[str], no_kubeconfig: Path):

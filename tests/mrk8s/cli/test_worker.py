@@ -85,6 +85,25 @@ def test_worker_reruns_a_map_task_from_the_index_variable(kept_job: tuple[str, P
     assert after.partition_index.keys() == before.partition_index.keys()
 
 
+def test_worker_runs_its_batch_and_skips_what_committed(kept_job: tuple[str, Path]) -> None:
+    job_dir, _ = kept_job
+    store = FsspecStore(job_dir)
+    store.remove(commit.record_path(0, "map", 1))
+
+    proc = worker(
+        "--job", job_dir, "--step", "0", "--stage", "map",
+        env={"JOB_COMPLETION_INDEX": "0", "MRK8S_INDEX_MAP": "0-1/2", "MRK8S_ATTEMPT": "2"},
+    )  # fmt: skip
+
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["index"] for line in lines] == [0, 1]
+    assert lines[0]["skipped"] == "committed by attempt 1"
+    assert "skipped" not in lines[1]
+    assert "task 1 of step 0 map (2 of 2 in this pod)" in proc.stderr
+    assert [commit.read(store, 0, "map", i).attempt for i in (0, 1)] == [1, 2]  # type: ignore[union-attr]
+
+
 def test_worker_is_idempotent_for_a_committed_task(kept_job: tuple[str, Path]) -> None:
     job_dir, _ = kept_job
     store = FsspecStore(job_dir)

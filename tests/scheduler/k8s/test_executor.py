@@ -177,6 +177,39 @@ def test_deleting_the_owner_config_map_removes_the_jobs_and_their_pods(
         finished(thread, outcome)
 
 
+def test_the_owner_config_map_goes_when_a_finished_jobs_jobs_expire(space: Space, tmp_path: Path):
+    settings = PodSettings(
+        namespace=space.namespace, image=IMAGE, memory=512 << 20, ttl_seconds=2,
+        env_secrets=(SECRET,),
+    )  # fmt: skip
+    script = tmp_path / "job" / "slow_count.py"
+    script.parent.mkdir()
+    script.write_text(SLOW_COUNT)
+    text = tmp_path / "text.txt"
+    text.write_text("a b c\n" * 50)
+    url = space.upload(text, "in/text.txt")
+    core = kubernetes.client.CoreV1Api(space.api)
+    batch = kubernetes.client.BatchV1Api(space.api)
+    selector = names.job_selector("expires")
+
+    with KubernetesExecutor(settings, kubeconfig=space.kubeconfig) as ex:
+        thread, outcome = run_in_thread(ex, space, script, url, job_id="expires",
+                                        job_args={"sleep": 0.0})  # fmt: skip
+        result = finished(thread, outcome)
+
+    assert dict(result.records(space.bucket.storage_options)) == {"a": 50, "b": 50, "c": 50}
+    # The TTL controller deletes the Jobs 2 s after they finish; the garbage collector
+    # then deletes the ConfigMap, which now depends on them (before, it stayed for ever).
+    wait_until(
+        lambda: (
+            not core.list_namespaced_config_map(space.namespace, label_selector=selector).items
+            and not batch.list_namespaced_job(space.namespace, label_selector=selector).items
+        ),
+        timeout=120,
+        what="the Jobs and then the owner ConfigMap to be gone",
+    )
+
+
 HELPER_JOB = """
 import os
 from mrk8s import MapReduce

@@ -38,6 +38,44 @@ def test_index_map_round_trip(indexes: list[int], text: str):
     assert indexmap.decode(text) == indexes
 
 
+def test_an_index_map_with_tasks_per_pod_gives_each_completion_index_its_batch():
+    text = indexmap.encode([1, 2, 5, 7, 8], 2)
+    assert text == "1-2,5,7-8/2"
+    assert indexmap.decode(text) == [1, 2, 5, 7, 8]
+    assert (indexmap.per_pod(text), indexmap.pods(text)) == (2, 3)
+    assert [indexmap.batch(text, k) for k in range(3)] == [[1, 2], [5, 7], [8]]
+    assert indexmap.task_index(text, 1) == 5
+    with pytest.raises(ValueError, match="outside the index map"):
+        indexmap.batch(text, 3)
+    with pytest.raises(ValueError, match="1 or more"):
+        indexmap.per_pod("0-3/0")
+
+
+@pytest.mark.parametrize(
+    ("workers", "per_pod", "tasks", "expected"),
+    [(None, None, 10, 1), (3, None, 10, 4), (4, None, 4, 1), (2, None, 1, 1), (3, 5, 10, 5)],
+)
+def test_tasks_per_pod_defaults_to_one_pod_per_worker(
+    workers: int | None, per_pod: int | None, tasks: int, expected: int
+):
+    settings = render.PodSettings(workers=workers, tasks_per_pod=per_pod)
+    assert render.tasks_per_pod(settings, tasks) == expected
+
+
+def test_a_stage_job_of_batches_has_one_completion_per_pod():
+    settings = render.PodSettings(workers=2)
+
+    job = render.stage_job(spec(), range(7), settings)
+
+    s = job["spec"]
+    assert job["metadata"]["annotations"][indexmap.ANNOTATION] == "0-6/4"
+    assert (s["completions"], s["parallelism"]) == (2, 2)
+    # Attempts of a pod: its batch shares them (a retried pod skips what committed).
+    assert s["backoffLimitPerIndex"] == 3
+    (container,) = s["template"]["spec"]["containers"]
+    assert {e["name"]: e.get("value") for e in container["env"]}[indexmap.ENV] == "0-6/4"
+
+
 def test_index_map_maps_completion_indexes_and_refuses_nonsense():
     assert [indexmap.task_index("1,4-5", k) for k in range(3)] == [1, 4, 5]
     with pytest.raises(ValueError, match="outside the index map"):
@@ -50,7 +88,7 @@ def test_index_map_maps_completion_indexes_and_refuses_nonsense():
 
 def test_a_stage_job_is_an_indexed_job_of_the_pending_tasks_only():
     settings = render.PodSettings(namespace="ns", image="img:1", workers=3, cpu="500m",
-                                  memory=768 << 20, ttl_seconds=120)  # fmt: skip
+                                  memory=768 << 20, ttl_seconds=120, tasks_per_pod=1)  # fmt: skip
     owner = {"metadata": {"name": names.owner_name("Word_Count-1"), "uid": "u-1"}}
 
     job = render.stage_job(spec(), [1, 2, 5, 7, 8], settings, owner=owner)
