@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import collections
 import re
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -35,8 +33,9 @@ from scheduler.backends.ray.actors import node_directory  # noqa: E402
 from shuffle import commit  # noqa: E402
 from shuffle.store import FsspecStore  # noqa: E402
 from tests.conftest import EXAMPLES  # noqa: E402
+from tests.mrk8s.ray_examples import check_join, check_terasort, check_top_words, run  # noqa: E402
 from tests.s3 import S3Bucket  # noqa: E402
-from tests.util import join_inputs, make_words  # noqa: E402
+from tests.util import make_words  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -81,25 +80,6 @@ def node_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def executor(cluster: Cluster, node_root: Path) -> Iterator[RayExecutor]:
     with RayExecutor(local_dir=str(node_root), preload=LOCAL_PRELOAD) as ex:
         yield ex
-
-
-def run(
-    executor: RayExecutor,
-    tmp_path: Path,
-    example: str,
-    inputs: list[Path],
-    driver: type[Driver] = Driver,
-    **options: Any,
-) -> JobResult:
-    options.setdefault("shuffle_dir", str(tmp_path / "shuffle"))
-    settings = RunSettings(
-        script=str(EXAMPLES / example),
-        inputs=tuple(str(p) for p in inputs),
-        output=str(tmp_path / "out"),
-        backend="ray",
-        **options,
-    )
-    return driver(settings).run(executor)
 
 
 @pytest.fixture
@@ -175,43 +155,15 @@ def test_columnar_wordcount_hash_shuffle(executor: RayExecutor, tmp_path: Path, 
 
 
 def test_top_words_two_steps(executor: RayExecutor, tmp_path: Path, corpus: Path):
-    result = run(
-        executor, tmp_path, "top_words.py", [corpus], job_args={"top": 7},
-        max_split_bytes=32 << 10,
-    )  # fmt: skip
-
-    counts = collections.Counter(WORD.findall(corpus.read_text().lower()))
-    assert result.records() == sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))[:7]
-    assert result.summary["steps"] == 2
+    check_top_words(executor, tmp_path, corpus, top=7)
 
 
 def test_terasort_global_sort(executor: RayExecutor, tmp_path: Path):
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import terasort_data
-    finally:
-        sys.path.remove(str(EXAMPLES))
-    src = tmp_path / "tera-in"
-    terasort_data.generate(30_000, str(src), files=3, seed=9)
-
-    run(
-        executor, tmp_path, "terasort.py", [src], reducers=3, output_format="parquet",
-        max_split_bytes=1 << 20,
-    )  # fmt: skip
-
-    keys_in = sorted(pq.read_table(sorted(src.glob("*.parquet")))["key"].to_pylist())
-    parts = sorted((tmp_path / "out").glob("part-*.parquet"))
-    assert len(parts) == 3
-    assert [k for p in parts for k in pq.read_table(p)["key"].to_pylist()] == keys_in
+    check_terasort(executor, tmp_path, rows=30_000, files=3, seed=9)
 
 
 def test_reduce_side_join(executor: RayExecutor, tmp_path: Path):
-    inputs = join_inputs(tmp_path)
-
-    result = run(executor, tmp_path, "join.py", [inputs.users_csv, inputs.orders_csv], reducers=3)
-
-    assert dict(result.records()) == inputs.expected
-    assert result.summary["counters"] == {"join": {"orders_without_user": inputs.dropped}}
+    check_join(executor, tmp_path, reducers=3)
 
 
 class RecordingDriver(Driver):
