@@ -222,13 +222,7 @@ class MapOutputWriter:
     def _add_run(self, streams: Iterable[tuple[int, pa.Table]], buckets: int) -> None:
         assert self._file is not None, "add_run after finish"
         refs: dict[int, list[StreamRef]] = {}
-        last = -1
-        for sid, table in streams:
-            if sid <= last:
-                raise ValueError(f"stream {sid} after stream {last}: give ascending ids")
-            last = sid
-            if table.num_rows == 0:
-                continue
+        for sid, table in _ascending_nonempty(streams):
             offset = self._file.tell()
             size, checksum = self._write_stream(table)
             if self._probing:
@@ -268,13 +262,7 @@ class MapOutputWriter:
         self, streams: Iterable[tuple[int, pa.Table]], buckets: int
     ) -> Iterator[tuple[tuple[int, int], bytes | memoryview, int]]:
         """``streams`` as ``((partition, bucket), stream bytes, rows)``, ascending, none empty."""
-        last = -1
-        for sid, table in streams:
-            if sid <= last:
-                raise ValueError(f"stream {sid} after stream {last}: give ascending ids")
-            last = sid
-            if table.num_rows == 0:
-                continue
+        for sid, table in _ascending_nonempty(streams):
             memory = pa.BufferOutputStream()
             with pa.ipc.new_stream(memory, table.schema, options=self._options) as writer:
                 writer.write_table(table, max_chunksize=self._batch_rows or None)
@@ -355,6 +343,19 @@ class MapOutputWriter:
         for leftover in (self._spill_path, self._spill_path + ".grouped"):
             if os.path.exists(leftover):
                 os.unlink(leftover)
+
+
+def _ascending_nonempty(
+    streams: Iterable[tuple[int, pa.Table]],
+) -> Iterator[tuple[int, pa.Table]]:
+    """``streams`` without the empty ones; refused unless their ids ascend."""
+    last = -1
+    for sid, table in streams:
+        if sid <= last:
+            raise ValueError(f"stream {sid} after stream {last}: give ascending ids")
+        last = sid
+        if table.num_rows:
+            yield sid, table
 
 
 class _ChecksummingSink(io.RawIOBase):
