@@ -106,14 +106,20 @@ def space(
     return Space(namespace, str(cluster.kubeconfig), s3_bucket, api)
 
 
-@pytest.fixture
-def executor(space: Space) -> Iterator[KubernetesExecutor]:
-    settings = PodSettings(
+def executor_in(space: Space, **settings: Any) -> Iterator[KubernetesExecutor]:
+    """An executor for the tests' pods in ``space`` (``settings`` override PodSettings')."""
+    pods = PodSettings(
         namespace=space.namespace,
         image=IMAGE,
         memory=512 << 20,
         ttl_seconds=600,
         env_secrets=(SECRET,),
+        **settings,
     )
-    with KubernetesExecutor(settings, kubeconfig=space.kubeconfig) as ex:
+    with KubernetesExecutor(pods, kubeconfig=space.kubeconfig) as ex:
         yield ex
+
+
+@pytest.fixture
+def executor(space: Space) -> Iterator[KubernetesExecutor]:
+    yield from executor_in(space)

@@ -24,11 +24,10 @@ kubernetes = pytest.importorskip("kubernetes")
 
 from scheduler.backends.k8s import indexmap, names  # noqa: E402
 from scheduler.backends.k8s.executor import KubernetesExecutor  # noqa: E402
-from scheduler.backends.k8s.render import PodSettings  # noqa: E402
 from shuffle import commit  # noqa: E402
 from shuffle.store import FsspecStore  # noqa: E402
 from tests.cluster.kube import wait_until  # noqa: E402
-from tests.scheduler.k8s.conftest import IMAGE, SECRET, Space  # noqa: E402
+from tests.scheduler.k8s.conftest import Space, executor_in  # noqa: E402
 from tests.scheduler.k8s.test_faults import (  # noqa: E402
     counts,
     finished,
@@ -55,16 +54,7 @@ def six_splits(tmp_path: Path) -> Path:
 
 
 def batched(space: Space, per_pod: int) -> Iterator[KubernetesExecutor]:
-    settings = PodSettings(
-        namespace=space.namespace,
-        image=IMAGE,
-        memory=512 << 20,
-        ttl_seconds=600,
-        env_secrets=(SECRET,),
-        tasks_per_pod=per_pod,
-    )
-    with KubernetesExecutor(settings, kubeconfig=space.kubeconfig) as ex:
-        yield ex
+    yield from executor_in(space, tasks_per_pod=per_pod)
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ from tests.cluster.controlplane import free_port  # noqa: E402
 from tests.cluster.shuffleserver import server_daemonset  # noqa: E402
 from tests.conftest import EXAMPLES, CLIResult  # noqa: E402
 from tests.scheduler.k8s import test_examples  # noqa: E402
-from tests.scheduler.k8s.conftest import IMAGE, SECRET, Space  # noqa: E402
+from tests.scheduler.k8s.conftest import IMAGE, SECRET, Space, executor_in  # noqa: E402
 from tests.util import make_words  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -76,16 +76,7 @@ def node_local(space: Space) -> Iterator[KubernetesExecutor]:
         )
 
     kube.wait_until(serving, timeout=60, what="a listening shuffle server on every node")
-    settings = PodSettings(
-        namespace=space.namespace,
-        image=IMAGE,
-        memory=512 << 20,
-        ttl_seconds=600,
-        env_secrets=(SECRET,),
-        node_local=True,
-    )
-    with KubernetesExecutor(settings, kubeconfig=space.kubeconfig) as ex:
-        yield ex
+    yield from executor_in(space, node_local=True)
 
 
 def test_wordcount_node_local_reducers_run_where_placement_put_them(
