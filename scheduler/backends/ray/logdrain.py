@@ -61,24 +61,32 @@ def drain(actors: Sequence[Any], timeout: float = DRAIN_SECONDS) -> bool:
     arrived = threading.Event()
     lock = threading.Lock()
 
+    def count_markers(data: dict[str, Any]) -> None:
+        nonlocal seen
+        found = sum(marker in line for line in data.get("lines") or [])
+        if found:
+            with lock:
+                seen += found
+                if seen >= expected:
+                    arrived.set()
+
     def hide_markers(handler: Callable[[dict[str, Any]], None]) -> Callable[..., None]:
         def handle(data: dict[str, Any]) -> None:
-            nonlocal seen
             lines = data.get("lines") or []
             kept = [line for line in lines if marker not in line]
-            if len(kept) != len(lines):
-                with lock:
-                    seen += len(lines) - len(kept)
-                    if seen >= expected:
-                        arrived.set()
-            if kept:
+            if len(kept) == len(lines):
+                handler(data)  # no marker: as Ray would
+            elif kept:
                 handler({**data, "lines": kept})
 
         return handle
 
+    # The markers are counted once, by a handler of ours, whatever number of
+    # handlers Ray has; each of Ray's gets the lines without them.
     with dispatcher._lock:
         original = list(dispatcher.handlers)
-        wrapped = [(name, hide_markers(h)) for name, h in original]
+        wrapped = [("mrk8s-count-markers", count_markers)]
+        wrapped += [(name, hide_markers(h)) for name, h in original]
         dispatcher.handlers = list(wrapped)
     started = time.monotonic()
     try:
