@@ -14,7 +14,7 @@ that runs pods as local processes, so they reach it on loopback. The
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import yaml
 kubernetes = pytest.importorskip("kubernetes")
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
+from mrk8s.engine.settings import RunSettings  # noqa: E402
 from scheduler.backends.k8s.executor import KubernetesExecutor  # noqa: E402
 from scheduler.backends.k8s.render import PodSettings  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
@@ -57,6 +58,20 @@ class Space:
             "--shuffle-dir", f"{self.bucket.url}/{shuffle}",
             "--storage-options", json.dumps(self.public_options),
         ]  # fmt: skip
+
+    def run_settings(
+        self, script: str | Path, inputs: Sequence[str], **options: Any
+    ) -> RunSettings:
+        """A ``--backend k8s`` job of ``script`` whose shuffle and output are in the bucket."""
+        return RunSettings(
+            script=str(script),
+            inputs=tuple(inputs),
+            output=f"{self.bucket.url}/out",
+            backend="k8s",
+            shuffle_dir=f"{self.bucket.url}/shuffle",
+            storage_options=self.bucket.storage_options,
+            **options,
+        )
 
     def upload(self, local: Path, name: str) -> str:
         """Put a local file (or directory) into the bucket; its URL."""

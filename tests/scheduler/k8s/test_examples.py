@@ -22,7 +22,6 @@ kubernetes = pytest.importorskip("kubernetes")
 import pyarrow.parquet as pq  # noqa: E402
 
 from mrk8s.engine.driver import Driver, JobResult  # noqa: E402
-from mrk8s.engine.settings import RunSettings  # noqa: E402
 from scheduler.backends.k8s import names  # noqa: E402
 from scheduler.backends.k8s.executor import KubernetesExecutor  # noqa: E402
 from tests.cluster import kube  # noqa: E402
@@ -42,15 +41,7 @@ def run(
     inputs: list[str],
     **options: Any,
 ) -> JobResult:
-    settings = RunSettings(
-        script=str(EXAMPLES / example),
-        inputs=tuple(inputs),
-        output=f"{space.bucket.url}/out",
-        backend="k8s",
-        shuffle_dir=f"{space.bucket.url}/shuffle",
-        storage_options=space.bucket.storage_options,
-        **options,
-    )
+    settings = space.run_settings(EXAMPLES / example, inputs, **options)
     return Driver(settings).run(executor)
 
 

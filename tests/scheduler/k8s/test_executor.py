@@ -238,15 +238,7 @@ def test_the_modules_beside_the_script_are_shipped_with_it(
     (job / "helper.py").write_text("def normalise(word):\n    return word.upper()\n")
     text = tmp_path / "text.txt"
     text.write_text("a b\nb c\n")
-    settings = RunSettings(
-        script=str(job / "where.py"),
-        inputs=(space.upload(text, "in/text.txt"),),
-        output=f"{space.bucket.url}/out",
-        backend="k8s",
-        shuffle_dir=f"{space.bucket.url}/shuffle",
-        storage_options=space.bucket.storage_options,
-        reducers=1,
-    )
+    settings = space.run_settings(job / "where.py", [space.upload(text, "in/text.txt")], reducers=1)
 
     result = dict(Driver(settings).run(executor).records(space.bucket.storage_options))
 

@@ -32,7 +32,6 @@ import pytest
 kubernetes = pytest.importorskip("kubernetes")
 
 from mrk8s.engine.driver import Driver, JobResult  # noqa: E402
-from mrk8s.engine.settings import RunSettings  # noqa: E402
 from scheduler.backends.k8s import indexmap, names, render  # noqa: E402
 from scheduler.backends.k8s.executor import KubernetesExecutor  # noqa: E402
 from shuffle import commit  # noqa: E402
@@ -94,16 +93,7 @@ def counts(path: Path) -> dict[str, int]:
 def run_in_thread(
     executor: KubernetesExecutor, space: Space, script: Path, url: str, **options: Any
 ) -> tuple[threading.Thread, dict[str, Any]]:
-    settings = RunSettings(
-        script=str(script),
-        inputs=(url,),
-        output=f"{space.bucket.url}/out",
-        backend="k8s",
-        shuffle_dir=f"{space.bucket.url}/shuffle",
-        storage_options=space.bucket.storage_options,
-        keep_shuffle=True,
-        **options,
-    )
+    settings = space.run_settings(script, [url], keep_shuffle=True, **options)
     outcome: dict[str, Any] = {}
 
     def target() -> None:

@@ -85,13 +85,9 @@ def test_wordcount_node_local_reducers_run_where_placement_put_them(
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(make_words(40_000, vocab=1500, seed=3))
     url = space.upload(corpus, "in/corpus.txt")
-    settings = RunSettings(
-        script=str(EXAMPLES / "wordcount.py"),
-        inputs=(url,),
-        output=f"{space.bucket.url}/out",
-        backend="k8s",
-        shuffle_dir=f"{space.bucket.url}/shuffle",
-        storage_options=space.bucket.storage_options,
+    settings = space.run_settings(
+        EXAMPLES / "wordcount.py",
+        [url],
         reducers=4,
         max_split_bytes=48 << 10,
         job_id="wc-local",
@@ -189,13 +185,9 @@ def test_uneven_map_output_reducers_run_where_placement_put_them(
     keep, others = nodes[0], nodes[1:]
     cordon = CordonedDuringTheMapStage(space.api, keep, others)
     reducers = 6
-    settings = RunSettings(
-        script=str(EXAMPLES / "wordcount.py"),
-        inputs=(url,),
-        output=f"{space.bucket.url}/out",
-        backend="k8s",
-        shuffle_dir=f"{space.bucket.url}/shuffle",
-        storage_options=space.bucket.storage_options,
+    settings = space.run_settings(
+        EXAMPLES / "wordcount.py",
+        [url],
         reducers=reducers,
         max_split_bytes=64 << 10,
         job_id="wc-uneven",
@@ -375,13 +367,9 @@ def test_a_node_deleted_after_the_map_stage_has_its_map_outputs_recomputed(
     url = space.upload(corpus, "in/corpus.txt")
     store = FsspecStore(f"{space.bucket.url}/shuffle/lost", space.bucket.storage_options)
     progress = DeleteANodeAfterTheMapStage(space, store)
-    settings = RunSettings(
-        script=str(EXAMPLES / "wordcount.py"),
-        inputs=(url,),
-        output=f"{space.bucket.url}/out",
-        backend="k8s",
-        shuffle_dir=f"{space.bucket.url}/shuffle",
-        storage_options=space.bucket.storage_options,
+    settings = space.run_settings(
+        EXAMPLES / "wordcount.py",
+        [url],
         reducers=3,
         max_split_bytes=32 << 10,
         job_id="lost",
