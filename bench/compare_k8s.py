@@ -32,7 +32,12 @@ appeared, was reported running (its process started) and ended; with the
 stage's start (the driver's) and the task's own time (its commit record)
 that splits each pod's life into: Job to pod, pod to process started,
 process life, of which the task itself; the rest of the process life is the
-interpreter's start, imports and exit. The node agent's own timestamps are
+interpreter's start, imports and exit. Each pod's log (``mrk8s worker``'s line
+per task: its seconds, and when it began in the process's life) splits the
+process life further: ``start_up`` (the process's start, as the kernel counts
+it, to its first task: interpreter, imports, storage clients), ``tasks_wall``
+and ``exit_and_report`` (the last task's end to the watch seeing the pod
+ended: interpreter exit, the node agent's report). The node agent's own timestamps are
 whole seconds, as a kubelet's are, and are kept beside them.
 
 The pods run in their own virtual environment, ``bench/.image-venv`` (built
@@ -237,6 +242,43 @@ def pod_times(
     return out
 
 
+def worker_lines(api: Any, pods: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each pod's task lines from its log (``mrk8s worker`` prints a JSON line per
+    task done, with its seconds and when it began in the process's life)."""
+    import kubernetes
+
+    core = kubernetes.client.CoreV1Api(api)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for seen in pods:
+        pod = seen["pod"]
+        try:
+            log = core.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace)
+        except kubernetes.client.ApiException:
+            continue
+        lines = []
+        for text in log.splitlines():
+            if text.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    lines.append(json.loads(text))
+        out[pod.metadata.name] = [x for x in lines if "after_process_start" in x]
+    return out
+
+
+def split_process(row: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+    """Split a pod's process life with its own task lines: ``start_up`` (process
+    start to its first task: interpreter, imports, storage clients), ``tasks_wall``
+    (its tasks as the process timed them) and ``exit_and_report`` (last task's end
+    to the pod reported ended: interpreter exit, the node agent's report, the watch)."""
+    if not lines:
+        return
+    first, last = lines[0], lines[-1]
+    row["start_up"] = round(first["after_process_start"], 3)
+    row["tasks_wall"] = round(sum(x["seconds"] for x in lines), 3)
+    row["exit_and_report"] = round(
+        row["process"] - last["after_process_start"] - last["seconds"], 3
+    )
+
+
 def stage_tail(
     pods: list[dict[str, Any]], clock: PodClock, line: Mapping[str, Any], stages: StageClock
 ) -> dict[str, float]:
@@ -262,6 +304,7 @@ def _medians(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, flo
 
 POD_KEYS = (
     "stage_to_pod", "pod_to_running", "process", "task", "process_overhead",
+    "start_up", "tasks_wall", "exit_and_report",
     "api_created_to_started", "api_started_to_finished",
 )  # fmt: skip
 
@@ -533,6 +576,9 @@ def main(argv: list[str] | None = None) -> int:
                                 stages.tasks,
                                 stages.counts,
                             )
+                            logs = worker_lines(api, clock.of_job(line["job_id"]))
+                            for pod in row["pods"]:
+                                split_process(pod, logs.get(pod["pod"], []))
                             row["stage_tail"] = stage_tail(row["pods"], clock, line, stages)
                             row["pod_medians"] = {
                                 stage: _medians(

@@ -18,6 +18,11 @@ MESSAGE``, which the Kubernetes backend reads back from the pod's log. The
 task body is the same :func:`mrk8s.tasks.run.run_task` that the local
 backend's long-lived workers call. Exit codes: 0 done; 2 a user error (do not
 retry: the pod failure policy fails the job at once); 1 anything else (retry).
+Each task done prints a JSON line on stdout: its ``index``, ``records_out``,
+``seconds`` (its time in this process) and ``after_process_start`` (seconds
+from the process's start, as the kernel counts it, to the task's start: for
+the first task, what the interpreter, the imports and the storage clients
+cost the pod).
 With ``$MRK8S_SHUFFLE_SERVERS`` set, a reducer reads map outputs kept on
 other nodes' disks from their shuffle servers (:mod:`shuffle.httpfs`).
 ``s3://`` goes through Arrow's own S3 client when ``$MRK8S_S3_CLIENT`` is
@@ -32,6 +37,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 
 from scheduler.stage import TaskError
@@ -62,6 +68,17 @@ def _attempt(environ: Mapping[str, str]) -> int:
     failed = int(environ.get("MRK8S_INDEX_FAILURES") or 0)
     ignored = int(environ.get("MRK8S_INDEX_IGNORED_FAILURES") or 0)
     return 1 + failed + ignored
+
+
+def _process_age() -> float | None:
+    """Seconds since this process started (its start time in /proc, against the
+    same boot clock), or None where there is no /proc."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
@@ -95,6 +112,7 @@ def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        began, age = time.perf_counter(), _process_age()
         try:
             result = run_task(payload, index, args.attempt)
         except Exception as exc:
@@ -105,7 +123,13 @@ def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
                 file=sys.stderr,
             )
             return EXIT_USER_ERROR if error.user_error else EXIT_RETRY
-        line = {"index": index, "records_out": result.get("records_out", 0)}
+        line: dict[str, object] = {
+            "index": index,
+            "records_out": result.get("records_out", 0),
+            "seconds": round(time.perf_counter() - began, 4),
+        }
+        if age is not None:
+            line["after_process_start"] = round(age, 3)
         if int(result.get("attempt") or args.attempt) != args.attempt:
             line["skipped"] = f"committed by attempt {result.get('attempt')}"
         print(json.dumps(line), flush=True)

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -90,10 +91,12 @@ def test_worker_runs_its_batch_and_skips_what_committed(kept_job: tuple[str, Pat
     store = FsspecStore(job_dir)
     store.remove(commit.record_path(0, "map", 1))
 
+    started = time.monotonic()
     proc = worker(
         "--job", job_dir, "--step", "0", "--stage", "map",
         env={"JOB_COMPLETION_INDEX": "0", "MRK8S_INDEX_MAP": "0-1/2", "MRK8S_ATTEMPT": "2"},
     )  # fmt: skip
+    wall = time.monotonic() - started
 
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -102,6 +105,12 @@ def test_worker_runs_its_batch_and_skips_what_committed(kept_job: tuple[str, Pat
     assert "skipped" not in lines[1]
     assert "task 1 of step 0 map (2 of 2 in this pod)" in proc.stderr
     assert [commit.read(store, 0, "map", i).attempt for i in (0, 1)] == [1, 2]  # type: ignore[union-attr]
+    # Each line says when its task began in the process's life and how long it took:
+    # the second began after the first ended, and both within the process's wall time.
+    first, second = lines
+    assert 0 < first["after_process_start"] < wall
+    assert second["after_process_start"] >= first["after_process_start"] + first["seconds"] - 0.02
+    assert second["after_process_start"] + second["seconds"] < wall
 
 
 def test_worker_is_idempotent_for_a_committed_task(kept_job: tuple[str, Path]) -> None:
