@@ -622,6 +622,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _pod_phases(pods: list[Mapping[str, float]]) -> list[tuple[str, Any]]:
+    """A pod's life as stacked phases: with the pods' own task lines (start_up...),
+    the process split into start-up, task setup, tasks and exit; else as the watch
+    alone sees it (process overhead and task)."""
+    phases: list[tuple[str, Any]] = [
+        ("stage to pod", lambda p: p.get("stage_to_pod", 0)),
+        ("pod to process", lambda p: p.get("pod_to_running", 0)),
+    ]
+    if all("start_up" in p for p in pods):
+        return [
+            *phases,
+            ("start-up: interpreter, imports, clients", lambda p: p["start_up"]),
+            ("tasks (their own time)", lambda p: p["task"]),
+            ("per-task setup", lambda p: max(p["tasks_wall"] - p["task"], 0)),
+            ("exit and report", lambda p: max(p["exit_and_report"], 0)),
+        ]
+    return [
+        *phases,
+        ("process overhead", lambda p: p.get("process_overhead", 0)),
+        ("task", lambda p: p.get("task", 0)),
+    ]
+
+
 def plot(summary: Mapping[str, Any], names: list[str], path: Path) -> None:
     """Median seconds per contestant (map and reduce stacked), and the k8s pods' phases."""
     import matplotlib
@@ -631,7 +654,7 @@ def plot(summary: Mapping[str, Any], names: list[str], path: Path) -> None:
 
     med = summary["medians"]
     names = [n for n in names if n in med]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=[3, 2])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8), width_ratios=[3, 2])
     maps = [med[n].get("map_seconds", 0) for n in names]
     reduces = [med[n].get("reduce_seconds", 0) for n in names]
     left.barh(names, maps, color="tab:blue", label="map stage")
@@ -640,17 +663,16 @@ def plot(summary: Mapping[str, Any], names: list[str], path: Path) -> None:
     left.invert_yaxis()
     left.set_xlabel("seconds, median (lower is better)")
     left.legend(fontsize=8)
-    phases = ("stage_to_pod", "pod_to_running", "process_overhead", "task")
     k8s = [(n, s) for n in names for s in ("map", "reduce") if med[n].get("pods", {}).get(s)]
     labels = [f"{n} {s}" for n, s in k8s]
     start = [0.0] * len(k8s)
-    for phase in phases:
-        values = [med[n]["pods"][s].get(phase, 0) for n, s in k8s]
-        right.barh(labels, values, left=start, label=phase.replace("_", " "))
+    for label, phase in _pod_phases([med[n]["pods"][s] for n, s in k8s]):
+        values = [phase(med[n]["pods"][s]) for n, s in k8s]
+        right.barh(labels, values, left=start, label=label)
         start = [a + b for a, b in zip(start, values, strict=True)]
     right.invert_yaxis()
     right.set_xlabel("seconds per pod, median")
-    right.legend(fontsize=7)
+    right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     fig.suptitle("mrk8s bench shuffle: local backend against --backend k8s (test cluster)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
