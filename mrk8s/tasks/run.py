@@ -71,6 +71,32 @@ UNSORTED_BUFFER_SHARE = 0.25
 #: 256-reducer map task held 1.8x the memory of a 32-reducer one.
 UNSORTED_SPILL_BYTES = 32 << 20
 
+#: Runs (in runs the size of its first, ``MapOutputWriter.runs_placed``) and
+#: input bytes of the last map task of each (job, step) in this process: the next
+#: one sizes its map output's regions from them (``MapOutputWriter(in_place=True)``).
+#: A few entries, the newest kept.
+_LAST_MAP_RUNS: dict[tuple[str, int], tuple[float, int]] = {}
+_LAST_MAP_RUNS_KEPT = 8
+
+
+def _expected_runs(job_id: str, step: int, split_bytes: int) -> float | None:
+    """Runs a map task of ``split_bytes`` should write, from the step's last one here."""
+    last = _LAST_MAP_RUNS.get((job_id, step))
+    if last is None:
+        return None
+    runs, size = last
+    return runs * split_bytes / size if size > 0 and split_bytes > 0 else runs
+
+
+def _remember_runs(job_id: str, step: int, runs: float | None, split_bytes: int) -> None:
+    if not runs:
+        return
+    _LAST_MAP_RUNS.pop((job_id, step), None)
+    _LAST_MAP_RUNS[(job_id, step)] = (runs, split_bytes)
+    while len(_LAST_MAP_RUNS) > _LAST_MAP_RUNS_KEPT:
+        del _LAST_MAP_RUNS[next(iter(_LAST_MAP_RUNS))]
+
+
 #: Share of the budget a reducer's inputs may take for the one-shot sort path,
 #: and the most one ``reduce_batch`` call of an unsorted shuffle gets...
 REDUCE_IN_MEMORY_SHARE = 0.25
@@ -329,6 +355,9 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
         # Unsorted streams are read whole, never merged batch by batch.
         batch_rows=mapfile.DEFAULT_BATCH_ROWS if sorted_ else 0,
         join_runs=not sorted_,
+        # On this disk the joined streams are written in place, once (no spill file).
+        in_place=out_store.is_local,
+        expected_runs=_expected_runs(plan.job_id, step_index, split.size),
     )
     # With a record mapper the combiner already ran in the mapper's dict
     # (CombiningBuffer); running it again over the sorted run rarely pays.
@@ -357,6 +386,7 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
     except BaseException:
         writer.abort()
         raise
+    _remember_runs(plan.job_id, step_index, writer.runs_placed, split.size)
     record = commit.Record.with_index(
         index_,
         step=step_index,
