@@ -24,12 +24,13 @@ file, sized from its first stream and the runs expected, and every run's
 stream of it is joined to the one in the region as it comes; what does not
 fit goes to regions at the end of the file, as further streams of that
 partition (:class:`_Regions`). Room a region does not use is a hole of a
-sparse file: no stream covers it, so no reducer reads it. Streams are LZ4-compressed unless the first
-megabyte shows the data does not compress. Arrow's IPC writer hands its
-buffers straight to the file (checksummed on the way). A reducer reads the
-ranges it needs of local map outputs ahead of use, a few at a time
-(:mod:`shuffle.readahead`: one ``preadv`` per range into an Arrow buffer
-that the decoded rows then share, no further copy); it used to map them,
+sparse file: no stream covers it, so no reducer reads it. Streams are
+LZ4-compressed unless the first megabyte shows the data does not compress.
+Arrow's IPC writer hands its buffers straight to the file (checksummed on
+the way). A reducer reads the ranges it needs of local map outputs ahead of
+use, a few at a time (:mod:`shuffle.readahead`: one ``preadv`` per range
+into an Arrow buffer that the decoded rows then share, no further copy); it
+used to map them,
 which left a reducer waiting on one page fault at a time once the map
 outputs outgrew the page cache. This module knows partitions, buckets and
 streams, not mappers.

@@ -621,16 +621,15 @@ def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> di
 Segments = list[tuple[FsspecStore, str, list[mapfile.StreamRef]]]
 
 
-def _locate(ctx: JobContext, maps: list[commit.Record], partition: int) -> Segments:
-    """Where each committed map output's streams of ``partition`` are read from.
+def _locate(ctx: JobContext, maps: list[tuple[commit.Record, list[mapfile.StreamRef]]]) -> Segments:
+    """Where each committed map output's streams of a partition are read from.
 
     A node-local map output (``shuffle.nodelocal``) is read from this node's
     disk when it was written here, else through the backend's remote reader.
     """
     here = process.node_name()
     located: Segments = []
-    for m in maps:
-        refs = m.partition_refs(partition)
+    for m, refs in maps:
         if refs:
             store, path = nodelocal.segment_store(ctx.store, m.node, m.data_path, here)
             located.append((store, path, refs))
@@ -793,8 +792,8 @@ def _reduce_once(
     step = call(where, "steps()", ctx.step, job, step_index)
     started = time.perf_counter()
 
-    maps = commit.read_stage(ctx.store, step_index, "map", len(step_plan.splits), partition=index)
-    located = _locate(ctx, maps, index)
+    maps = commit.partition_streams(ctx.store, step_index, "map", len(step_plan.splits), index)
+    located = _locate(ctx, maps)
     bytes_in = sum(r.length for _, _, refs in located for r in refs)
     budget = plan.memory_per_worker
     share = int(budget * REDUCE_IN_MEMORY_SHARE)
