@@ -481,7 +481,10 @@ class _Regions:
         if region is None or region.end - region.cursor < size:
             region = self._allocate(key, size, last)
         schema = bytes(data[:head]) if whole else b""
-        if whole and self._joinable.setdefault(schema, _joinable(schema)):
+        joinable = self._joinable.get(schema) if whole else False
+        if joinable is None:
+            joinable = self._joinable[schema] = _joinable(schema)
+        if joinable:
             region.start, region.schema, region.rows = region.cursor, schema, rows
             region.hasher = _stream_hasher()
             self._write(region, data[:-8])
