@@ -96,6 +96,9 @@ EXPECTED_RUNS = 4.0
 #: exactly (a bucket of a few thousand rows per run varies by a few percent).
 REGION_SLACK = 0.125
 
+#: Regions of a map output written in place start at multiples of this (a page).
+_REGION_ALIGN = 4096
+
 #: The end-of-stream marker of an Arrow IPC stream: continuation, zero length.
 _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
@@ -501,7 +504,9 @@ class _Regions:
             runs_left = max(1.0, self._expected - self._runs)
             so_far = self._bytes.get(key, 0)
             room = int(max(size * runs_left, so_far + size if so_far else 0) * (1 + REGION_SLACK))
-        room = max(size, -(-room // 64) * 64)  # regions start 64-byte aligned
+        # Regions start on a page: a reducer reading one (the kernel reads whole
+        # pages) reads nothing of the region before it.
+        room = -(-max(size, room) // _REGION_ALIGN) * _REGION_ALIGN
         region = _Region(self._end, self._end + room)
         self._end += room
         self._regions[key] = region
