@@ -287,3 +287,17 @@ def test_a_missing_record_is_named_and_a_large_stage_is_not_kept(store: FsspecSt
         return
     cache.partition(store, 0, "map", 1, 0)
     assert cache.reads == 2  # too large for max_bytes: read again each time
+
+
+def test_the_cache_keeps_large_offsets_rows_and_buckets_exactly(store: FsspecStore) -> None:
+    """Streams past 4 GiB, of more than 2**32 rows, in bucket 300: kept in wider fields."""
+    huge = [StreamRef((5 << 30) + 8, (4 << 30) + 1, (1 << 33) + 3, 2**64 - 2, 300)]
+    small = [StreamRef(0, 10, 1, 1, 0)]
+    fields = {k: v for k, v in map_record(0).to_json().items() if k != "index_json"}
+    commit.write(store, Record.with_index({0: small, 1: huge}, **fields))
+    cache = commit.StageCache()
+    for p, want in ((0, small), (1, huge)):
+        served = cache.partition(store, 0, "map", 1, p)
+        if served is None:
+            return
+        assert served[0][1] == want
