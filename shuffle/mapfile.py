@@ -183,7 +183,9 @@ class MapOutputWriter:
     With ``in_place`` too (a local store), nothing is spilled and copied: each
     run's streams go straight into the published file, into regions
     (:class:`_Regions`), and are joined there as they come. ``expected_runs``
-    (default :data:`EXPECTED_RUNS`) sizes the regions.
+    (default :data:`EXPECTED_RUNS`) sizes the regions. The file is written in
+    ``spill_dir`` and renamed into place: on another filesystem than the store
+    it is copied instead, holes written out as zeros.
     """
 
     def __init__(
