@@ -96,8 +96,11 @@ EXPECTED_RUNS = 4.0
 #: exactly (a bucket of a few thousand rows per run varies by a few percent).
 REGION_SLACK = 0.125
 
-#: Regions of a map output written in place start at multiples of this (a page).
-_REGION_ALIGN = 4096
+#: A region of a map output written in place with room for at least this much
+#: starts on a page (4096 bytes), so a reducer reading it (the kernel reads whole
+#: pages) reads nothing of the region before it; smaller ones start on 64 bytes,
+#: so that many small regions share pages rather than take one each on disk.
+_PAGE_ALIGNED_ROOM = 64 << 10
 
 #: The end-of-stream marker of an Arrow IPC stream: continuation, zero length.
 _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
@@ -506,11 +509,11 @@ class _Regions:
             runs_left = max(1.0, self._expected - self._runs)
             so_far = self._bytes.get(key, 0)
             room = int(max(size * runs_left, so_far + size if so_far else 0) * (1 + REGION_SLACK))
-        # Regions start on a page: a reducer reading one (the kernel reads whole
-        # pages) reads nothing of the region before it.
-        room = -(-max(size, room) // _REGION_ALIGN) * _REGION_ALIGN
-        region = _Region(self._end, self._end + room)
-        self._end += room
+        room = max(size, room)
+        align = 4096 if room >= _PAGE_ALIGNED_ROOM else 64
+        start = -(-self._end // align) * align
+        region = _Region(start, start + room)
+        self._end = start + room
         self._regions[key] = region
         return region
 

@@ -679,3 +679,22 @@ def test_in_place_holes_take_no_disk_space(tmp_path: Path) -> None:
     assert writer.hole_bytes == size - sum(r.length for refs in index.values() for r in refs)
     assert writer.hole_bytes > size / 2
     assert path.stat().st_blocks * 512 < size - writer.hole_bytes / 2
+
+
+def test_in_place_large_regions_start_on_a_page_and_small_ones_share_pages(
+    tmp_path: Path,
+) -> None:
+    """Many tiny buckets take about their bytes on disk, not a 4 KiB block each; a large
+    bucket's region starts on a page, so reading it reads no page of another."""
+    store = FsspecStore(str(tmp_path / "out"))
+    rng = random.Random(25)
+    sizes = {sid: 1 for sid in range(400)}
+    sizes[400] = 20_000
+    runs = unsorted_runs(rng, [sizes, dict(sizes)], 1)
+    index, _ = write_in_place(store, "m.arrow", runs, 1, tmp_path / "spill", expected_runs=2)
+    assert_placed(store, "m.arrow", index, runs, 1)
+    (large,) = index[400]
+    assert large.offset % 4096 == 0 and large.length > mapfile._PAGE_ALIGNED_ROOM / 2
+    tiny = sum(r.length for p in range(400) for r in index[p])
+    on_disk = (tmp_path / "out" / "m.arrow").stat().st_blocks * 512
+    assert on_disk < (tiny * 2 * (1 + mapfile.REGION_SLACK) + 4096) + large.length + 8192
