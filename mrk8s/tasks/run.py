@@ -64,9 +64,10 @@ UNSORTED_BUFFER_SHARE = 0.25
 #: of reducers, so that a map task's memory is the same at 32 and at 256
 #: reducers (issue 25). With many reducers each spill's streams are small (32
 #: MiB over 256 reducers x 4 buckets: 32 KiB), so the writer joins each
-#: partition's and bucket's streams of every run into one stream when it
-#: publishes the file (``MapOutputWriter(join_runs=True)``): reducers read as
-#: many streams as from one run. Before, the buffer grew with the reducer count
+#: partition's and bucket's streams of every run into one stream
+#: (``MapOutputWriter(join_runs=True)``; on local disk in place, as each run
+#: comes, else when it publishes the file): reducers read as many streams as
+#: from one run. Before, the buffer grew with the reducer count
 #: (32 MiB up to 64 reducers, 128 MiB from 256) to keep streams large, and a
 #: 256-reducer map task held 1.8x the memory of a 32-reducer one.
 UNSORTED_SPILL_BYTES = 32 << 20
