@@ -30,9 +30,8 @@ Arrow's IPC writer hands its buffers straight to the file (checksummed on
 the way). A reducer reads the ranges it needs of local map outputs ahead of
 use, a few at a time (:mod:`shuffle.readahead`: one ``preadv`` per range
 into an Arrow buffer that the decoded rows then share, no further copy); it
-used to map them,
-which left a reducer waiting on one page fault at a time once the map
-outputs outgrew the page cache. This module knows partitions, buckets and
+used to map them, which left a reducer waiting on one page fault at a time
+once the map outputs outgrew the page cache. This module knows partitions, buckets and
 streams, not mappers.
 """
 
