@@ -18,14 +18,20 @@ file; :meth:`MapOutputWriter.finish` moves that file into place. When there
 were several runs and the store is remote, it first rewrites the streams
 grouped by partition, so a reducer needs one range read per map output; on a
 local store the copy would cost more than the extra reads it saves, and the
-runs stay where they are. Streams are LZ4-compressed unless the first
-megabyte shows the data does not compress. Arrow's IPC writer hands its
-buffers straight to the file (checksummed on the way). A reducer reads the
-ranges it needs of local map outputs ahead of use, a few at a time
-(:mod:`shuffle.readahead`: one ``preadv`` per range into an Arrow buffer
-that the decoded rows then share, no further copy); it used to map them,
-which left a reducer waiting on one page fault at a time once the map
-outputs outgrew the page cache. This module knows partitions, buckets and
+runs stay where they are. An unsorted shuffle on a local store writes every
+byte once instead: each (partition, bucket) has a region of the published
+file, sized from its first stream and the runs expected, and every run's
+stream of it is joined to the one in the region as it comes; what does not
+fit goes to regions at the end of the file, as further streams of that
+partition (:class:`_Regions`). Room a region does not use is a hole of a
+sparse file: no stream covers it, so no reducer reads it. Streams are
+LZ4-compressed unless the first megabyte shows the data does not compress.
+Arrow's IPC writer hands its buffers straight to the file (checksummed on
+the way). A reducer reads the ranges it needs of local map outputs ahead of
+use, a few at a time (:mod:`shuffle.readahead`: one ``preadv`` per range
+into an Arrow buffer that the decoded rows then share, no further copy); it
+used to map them, which left a reducer waiting on one page fault at a time
+once the map outputs outgrew the page cache. This module knows partitions, buckets and
 streams, not mappers.
 """
 
@@ -78,6 +84,22 @@ _COPY_CHUNK = 4 * 2**20
 #: buckets wrote 4096 streams of ~32 KiB, and every stream costs its reducer a
 #: schema, a decode and a checksum (README, "The shuffle beyond memory").
 JOIN_STREAM_BYTES = 128 << 10
+
+#: A writer placing runs in regions (``in_place``) gives each (partition,
+#: bucket) room for this many runs of the size of its first stream, unless told
+#: how many runs to expect: a map task of the default split (128 MiB) that
+#: spills every 32 MiB (``mrk8s.tasks.run.UNSORTED_SPILL_BYTES``) writes four.
+EXPECTED_RUNS = 4.0
+
+#: Room beyond the expected bytes of a region: hash buckets fill evenly, not
+#: exactly (a bucket of a few thousand rows per run varies by a few percent).
+REGION_SLACK = 0.125
+
+#: A region of a map output written in place with room for at least this much
+#: starts on a page (4096 bytes), so a reducer reading it (the kernel reads whole
+#: pages) reads nothing of the region before it; smaller ones start on 64 bytes,
+#: so that many small regions share pages rather than take one each on disk.
+_PAGE_ALIGNED_ROOM = 64 << 10
 
 #: The end-of-stream marker of an Arrow IPC stream: continuation, zero length.
 _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
@@ -159,6 +181,13 @@ class MapOutputWriter:
     need not stay sorted runs (an unsorted shuffle): when the runs' streams are
     small (:data:`JOIN_STREAM_BYTES`), :meth:`finish` joins each partition's
     and bucket's streams of every run into one stream.
+
+    With ``in_place`` too (a local store), nothing is spilled and copied: each
+    run's streams go straight into the published file, into regions
+    (:class:`_Regions`), and are joined there as they come. ``expected_runs``
+    (default :data:`EXPECTED_RUNS`) sizes the regions. The file is written in
+    ``spill_dir`` and renamed into place: on another filesystem than the store
+    it is copied instead, holes written out as zeros.
     """
 
     def __init__(
@@ -168,6 +197,8 @@ class MapOutputWriter:
         compression: str | None = "lz4",
         batch_rows: int = DEFAULT_BATCH_ROWS,
         join_runs: bool = False,
+        in_place: bool = False,
+        expected_runs: float | None = None,
     ) -> None:
         if spill_dir is not None:
             os.makedirs(spill_dir, exist_ok=True)
@@ -188,11 +219,24 @@ class MapOutputWriter:
         self._run_count = 0
         self.rows_written = 0
         self.bytes_written = 0
+        #: Bytes of the published file that no stream covers (in place: the
+        #: regions' unused room, never written, so a sparse file's holes).
+        self.hole_bytes = 0
+        self._regions: _Regions | None = None
+        if join_runs and in_place:
+            assert self._file is not None
+            self._regions = _Regions(self._file.fileno(), expected_runs or EXPECTED_RUNS)
 
     @property
     def num_runs(self) -> int:
         """Runs added so far (a last run held for :meth:`finish` counts)."""
         return self._run_count
+
+    @property
+    def runs_placed(self) -> float | None:
+        """In place: the bytes written, in runs the size of the first (a good
+        ``expected_runs`` for the next map task of the same step); else None."""
+        return None if self._regions is None else self._regions.runs_placed
 
     def add_run(
         self,
@@ -213,6 +257,10 @@ class MapOutputWriter:
         assert self._last is None, "add_run after the last run"
         pairs = sorted(streams.items()) if isinstance(streams, Mapping) else streams
         self._run_count += 1
+        if self._regions is not None:
+            with translate_errors(self._spill_path, "write a map output"):
+                self._regions.add_run(self._serialised(pairs, max(1, buckets)), last=last)
+            return
         if last and self._runs and self._should_join():
             self._last = (pairs, max(1, buckets))
             return
@@ -296,9 +344,17 @@ class MapOutputWriter:
     def finish(self, store: FsspecStore, path: str) -> PartitionIndex:
         """Publish the file at ``path`` in ``store``; return its partition index."""
         assert self._file is not None, "finish called twice"
-        self._file.close()
-        self._file = None
         try:
+            if self._regions is not None:
+                with translate_errors(self._spill_path, "write a map output"):
+                    placed = self._regions.finish()
+                self.hole_bytes = self._regions.hole_bytes
+                self._file.close()
+                self._file = None
+                store.put_file(self._spill_path, path)
+                return placed
+            self._file.close()
+            self._file = None
             if self._last is not None or self._should_join():
                 joined_path = self._spill_path + ".grouped"
                 last = self._serialised(*self._last) if self._last is not None else ()
@@ -322,6 +378,9 @@ class MapOutputWriter:
             store.put_file(grouped_path, path)
             return index
         finally:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
             for leftover in (self._spill_path, self._spill_path + ".grouped"):
                 if os.path.exists(leftover):
                     os.unlink(leftover)
@@ -343,6 +402,150 @@ class MapOutputWriter:
         for leftover in (self._spill_path, self._spill_path + ".grouped"):
             if os.path.exists(leftover):
                 os.unlink(leftover)
+
+
+@dataclass(slots=True)
+class _Region:
+    """Room in the file for one (partition, bucket): ``[cursor, end)`` is free.
+
+    ``start >= 0`` while a stream is open in it: the stream began there, its
+    schema message is ``schema``, and ``hasher`` and ``rows`` cover what was
+    written of it so far (the end-of-stream marker is written when it closes).
+    """
+
+    cursor: int
+    end: int
+    start: int = -1
+    schema: bytes = b""
+    rows: int = 0
+    hasher: Any = None
+
+
+class _Regions:
+    """A map output written in place, a region of the file per (partition, bucket).
+
+    The first stream of a (partition, bucket) gets a region at the end of what
+    is allocated so far, with room for ``expected_runs`` streams of its size
+    (plus :data:`REGION_SLACK`); the first run's streams come in ascending
+    order, so the regions lie in (partition, bucket) order. A later run's
+    stream of that (partition, bucket) is joined to the one in its region: its
+    batch messages are written (``pwrite``) after the ones before; the schema
+    message is written once, the end-of-stream marker at :meth:`finish`.
+
+    A stream that does not fit (more runs than expected, a skewed bucket)
+    closes the region's stream and starts a new region at the end of the file,
+    the overflow tail, with room for the runs still expected, or for as much
+    again as the (partition, bucket) has so far if that is more (so a bucket
+    that keeps growing gets a few streams, not one per run). A stream that
+    cannot be joined (another schema, a dictionary) is a stream of its own.
+
+    Room left in a region is never written: a hole, which takes no disk space
+    (the file is sparse) and which no StreamRef covers, so no reducer reads it.
+    """
+
+    def __init__(self, fd: int, expected_runs: float) -> None:
+        self._fd = fd
+        self._expected = max(1.0, expected_runs)
+        self._runs = 0
+        self._end = 0  # allocated so far: where the next region starts
+        self._regions: dict[tuple[int, int], _Region] = {}
+        self._bytes: dict[tuple[int, int], int] = {}  # stream bytes so far
+        self._closed: dict[tuple[int, int], list[StreamRef]] = {}
+        self._joinable: dict[bytes, bool] = {}
+        self._first_run_bytes = 0
+        self._placed = 0
+        self.hole_bytes = 0
+
+    @property
+    def runs_placed(self) -> float:
+        """Bytes placed so far, in runs the size of the first: what ``expected_runs``
+        should have been (a last run is often smaller than the others)."""
+        return self._placed / self._first_run_bytes if self._first_run_bytes else 0.0
+
+    def add_run(
+        self, streams: Iterable[tuple[tuple[int, int], bytes | memoryview, int]], *, last: bool
+    ) -> None:
+        for key, data, rows in streams:
+            self._add(key, data, rows, last)
+            self._bytes[key] = self._bytes.get(key, 0) + len(data)
+            self._placed += len(data)
+        if not self._runs:
+            self._first_run_bytes = self._placed
+        self._runs += 1
+
+    def _add(self, key: tuple[int, int], data: bytes | memoryview, rows: int, last: bool) -> None:
+        size = len(data)
+        head = _schema_length(bytes(data[:8]))
+        whole = 0 < head <= size - 8 and data[-8:] == _EOS
+        region = self._regions.get(key)
+        if region is not None and region.start >= 0:
+            body = size - head - 8
+            if whole and region.cursor + body + 8 <= region.end and data[:head] == region.schema:
+                self._write(region, data[head:-8])
+                region.rows += rows
+                return
+            self._close(key, region)
+        if region is None or region.end - region.cursor < size:
+            region = self._allocate(key, size, last)
+        schema = bytes(data[:head]) if whole else b""
+        joinable = self._joinable.get(schema) if whole else False
+        if joinable is None:
+            joinable = self._joinable[schema] = _joinable(schema)
+        if joinable:
+            region.start, region.schema, region.rows = region.cursor, schema, rows
+            region.hasher = _stream_hasher()
+            self._write(region, data[:-8])
+            return
+        offset = region.cursor  # joined to nothing: a stream of its own, as it is
+        region.hasher = _stream_hasher()
+        self._write(region, data)
+        ref = StreamRef(offset, size, rows, int(region.hasher.intdigest()), key[1])
+        self._closed.setdefault(key, []).append(ref)
+
+    def _allocate(self, key: tuple[int, int], size: int, last: bool) -> _Region:
+        room = size
+        if not last:
+            runs_left = max(1.0, self._expected - self._runs)
+            so_far = self._bytes.get(key, 0)
+            room = int(max(size * runs_left, so_far + size if so_far else 0) * (1 + REGION_SLACK))
+        room = max(size, room)
+        align = 4096 if room >= _PAGE_ALIGNED_ROOM else 64
+        start = -(-self._end // align) * align
+        region = _Region(start, start + room)
+        self._end = start + room
+        self._regions[key] = region
+        return region
+
+    def _write(self, region: _Region, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        region.hasher.update(view)
+        offset = region.cursor
+        while view.nbytes:
+            n = os.pwrite(self._fd, view, offset)
+            view, offset = view[n:], offset + n
+        region.cursor = offset
+
+    def _close(self, key: tuple[int, int], region: _Region) -> None:
+        self._write(region, _EOS)
+        length = region.cursor - region.start
+        checksum = int(region.hasher.intdigest())
+        ref = StreamRef(region.start, length, region.rows, checksum, key[1])
+        self._closed.setdefault(key, []).append(ref)
+        region.start, region.schema, region.hasher = -1, b"", None
+
+    def finish(self) -> PartitionIndex:
+        """Close every open stream; the index, each partition's streams in file order."""
+        for key, region in self._regions.items():
+            if region.start >= 0:
+                self._close(key, region)
+        index: PartitionIndex = {}
+        for (p, _), refs in sorted(self._closed.items()):
+            index.setdefault(p, []).extend(refs)
+        for refs in index.values():
+            refs.sort(key=lambda r: r.offset)
+        size = os.fstat(self._fd).st_size
+        self.hole_bytes = size - sum(r.length for refs in index.values() for r in refs)
+        return index
 
 
 def _ascending_nonempty(

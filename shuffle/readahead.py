@@ -172,16 +172,27 @@ def pread_range(r: Range) -> pa.Buffer:
 
 
 def advise_ranges(ranges: Sequence[Range]) -> None:
-    """Ask the kernel to start reading ``ranges`` into the page cache (returns before)."""
-    for r in ranges:
-        if r.length == 0:
-            continue
-        with translate_errors(r.path, "read"):
-            fd = os.open(r.path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
+    """Ask the kernel to start reading ``ranges`` into the page cache (returns before).
+
+    A file is opened once for consecutive ranges of it (a batch holds several
+    ranges of one map output when its buckets are not contiguous).
+    """
+    fd, fd_path = -1, ""
+    try:
+        for r in ranges:
+            if r.length == 0:
+                continue
+            with translate_errors(r.path, "read"):
+                if r.path != fd_path:
+                    if fd >= 0:
+                        os.close(fd)
+                        fd = -1
+                    fd = os.open(r.path, os.O_RDONLY | os.O_CLOEXEC)
+                    fd_path = r.path
                 os.posix_fadvise(fd, r.offset, r.length, os.POSIX_FADV_WILLNEED)
-            finally:
-                os.close(fd)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 _mincore: Any

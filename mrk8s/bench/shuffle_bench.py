@@ -265,7 +265,11 @@ class _BenchProgress(progress.Progress):
             self._monitor = None
         if self.job_dir is not None and stage == "map":
             outputs = _map_outputs(self.job_dir)
-            self.stages[stage]["output_file_bytes"] = sum(os.path.getsize(f) for f in outputs)
+            sizes = [os.stat(f) for f in outputs]
+            self.stages[stage]["output_file_bytes"] = sum(st.st_size for st in sizes)
+            # Allocated on disk: less than the sizes when map outputs have holes
+            # (the unused room of their regions, see shuffle.mapfile._Regions).
+            self.stages[stage]["output_disk_bytes"] = sum(st.st_blocks * 512 for st in sizes)
             if self.drop_caches:
                 for path in outputs:
                     drop_from_cache(path)
@@ -398,6 +402,7 @@ def _stage_figures(
         for key in benchstats.FIGURES:
             out[f"{stage}_{key}"] = figures.get(key)
     out["map_output_file_bytes"] = stages.get("map", {}).get("output_file_bytes")
+    out["map_output_disk_bytes"] = stages.get("map", {}).get("output_disk_bytes")
     anon = [out[f"{s}_peak_anon_max"] for s in ("map", "reduce")]
     out["peak_anon_max"] = max((a for a in anon if a is not None), default=None)
     read, seconds = out["reduce_disk_read_bytes"], timings.get("s0-reduce")

@@ -64,12 +64,39 @@ UNSORTED_BUFFER_SHARE = 0.25
 #: of reducers, so that a map task's memory is the same at 32 and at 256
 #: reducers (issue 25). With many reducers each spill's streams are small (32
 #: MiB over 256 reducers x 4 buckets: 32 KiB), so the writer joins each
-#: partition's and bucket's streams of every run into one stream when it
-#: publishes the file (``MapOutputWriter(join_runs=True)``): reducers read as
-#: many streams as from one run. Before, the buffer grew with the reducer count
+#: partition's and bucket's streams of every run into one stream
+#: (``MapOutputWriter(join_runs=True)``; on local disk in place, as each run
+#: comes, else when it publishes the file): reducers read as many streams as
+#: from one run. Before, the buffer grew with the reducer count
 #: (32 MiB up to 64 reducers, 128 MiB from 256) to keep streams large, and a
 #: 256-reducer map task held 1.8x the memory of a 32-reducer one.
 UNSORTED_SPILL_BYTES = 32 << 20
+
+#: Runs (in runs the size of its first, ``MapOutputWriter.runs_placed``) and
+#: input bytes of the last map task of each (job, step) in this process: the next
+#: one sizes its map output's regions from them (``MapOutputWriter(in_place=True)``).
+#: A few entries, the newest kept.
+_LAST_MAP_RUNS: dict[tuple[str, int], tuple[float, int]] = {}
+_LAST_MAP_RUNS_KEPT = 8
+
+
+def _expected_runs(job_id: str, step: int, split_bytes: int) -> float | None:
+    """Runs a map task of ``split_bytes`` should write, from the step's last one here."""
+    last = _LAST_MAP_RUNS.get((job_id, step))
+    if last is None:
+        return None
+    runs, size = last
+    return runs * split_bytes / size if size > 0 and split_bytes > 0 else runs
+
+
+def _remember_runs(job_id: str, step: int, runs: float | None, split_bytes: int) -> None:
+    if not runs:
+        return
+    _LAST_MAP_RUNS.pop((job_id, step), None)
+    _LAST_MAP_RUNS[(job_id, step)] = (runs, split_bytes)
+    while len(_LAST_MAP_RUNS) > _LAST_MAP_RUNS_KEPT:
+        del _LAST_MAP_RUNS[next(iter(_LAST_MAP_RUNS))]
+
 
 #: Share of the budget a reducer's inputs may take for the one-shot sort path,
 #: and the most one ``reduce_batch`` call of an unsorted shuffle gets...
@@ -329,6 +356,9 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
         # Unsorted streams are read whole, never merged batch by batch.
         batch_rows=mapfile.DEFAULT_BATCH_ROWS if sorted_ else 0,
         join_runs=not sorted_,
+        # On this disk the joined streams are written in place, once (no spill file).
+        in_place=out_store.is_local,
+        expected_runs=_expected_runs(plan.job_id, step_index, split.size),
     )
     # With a record mapper the combiner already ran in the mapper's dict
     # (CombiningBuffer); running it again over the sorted run rarely pays.
@@ -357,6 +387,7 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
     except BaseException:
         writer.abort()
         raise
+    _remember_runs(plan.job_id, step_index, writer.runs_placed, split.size)
     record = commit.Record.with_index(
         index_,
         step=step_index,
@@ -591,16 +622,15 @@ def run_reduce(ctx: JobContext, step_index: int, index: int, attempt: int) -> di
 Segments = list[tuple[FsspecStore, str, list[mapfile.StreamRef]]]
 
 
-def _locate(ctx: JobContext, maps: list[commit.Record], partition: int) -> Segments:
-    """Where each committed map output's streams of ``partition`` are read from.
+def _locate(ctx: JobContext, maps: list[tuple[commit.Record, list[mapfile.StreamRef]]]) -> Segments:
+    """Where each committed map output's streams of a partition are read from.
 
     A node-local map output (``shuffle.nodelocal``) is read from this node's
     disk when it was written here, else through the backend's remote reader.
     """
     here = process.node_name()
     located: Segments = []
-    for m in maps:
-        refs = m.partition_refs(partition)
+    for m, refs in maps:
         if refs:
             store, path = nodelocal.segment_store(ctx.store, m.node, m.data_path, here)
             located.append((store, path, refs))
@@ -763,8 +793,8 @@ def _reduce_once(
     step = call(where, "steps()", ctx.step, job, step_index)
     started = time.perf_counter()
 
-    maps = commit.read_stage(ctx.store, step_index, "map", len(step_plan.splits), partition=index)
-    located = _locate(ctx, maps, index)
+    maps = commit.partition_streams(ctx.store, step_index, "map", len(step_plan.splits), index)
+    located = _locate(ctx, maps)
     bytes_in = sum(r.length for _, _, refs in located for r in refs)
     budget = plan.memory_per_worker
     share = int(budget * REDUCE_IN_MEMORY_SHARE)

@@ -8,6 +8,7 @@ rows the test put in, compared exactly, stream by stream.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from collections import Counter
@@ -534,3 +535,166 @@ def test_a_last_run_that_is_not_joined_is_spilled_as_any_other(
     assert [ref.rows for ref in index[0]] == [50, 50, 50]
     streams = read_segment(store, "m.arrow", index[0])
     assert [rows_of(stream) for stream in streams] == [run[0] for run in runs]
+
+
+def unsorted_runs(
+    rng: random.Random, sizes: list[dict[int, int]], buckets: int
+) -> list[dict[int, pa.Table]]:
+    """Runs of an unsorted shuffle: stream id -> that many rows, each value naming its origin."""
+    return [
+        {sid: table_of(unsorted_rows(rng, n, f"r{r}s{sid}")) for sid, n in run.items()}
+        for r, run in enumerate(sizes)
+    ]
+
+
+def write_in_place(
+    store: FsspecStore,
+    path: str,
+    runs: list[dict[int, pa.Table]],
+    buckets: int,
+    spill: Path,
+    **options: Any,
+) -> tuple[dict[int, list[StreamRef]], MapOutputWriter]:
+    writer = MapOutputWriter(
+        spill_dir=str(spill), batch_rows=0, join_runs=True, in_place=True, **options
+    )
+    for r, run in enumerate(runs):
+        writer.add_run(run, buckets, last=r == len(runs) - 1)
+    index = writer.finish(store, path)
+    assert list(spill.iterdir()) == []
+    return index, writer
+
+
+def assert_placed(
+    store: FsspecStore,
+    path: str,
+    index: dict[int, list[StreamRef]],
+    runs: list[dict[int, pa.Table]],
+    buckets: int,
+) -> None:
+    """Every (partition, bucket)'s rows in run order; streams checksummed, none overlapping."""
+    data = store.read_bytes(path)
+    spans = sorted((r.offset, r.end) for refs in index.values() for r in refs)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+    assert spans[-1][1] == len(data)
+    got: dict[int, list[Row]] = {}
+    for p, refs in index.items():
+        assert [r.offset for r in refs] == sorted(r.offset for r in refs)
+        for ref, stream in zip(refs, read_segment(store, path, refs), strict=True):
+            assert ref.checksum == xxhash.xxh3_64_intdigest(data[ref.offset : ref.end])
+            got.setdefault(p * buckets + ref.bucket, []).extend(rows_of(stream))
+    want: dict[int, list[Row]] = {}
+    for run in runs:
+        for sid, table in sorted(run.items()):
+            want.setdefault(sid, []).extend(rows_of(table.to_batches()))
+    assert got == {sid: rows for sid, rows in want.items() if rows}
+
+
+def test_in_place_the_runs_of_each_bucket_are_one_stream_in_its_region(
+    store: FsspecStore, tmp_path: Path
+) -> None:
+    """As many runs as expected: one stream per (partition, bucket), in (partition, bucket)
+    order, the same rows as the joined file written through a spill file."""
+    rng = random.Random(21)
+    buckets = 2
+    runs = unsorted_runs(rng, [{sid: 30 for sid in range(6)} for _ in range(3)], buckets)
+    index, writer = write_in_place(
+        store, "m.arrow", runs, buckets, tmp_path / "spill", expected_runs=3
+    )
+    assert_placed(store, "m.arrow", index, runs, buckets)
+    assert {p: [r.bucket for r in refs] for p, refs in index.items()} == {
+        p: list(range(buckets)) for p in range(3)
+    }
+    offsets = [r.offset for p in sorted(index) for r in index[p]]
+    assert offsets == sorted(offsets)
+    assert writer.hole_bytes > 0
+
+    joined = MapOutputWriter(spill_dir=str(tmp_path / "spill2"), batch_rows=0, join_runs=True)
+    for run in runs:
+        joined.add_run(run, buckets)
+    old = joined.finish(store, "old.arrow")
+    assert {p: [(r.rows, r.length, r.bucket) for r in refs] for p, refs in old.items()} == {
+        p: [(r.rows, r.length, r.bucket) for r in refs] for p, refs in index.items()
+    }
+    assert writer.rows_written == joined.rows_written
+
+
+def test_in_place_more_runs_than_expected_overflow_into_the_tail(
+    store: FsspecStore, tmp_path: Path
+) -> None:
+    """Eight runs where one was expected: each bucket gets a few streams (room doubles), not
+    eight, and the overflow lies after every first region."""
+    rng = random.Random(22)
+    buckets = 2
+    runs = unsorted_runs(rng, [{sid: 20 for sid in range(4)} for _ in range(8)], buckets)
+    index, _ = write_in_place(store, "m.arrow", runs, buckets, tmp_path / "spill", expected_runs=1)
+    assert_placed(store, "m.arrow", index, runs, buckets)
+    first_regions_end = max(refs[0].end for refs in index.values())
+    for refs in index.values():
+        for bucket in range(buckets):
+            mine = [r for r in refs if r.bucket == bucket]
+            assert 2 <= len(mine) <= 4, mine
+            assert all(r.offset >= first_regions_end for r in mine[1:])
+
+
+def test_in_place_skewed_and_late_buckets(store: FsspecStore, tmp_path: Path) -> None:
+    """A bucket that grows tenfold after the first run, and buckets first seen in later
+    runs, go to the tail; the others stay one stream each."""
+    rng = random.Random(23)
+    buckets = 4
+    sizes = [{sid: 10 for sid in range(0, 12, 2)} for _ in range(4)]
+    for run in sizes[1:]:
+        run[4] = 100  # skewed: (1, 0) grows ten times as fast as it started
+        run[7] = 5  # late: (1, 3) first appears in run 1
+    runs = unsorted_runs(rng, sizes, buckets)
+    index, _ = write_in_place(store, "m.arrow", runs, buckets, tmp_path / "spill", expected_runs=4)
+    assert_placed(store, "m.arrow", index, runs, buckets)
+    streams = Counter((p, r.bucket) for p, refs in index.items() for r in refs)
+    assert streams[(1, 0)] > 1
+    assert streams[(1, 3)] == 1
+    assert all(n == 1 for key, n in streams.items() if key != (1, 0))
+
+
+def test_in_place_a_stream_that_cannot_be_joined_starts_another(
+    store: FsspecStore, tmp_path: Path
+) -> None:
+    typed: list[Row] = [("a", 1), ("b", 2)]
+    generic: list[Row] = [("a", None), ("c", {"x": b"y"})]
+    runs = [{0: table_of(rows)} for rows in (typed, typed, generic, typed)]
+    index, _ = write_in_place(store, "m.arrow", runs, 1, tmp_path / "spill")
+    assert_placed(store, "m.arrow", index, runs, 1)
+    streams = read_segment(store, "m.arrow", index[0])
+    assert [rows_of(stream) for stream in streams] == [typed + typed, generic, typed]
+
+
+def test_in_place_holes_take_no_disk_space(tmp_path: Path) -> None:
+    """Regions with room for ten runs, filled by one: the file's unused room is not on disk."""
+    store = FsspecStore(str(tmp_path / "out"))
+    rng = random.Random(24)
+    runs = unsorted_runs(rng, [{sid: 2000 for sid in range(8)}, {0: 1}], 1)
+    index, writer = write_in_place(store, "m.arrow", runs, 1, tmp_path / "spill", expected_runs=10)
+    assert_placed(store, "m.arrow", index, runs, 1)
+    path = tmp_path / "out" / "m.arrow"
+    size = path.stat().st_size
+    assert writer.hole_bytes == size - sum(r.length for refs in index.values() for r in refs)
+    assert writer.hole_bytes > size / 2
+    assert path.stat().st_blocks * 512 < size - writer.hole_bytes / 2
+
+
+def test_in_place_large_regions_start_on_a_page_and_small_ones_share_pages(
+    tmp_path: Path,
+) -> None:
+    """Many tiny buckets take about their bytes on disk, not a 4 KiB block each; a large
+    bucket's region starts on a page, so reading it reads no page of another."""
+    store = FsspecStore(str(tmp_path / "out"))
+    rng = random.Random(25)
+    sizes = {sid: 1 for sid in range(400)}
+    sizes[400] = 20_000
+    runs = unsorted_runs(rng, [sizes, dict(sizes)], 1)
+    index, _ = write_in_place(store, "m.arrow", runs, 1, tmp_path / "spill", expected_runs=2)
+    assert_placed(store, "m.arrow", index, runs, 1)
+    (large,) = index[400]
+    assert large.offset % 4096 == 0 and large.length > mapfile._PAGE_ALIGNED_ROOM / 2
+    tiny = sum(r.length for p in range(400) for r in index[p])
+    on_disk = (tmp_path / "out" / "m.arrow").stat().st_blocks * 512
+    assert on_disk < (tiny * 2 * (1 + mapfile.REGION_SLACK) + 4096) + large.length + 8192

@@ -243,6 +243,9 @@ def test_disk_bytes_and_anonymous_memory_are_reported_per_stage(
     # The commit records' byte count, within the few bytes their index leaves out.
     assert line["shuffle_bytes"] <= files <= line["shuffle_bytes"] * 1.01
     assert files > 32 << 20  # random rows do not compress
+    # Allocated on disk (du): the same, to a block a region (4 maps x 3 partitions x 4
+    # hash buckets, each region of a map output starting on a 4 KiB page).
+    assert files - 48 * 4096 <= line["map_output_disk_bytes"] <= files + 48 * 4096
     # The map stage wrote its outputs (dirtied them in the page cache) and little else.
     assert files <= line["map_disk_write_bytes"] <= files * 1.05 + (1 << 20)
     assert line["map_device_write_bytes"] is not None
