@@ -15,6 +15,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, NewType
 
@@ -208,16 +209,7 @@ def read_stage(
             replace(head, index_json={str(partition): [r.to_json() for r in refs]} if refs else {})
             for head, refs in partition_streams(job_store, step, stage, num_tasks, partition)
         ]
-    records = []
-    for i in range(num_tasks):
-        rec = read(job_store, step, stage, i, partition=partition)
-        if rec is None:
-            raise FileNotFoundError(
-                f"task {i} of step {step} stage {stage} has no commit record in "
-                f"{job_store.url(COMMITS_DIR)}"
-            )
-        records.append(rec)
-    return records
+    return _read_all(job_store, step, stage, num_tasks, None)
 
 
 def partition_streams(
@@ -229,16 +221,36 @@ def partition_streams(
     cached = STAGES.partition(job_store, step, stage, num_tasks, partition)
     if cached is not None:
         return cached
-    out = []
-    for i in range(num_tasks):
+    return [
+        (replace(record, index_json={}), record.partition_refs(partition))
+        for record in _read_all(job_store, step, stage, num_tasks, partition)
+    ]
+
+
+#: Records of a stage read at once from an object store (each read is a round trip).
+READS_IN_FLIGHT = 16
+
+
+def _read_all(
+    job_store: FsspecStore, step: int, stage: str, num_tasks: int, partition: int | None
+) -> list[Record]:
+    """Every record of a stage, in task order; raises if one is missing. On a
+    store that is not a local directory the reads go out together (up to
+    :data:`READS_IN_FLIGHT`): one request's latency each, not one after another."""
+
+    def one(i: int) -> Record:
         record = read(job_store, step, stage, i, partition=partition)
         if record is None:
             raise FileNotFoundError(
                 f"task {i} of step {step} stage {stage} has no commit record in "
                 f"{job_store.url(COMMITS_DIR)}"
             )
-        out.append((replace(record, index_json={}), record.partition_refs(partition)))
-    return out
+        return record
+
+    if num_tasks < 2 or job_store.local_path(COMMITS_DIR) is not None:
+        return [one(i) for i in range(num_tasks)]
+    with ThreadPoolExecutor(min(READS_IN_FLIGHT, num_tasks), "commit-read") as pool:
+        return list(pool.map(one, range(num_tasks)))
 
 
 # -- a stage's records, decoded once per process -----------------------------------
