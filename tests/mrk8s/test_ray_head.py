@@ -56,6 +56,33 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _first_client(address: str, attempts: int = 3) -> None:
+    """Wait until a ``ray://`` client gets through the head's client server.
+
+    The client server forks a server of its own for each client. In the first
+    second or so after it starts listening, its gRPC threads are still busy,
+    and the forked child can die of SIGSEGV before it runs the server (strace
+    of the client server: the child ``killed by SIGSEGV`` right after the fork;
+    its log: "Other threads are currently calling into gRPC, skipping fork()
+    handlers"). That client then fails after Ray's 30 s channel timeout. This
+    happened to 2 of 6 clients that connected as soon as the port listened,
+    and to none of 6 that waited 2 s. A first client that gets through shows
+    the head is past that window.
+    """
+    probe = f"import ray; ray.init({address!r}); ray.shutdown()"
+    for attempt in range(1, attempts + 1):
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**os.environ, **AUTH},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode == 0:
+            return
+        assert attempt < attempts, f"no ray:// client got through:\n{done.stderr[-3000:]}"
+
+
 @dataclass(frozen=True)
 class Head:
     address: str  # host:port of its GCS
@@ -91,6 +118,8 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
                 "ray start --head did not come up:\n" + (log.read_text()[-3000:])
             )
             time.sleep(0.5)
+        with client_ports():
+            _first_client(f"ray://127.0.0.1:{client}")
         yield Head(current.read_text().strip(), f"ray://127.0.0.1:{client}", temp, nodes)
     finally:
         proc.send_signal(signal.SIGTERM)  # ray start --block stops what it started
