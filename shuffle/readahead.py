@@ -102,6 +102,39 @@ def _short(r: Range, got: int, size: int | None = None) -> ShortReadError:
     )
 
 
+class _FileAtATime:
+    """Read-only descriptors of the files of consecutive ranges, one open at a
+    time: ranges of one file share its descriptor, and a range of another file
+    closes it. With ``advice``, each file is opened with that
+    ``posix_fadvise`` advice over all of it. A context manager: the last one
+    is closed at the end of the block."""
+
+    def __init__(self, advice: int | None = None) -> None:
+        self._advice = advice
+        self._fd = -1
+        self._path = ""
+
+    def fd(self, path: str) -> int:
+        if path != self._path:
+            self.close()
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self._path = path
+            if self._advice is not None:
+                os.posix_fadvise(self._fd, 0, 0, self._advice)
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._path = -1, ""
+
+    def __enter__(self) -> _FileAtATime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def pread_ranges(ranges: Sequence[Range]) -> list[pa.Buffer]:
     """The bytes of ``ranges``, one ``preadv`` each (more if the kernel returns less),
     into slices of one fresh Arrow buffer.
@@ -118,19 +151,12 @@ def pread_ranges(ranges: Sequence[Range]) -> list[pa.Buffer]:
     view = memoryview(buf)  # Arrow buffers export the buffer protocol, writable here
     out = []
     at = 0
-    fd, fd_path = -1, ""
-    try:
+    with _FileAtATime(os.POSIX_FADV_RANDOM) as files:
         for r in ranges:
             out.append(buf.slice(at, r.length))
             if r.length:
                 with translate_errors(r.path, "read"):
-                    if r.path != fd_path:
-                        if fd >= 0:
-                            os.close(fd)
-                            fd = -1
-                        fd = os.open(r.path, os.O_RDONLY | os.O_CLOEXEC)
-                        fd_path = r.path
-                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+                    fd = files.fd(r.path)
                     done = 0
                     while done < r.length:
                         n = os.preadv(fd, [view[at + done : at + r.length]], r.offset + done)
@@ -138,9 +164,6 @@ def pread_ranges(ranges: Sequence[Range]) -> list[pa.Buffer]:
                             raise _short(r, done)
                         done += n
             at += r.length
-    finally:
-        if fd >= 0:
-            os.close(fd)
     return out
 
 
@@ -177,22 +200,11 @@ def advise_ranges(ranges: Sequence[Range]) -> None:
     A file is opened once for consecutive ranges of it (a batch holds several
     ranges of one map output when its buckets are not contiguous).
     """
-    fd, fd_path = -1, ""
-    try:
+    with _FileAtATime() as files:
         for r in ranges:
-            if r.length == 0:
-                continue
-            with translate_errors(r.path, "read"):
-                if r.path != fd_path:
-                    if fd >= 0:
-                        os.close(fd)
-                        fd = -1
-                    fd = os.open(r.path, os.O_RDONLY | os.O_CLOEXEC)
-                    fd_path = r.path
-                os.posix_fadvise(fd, r.offset, r.length, os.POSIX_FADV_WILLNEED)
-    finally:
-        if fd >= 0:
-            os.close(fd)
+            if r.length:
+                with translate_errors(r.path, "read"):
+                    os.posix_fadvise(files.fd(r.path), r.offset, r.length, os.POSIX_FADV_WILLNEED)
 
 
 _mincore: Any
