@@ -15,6 +15,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, NewType
@@ -234,23 +235,39 @@ READS_IN_FLIGHT = 16
 def _read_all(
     job_store: FsspecStore, step: int, stage: str, num_tasks: int, partition: int | None
 ) -> list[Record]:
-    """Every record of a stage, in task order; raises if one is missing. On a
-    store that is not a local directory the reads go out together (up to
-    :data:`READS_IN_FLIGHT`): one request's latency each, not one after another."""
+    """Every record of a stage, in task order; raises if one is missing."""
+    return _read_many(job_store, step, stage, range(num_tasks), partition)
+
+
+def _read_many(
+    job_store: FsspecStore,
+    step: int,
+    stage: str,
+    indexes: Sequence[int],
+    partition: int | None,
+) -> list[Record]:
+    """The records of tasks ``indexes``, in that order; raises naming the first
+    missing one. On a store that is not a local directory the reads go out
+    together (up to :data:`READS_IN_FLIGHT`): one request's latency each, not
+    one after another."""
 
     def one(i: int) -> Record:
         record = read(job_store, step, stage, i, partition=partition)
         if record is None:
-            raise FileNotFoundError(
-                f"task {i} of step {step} stage {stage} has no commit record in "
-                f"{job_store.url(COMMITS_DIR)}"
-            )
+            raise _missing(job_store, step, stage, i)
         return record
 
-    if num_tasks < 2 or job_store.local_path(COMMITS_DIR) is not None:
-        return [one(i) for i in range(num_tasks)]
-    with ThreadPoolExecutor(min(READS_IN_FLIGHT, num_tasks), "commit-read") as pool:
-        return list(pool.map(one, range(num_tasks)))
+    if len(indexes) < 2 or job_store.local_path(COMMITS_DIR) is not None:
+        return [one(i) for i in indexes]
+    with ThreadPoolExecutor(min(READS_IN_FLIGHT, len(indexes)), "commit-read") as pool:
+        return list(pool.map(one, indexes))
+
+
+def _missing(job_store: FsspecStore, step: int, stage: str, index: int) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"task {index} of step {step} stage {stage} has no commit record in "
+        f"{job_store.url(COMMITS_DIR)}"
+    )
 
 
 # -- a stage's records, decoded once per process -----------------------------------
@@ -356,25 +373,20 @@ class StageCache:
         with self._lock:
             known = dict(self._stages.get(key, {}))
         decoded: dict[int, _Decoded] = {}
+        listed: dict[int, tuple[Any, ...]] = {}
         for i in range(num_tasks):
-            name = record_path(step, stage, i)[len(COMMITS_DIR) + 1 :]
-            identity = identities.get(name)
+            identity = identities.get(record_path(step, stage, i)[len(COMMITS_DIR) + 1 :])
             if identity is None:
-                raise FileNotFoundError(
-                    f"task {i} of step {step} stage {stage} has no commit record in "
-                    f"{job_store.url(COMMITS_DIR)}"
-                )
+                raise _missing(job_store, step, stage, i)
             entry = known.get(i)
             if entry is None or entry.identity != identity:
-                record = read(job_store, step, stage, i)
-                if record is None:
-                    raise FileNotFoundError(
-                        f"task {i} of step {step} stage {stage} has no commit record in "
-                        f"{job_store.url(COMMITS_DIR)}"
-                    )
-                entry = _Decoded.of(identity, record)
-                self.reads += 1
-            decoded[i] = entry
+                listed[i] = identity  # new or replaced since decoded: read again
+            else:
+                decoded[i] = entry
+        fresh = _read_many(job_store, step, stage, list(listed), None)
+        for (i, identity), record in zip(listed.items(), fresh, strict=True):
+            decoded[i] = _Decoded.of(identity, record)
+        self.reads += len(fresh)
         if sum(e.nbytes for e in decoded.values()) <= self.max_bytes:
             with self._lock:
                 self._stages[key] = decoded
