@@ -37,6 +37,7 @@ streams, not mappers.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -210,6 +211,7 @@ class MapOutputWriter:
         self.compression = compression
         self._options = pa.ipc.IpcWriteOptions(compression=compression)
         self._probed = (0, 0)  # (Arrow bytes in, bytes out) while judging compression
+        self._last_schema: tuple[pa.Schema | None, bytes] = (None, b"")
         self._batch_rows = batch_rows
         self._join_runs = join_runs
         self._runs: list[dict[int, list[StreamRef]]] = []
@@ -308,18 +310,38 @@ class MapOutputWriter:
 
     def _serialised(
         self, streams: Iterable[tuple[int, pa.Table]], buckets: int
-    ) -> Iterator[tuple[tuple[int, int], bytes | memoryview, int]]:
-        """``streams`` as ``((partition, bucket), stream bytes, rows)``, ascending, none empty."""
+    ) -> Iterator[tuple[tuple[int, int], _Stream]]:
+        """``streams`` as ``((partition, bucket), stream)``, ascending, none empty.
+
+        Uncompressed, a stream of a schema without dictionaries is its schema
+        message (serialised once per schema) and each batch's message, which is
+        what an IPC stream writer writes, byte for byte: 5.8 us per 32 KiB stream
+        against 9.9 through a writer into memory (1024 streams, medians of 7).
+        """
         for sid, table in _ascending_nonempty(streams):
-            memory = pa.BufferOutputStream()
-            with pa.ipc.new_stream(memory, table.schema, options=self._options) as writer:
-                writer.write_table(table, max_chunksize=self._batch_rows or None)
-            data = memory.getvalue()
+            schema = self._schema_message(table.schema) if self.compression is None else b""
+            if schema:
+                batches = table.to_batches(max_chunksize=self._batch_rows or None)
+                stream = _Stream(schema, [b.serialize() for b in batches], table.num_rows)
+            else:
+                memory = pa.BufferOutputStream()
+                with pa.ipc.new_stream(memory, table.schema, options=self._options) as writer:
+                    writer.write_table(table, max_chunksize=self._batch_rows or None)
+                stream = _Stream.of(memory.getvalue(), table.num_rows)
             if self._probing:
-                self._judge_compression(table.nbytes, data.size)
+                self._judge_compression(table.nbytes, stream.size)
             self.rows_written += table.num_rows
-            self.bytes_written += data.size
-            yield divmod(sid, buckets), memoryview(data).cast("B"), table.num_rows
+            self.bytes_written += stream.size
+            yield divmod(sid, buckets), stream
+
+    def _schema_message(self, schema: pa.Schema) -> bytes:
+        """``schema``'s IPC message if streams of it can be joined (:func:`_joinable`), else b""."""
+        last, message = self._last_schema
+        if last is None or not (schema is last or schema.equals(last, check_metadata=True)):
+            message = schema.serialize().to_pybytes()
+            message = message if _joinable(message) else b""
+            self._last_schema = (schema, message)
+        return message
 
     @property
     def _probing(self) -> bool:
@@ -405,6 +427,40 @@ class MapOutputWriter:
 
 
 @dataclass(slots=True)
+class _Stream:
+    """An Arrow IPC stream to write, in parts: its schema message and its batch
+    messages (the end-of-stream marker is left to the writer, which may join
+    other streams' batches after these). With ``schema`` empty, ``body`` is
+    bytes that do not parse as a stream, kept as they are and joined to nothing."""
+
+    schema: bytes
+    body: list[Any]
+    rows: int
+
+    @classmethod
+    def of(cls, data: Any, rows: int) -> _Stream:
+        """A whole stream's bytes, cut into its parts."""
+        view = memoryview(data).cast("B")
+        head = _schema_length(bytes(view[:8]))
+        if 0 < head <= len(view) - 8 and view[-8:] == _EOS:
+            return cls(bytes(view[:head]), [view[head:-8]], rows)
+        return cls(b"", [view], rows)
+
+    @property
+    def body_size(self) -> int:
+        return sum(len(b) for b in self.body)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the stream written whole (:meth:`parts`)."""
+        return len(self.schema) + self.body_size + 8 if self.schema else self.body_size
+
+    def parts(self) -> list[Any]:
+        """The stream whole, end-of-stream marker included."""
+        return [self.schema, *self.body, _EOS] if self.schema else self.body
+
+
+@dataclass(slots=True)
 class _Region:
     """Room in the file for one (partition, bucket): ``[cursor, end)`` is free.
 
@@ -451,7 +507,6 @@ class _Regions:
         self._regions: dict[tuple[int, int], _Region] = {}
         self._bytes: dict[tuple[int, int], int] = {}  # stream bytes so far
         self._closed: dict[tuple[int, int], list[StreamRef]] = {}
-        self._joinable: dict[bytes, bool] = {}
         self._first_run_bytes = 0
         self._placed = 0
         self.hole_bytes = 0
@@ -462,44 +517,37 @@ class _Regions:
         should have been (a last run is often smaller than the others)."""
         return self._placed / self._first_run_bytes if self._first_run_bytes else 0.0
 
-    def add_run(
-        self, streams: Iterable[tuple[tuple[int, int], bytes | memoryview, int]], *, last: bool
-    ) -> None:
-        for key, data, rows in streams:
-            self._add(key, data, rows, last)
-            self._bytes[key] = self._bytes.get(key, 0) + len(data)
-            self._placed += len(data)
+    def add_run(self, streams: Iterable[tuple[tuple[int, int], _Stream]], *, last: bool) -> None:
+        for key, stream in streams:
+            size = stream.size
+            self._add(key, stream, size, last)
+            self._bytes[key] = self._bytes.get(key, 0) + size
+            self._placed += size
         if not self._runs:
             self._first_run_bytes = self._placed
         self._runs += 1
 
-    def _add(self, key: tuple[int, int], data: bytes | memoryview, rows: int, last: bool) -> None:
-        size = len(data)
-        head = _schema_length(bytes(data[:8]))
-        whole = 0 < head <= size - 8 and data[-8:] == _EOS
+    def _add(self, key: tuple[int, int], stream: _Stream, size: int, last: bool) -> None:
         region = self._regions.get(key)
         if region is not None and region.start >= 0:
-            body = size - head - 8
-            if whole and region.cursor + body + 8 <= region.end and data[:head] == region.schema:
-                self._write(region, data[head:-8])
-                region.rows += rows
+            if (
+                stream.schema == region.schema
+                and region.cursor + size - len(stream.schema) <= region.end
+            ):
+                self._write(region, stream.body)
+                region.rows += stream.rows
                 return
             self._close(key, region)
         if region is None or region.end - region.cursor < size:
             region = self._allocate(key, size, last)
-        schema = bytes(data[:head]) if whole else b""
-        joinable = self._joinable.get(schema) if whole else False
-        if joinable is None:
-            joinable = self._joinable[schema] = _joinable(schema)
-        if joinable:
-            region.start, region.schema, region.rows = region.cursor, schema, rows
-            region.hasher = _stream_hasher()
-            self._write(region, data[:-8])
+        region.hasher = _stream_hasher()
+        if stream.schema and _joinable(stream.schema):
+            region.start, region.schema, region.rows = region.cursor, stream.schema, stream.rows
+            self._write(region, [stream.schema, *stream.body])
             return
         offset = region.cursor  # joined to nothing: a stream of its own, as it is
-        region.hasher = _stream_hasher()
-        self._write(region, data)
-        ref = StreamRef(offset, size, rows, int(region.hasher.intdigest()), key[1])
+        self._write(region, stream.parts())
+        ref = StreamRef(offset, size, stream.rows, int(region.hasher.intdigest()), key[1])
         self._closed.setdefault(key, []).append(ref)
 
     def _allocate(self, key: tuple[int, int], size: int, last: bool) -> _Region:
@@ -516,17 +564,22 @@ class _Regions:
         self._regions[key] = region
         return region
 
-    def _write(self, region: _Region, data: bytes | memoryview) -> None:
-        view = memoryview(data).cast("B")
-        region.hasher.update(view)
-        offset = region.cursor
-        while view.nbytes:
-            n = os.pwrite(self._fd, view, offset)
-            view, offset = view[n:], offset + n
-        region.cursor = offset
+    def _write(self, region: _Region, parts: list[Any]) -> None:
+        """Write ``parts`` one after another at the region's cursor, with one ``pwritev``."""
+        total = 0
+        for part in parts:
+            region.hasher.update(part)
+            total += len(part)
+        n = os.pwritev(self._fd, parts, region.cursor)
+        if n < total:  # a short write (rare): the rest one piece at a time
+            rest = memoryview(b"".join(parts))[n:]
+            while rest.nbytes:
+                k = os.pwrite(self._fd, rest, region.cursor + n)
+                rest, n = rest[k:], n + k
+        region.cursor += total
 
     def _close(self, key: tuple[int, int], region: _Region) -> None:
-        self._write(region, _EOS)
+        self._write(region, [_EOS])
         length = region.cursor - region.start
         checksum = int(region.hasher.intdigest())
         ref = StreamRef(region.start, length, region.rows, checksum, key[1])
@@ -618,6 +671,7 @@ def _schema_length(head: bytes) -> int:
     return 8 + int.from_bytes(head[4:8], "little")
 
 
+@functools.lru_cache(maxsize=64)
 def _joinable(schema_message: bytes) -> bool:
     """Whether streams with this schema can share one: no dictionaries, which a
     stream sends once (a second stream's would be a replacement)."""
@@ -632,12 +686,12 @@ def _join(
     src: str,
     dst: str,
     runs: Sequence[Mapping[int, Sequence[StreamRef]]],
-    last: Iterable[tuple[tuple[int, int], bytes | memoryview, int]] = (),
+    last: Iterable[tuple[tuple[int, int], _Stream]] = (),
 ) -> PartitionIndex:
     """Copy every run's streams into ``dst``, each (partition, bucket)'s streams as one stream.
 
-    ``last`` is one more run, not spilled: ``((partition, bucket), stream
-    bytes, rows)`` in ascending order, each joined after the spilled runs'
+    ``last`` is one more run, not spilled: ``((partition, bucket), stream)``
+    in ascending order, each joined after the spilled runs'
     streams of its (partition, bucket), so its bytes are written only here.
 
     An Arrow IPC stream is its schema message, its batch messages (each padded
@@ -655,27 +709,27 @@ def _join(
     index: PartitionIndex = {}
     fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
 
-    def spilled(ref: StreamRef) -> tuple[bytes, int]:
+    def spilled(ref: StreamRef) -> _Stream:
         data = os.pread(fd, ref.length, ref.offset)
         if len(data) != ref.length:
             raise CorruptSegmentError(f"spill file {src} ended early")
-        return data, ref.rows
+        return _Stream.of(data, ref.rows)
 
-    def streams() -> Iterator[tuple[tuple[int, int], list[tuple[bytes | memoryview, int]]]]:
-        """Every (partition, bucket) in order with its streams' bytes and rows, run by run."""
+    def streams() -> Iterator[tuple[tuple[int, int], list[_Stream]]]:
+        """Every (partition, bucket) in order with its streams, run by run."""
         pending = iter(last)
         nxt = next(pending, None)
         for key in sorted(grouped):
             while nxt is not None and nxt[0] < key:
-                yield nxt[0], [(nxt[1], nxt[2])]
+                yield nxt[0], [nxt[1]]
                 nxt = next(pending, None)
-            parts: list[tuple[bytes | memoryview, int]] = [spilled(r) for r in grouped[key]]
+            parts = [spilled(r) for r in grouped[key]]
             if nxt is not None and nxt[0] == key:
-                parts.append((nxt[1], nxt[2]))
+                parts.append(nxt[1])
                 nxt = next(pending, None)
             yield key, parts
         while nxt is not None:
-            yield nxt[0], [(nxt[1], nxt[2])]
+            yield nxt[0], [nxt[1]]
             nxt = next(pending, None)
 
     try:
@@ -692,23 +746,24 @@ def _join(
 
             for (p, bucket), sources in streams():
                 parts: list[Any] = []  # the stream being joined, less its end marker
-                schema: bytes | memoryview = b""
+                schema = b""
                 rows = 0
-                for data, n in sources:
-                    size = len(data)
-                    head = _schema_length(bytes(data[:8]))
-                    whole = 0 < head <= size - 8 and data[-8:] == _EOS
-                    if parts and whole and data[:head] == schema:
-                        parts.append(data[head:-8])
-                        rows += n
+                for stream in sources:
+                    if parts and stream.schema == schema:
+                        parts += stream.body
+                        rows += stream.rows
                         continue
                     if parts:
                         write(p, bucket, [*parts, _EOS], rows)
                         parts = []
-                    if whole and _joinable(bytes(data[:head])):
-                        parts, schema, rows = [data[:-8]], data[:head], n
+                    if stream.schema and _joinable(stream.schema):
+                        parts, schema, rows = (
+                            [stream.schema, *stream.body],
+                            stream.schema,
+                            stream.rows,
+                        )
                     else:  # copied as it is, joined to nothing
-                        write(p, bucket, [data], n)
+                        write(p, bucket, stream.parts(), stream.rows)
                 if parts:
                     write(p, bucket, [*parts, _EOS], rows)
     finally:

@@ -619,6 +619,37 @@ def test_in_place_the_runs_of_each_bucket_are_one_stream_in_its_region(
     assert writer.rows_written == joined.rows_written
 
 
+@pytest.mark.parametrize("compression", [None, "lz4"])
+def test_in_place_streams_are_the_bytes_arrows_stream_writer_writes(
+    store: FsspecStore, tmp_path: Path, compression: str | None
+) -> None:
+    """Uncompressed streams are assembled from schema and batch messages, not through a
+    stream writer: each joined stream must still be, byte for byte, what Arrow's own
+    writer makes of the same batches (compressed ones go through the writer)."""
+    rng = random.Random(24)
+    buckets = 2
+    runs = unsorted_runs(rng, [{sid: 40 for sid in range(4)} for _ in range(3)], buckets)
+    index, _ = write_in_place(
+        store,
+        "m.arrow",
+        runs,
+        buckets,
+        tmp_path / "spill",
+        expected_runs=3,
+        compression=compression,
+    )
+    data = store.read_bytes("m.arrow")
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    for p, refs in index.items():
+        for ref in refs:
+            sid = p * buckets + ref.bucket
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, runs[0][sid].schema, options=options) as writer:
+                for run in runs:
+                    writer.write_table(run[sid])
+            assert data[ref.offset : ref.end] == sink.getvalue().to_pybytes()
+
+
 def test_in_place_more_runs_than_expected_overflow_into_the_tail(
     store: FsspecStore, tmp_path: Path
 ) -> None:
