@@ -149,7 +149,7 @@ def read_variants(size: int, shuffle_dir: str, report: progress.Progress) -> lis
     """The small hash run once per read path, with the page cache kept and dropped."""
     out = []
     for drop in (False, True):
-        for mode in ("mmap", "fadvise", "pread", "auto"):
+        for mode in ("mmap", "fadvise", "pread", "advise", "auto"):
             print(f"== variant {mode}, cache dropped: {drop}", file=sys.stderr, flush=True)
             (line,) = run_one(
                 size, False, shuffle_dir, 1, report, drop_caches=drop, read_ahead=mode

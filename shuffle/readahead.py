@@ -24,18 +24,21 @@ cache, the map wins: it costs no copy and no task memory (a 1 GiB shuffle,
 cached, reduced in 0.33-0.77 s mapped against 0.73-1.00 s copied). So the
 default mode (``auto``) asks the kernel, range by range, whether every page
 of the range is resident (:func:`resident`: ``mincore`` on the file's
-mapping) and maps the resident ones; for the rest the readers ask the
-kernel to read them into the page cache (``POSIX_FADV_WILLNEED``, which
-returns once the reads are queued) a budget ahead of their turn, and they
-are mapped when their turn comes: the disk stays busy as with ``preadv``, but
-what is read ahead is page cache, not the task's own memory. The variants
-measured are kept behind :data:`MODE` (see README, "The shuffle beyond
-memory").
+mapping) and maps the resident ones; the rest the readers read a budget
+ahead of their turn with ``O_DIRECT``, straight from the device into the
+task's buffers (:func:`direct_ranges`). Reading them into the page cache
+first (``POSIX_FADV_WILLNEED``, then a map: the ``advise`` mode, the default
+until the sixth round of issue 25) kept them out of the task's memory, but
+once the data outgrew memory the kernel spent the reducers' time filling,
+mapping, unmapping and reclaiming page cache, and pages read ahead were
+evicted before use and read again. The variants measured are kept behind
+:data:`MODE` (see README, "The shuffle beyond memory").
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 from collections import deque
@@ -62,20 +65,29 @@ BATCH_BYTES = 1 << 20
 #: Bytes read ahead of the consumer unless the caller says otherwise.
 DEFAULT_BUDGET = 64 * 2**20
 
+#: At most this much is read ahead with ``O_DIRECT``: it is the task's own memory.
+DIRECT_BUDGET = 8 * 2**20
+
 #: How ranges are read: ``auto`` (a range whose pages are all in the page cache
-#: is memory-mapped at once; for any other the reader pool asks the kernel to
-#: read it, ``POSIX_FADV_WILLNEED``, ahead of its turn, and it is mapped then),
-#: ``pread`` (the reader pool ``preadv``s every range into a buffer of the
-#: task's own), ``fadvise`` (``WILLNEED`` then a map for every range, resident
-#: or not) or ``mmap`` (a memory map, no read-ahead: the read path before
-#: issue 25). ``auto`` read cold ranges with ``pread`` until the third round of
-#: issue 25: that held up to the whole budget and the piece in use as the
-#: reducer's anonymous memory (209 MB peak against 123 advised, 4 GiB 32 x 32,
-#: cache dropped, where a cached run maps and holds 125), and was not faster
-#: (reduce stage 43.5 s against 33.2 and 8.3, one run each at load 16-21; README,
-#: "The shuffle beyond memory"). ``MRK8S_READ_AHEAD`` overrides it, for the
-#: benchmark's comparison of the variants.
-MODES = ("auto", "pread", "fadvise", "mmap")
+#: is memory-mapped at once; any other the reader pool reads with ``O_DIRECT``
+#: into the task's own buffers, past the page cache, :func:`direct_ranges`),
+#: ``advise`` (the same for resident ranges; for the others the readers ask the
+#: kernel to read them, ``POSIX_FADV_WILLNEED``, ahead of their turn, and they
+#: are mapped then: ``auto`` until the sixth round of issue 25), ``pread``
+#: (the reader pool ``preadv``s every range into a buffer of the task's own,
+#: through the page cache), ``fadvise`` (``WILLNEED`` then a map for every
+#: range, resident or not) or ``mmap`` (a memory map, no read-ahead: the read
+#: path before issue 25). At 32 GiB, 256 x 256, ``auto`` read the cold ranges
+#: with ``O_DIRECT`` in a reduce stage of 19.6-21.1 s against 24.7-26.9
+#: ``advise``d, and fetched 14.3-15.0 GB from the device against 26.0-26.7 (pages
+#: read ahead under memory pressure were evicted before use, and read again by
+#: the faults); its reducers held 31 MB more anonymous memory (166 MB against
+#: 135), the cold part of the piece in use and :data:`DIRECT_BUDGET`. The third
+#: round had tried ``pread`` for cold ranges: it held up to the whole budget and
+#: the piece as the reducer's memory (209 MB peak against 123 advised) and was
+#: not faster (README, "The shuffle beyond memory"). ``MRK8S_READ_AHEAD``
+#: overrides the mode, for the benchmark's comparison of the variants.
+MODES = ("auto", "advise", "pread", "fadvise", "mmap")
 MODE = os.environ.get("MRK8S_READ_AHEAD", "auto")
 if MODE not in MODES:
     raise ValueError(f"MRK8S_READ_AHEAD={MODE!r}: give one of {', '.join(MODES)}")
@@ -106,20 +118,27 @@ class _FileAtATime:
     """Read-only descriptors of the files of consecutive ranges, one open at a
     time: ranges of one file share its descriptor, and a range of another file
     closes it. With ``advice``, each file is opened with that
-    ``posix_fadvise`` advice over all of it. A context manager: the last one
-    is closed at the end of the block."""
+    ``posix_fadvise`` advice over all of it; ``flags`` are more flags to open
+    with (with ``O_DIRECT``, :meth:`fd` is -1 for a file whose filesystem
+    refuses it, as tmpfs does). A context manager: the last one is closed at
+    the end of the block."""
 
-    def __init__(self, advice: int | None = None) -> None:
+    def __init__(self, advice: int | None = None, flags: int = 0) -> None:
         self._advice = advice
+        self._flags = flags
         self._fd = -1
         self._path = ""
 
     def fd(self, path: str) -> int:
         if path != self._path:
             self.close()
-            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | self._flags)
+            except OSError as exc:
+                if not (self._flags & os.O_DIRECT and exc.errno == errno.EINVAL):
+                    raise
             self._path = path
-            if self._advice is not None:
+            if self._advice is not None and self._fd >= 0:
                 os.posix_fadvise(self._fd, 0, 0, self._advice)
         return self._fd
 
@@ -167,10 +186,76 @@ def pread_ranges(ranges: Sequence[Range]) -> list[pa.Buffer]:
     return out
 
 
+#: What ``O_DIRECT`` reads align to: offsets, lengths and memory (the page
+#: size, a multiple of any device's logical block size).
+_DIRECT_ALIGN = 4096
+
+
+def direct_ranges(ranges: Sequence[Range]) -> list[pa.Buffer]:
+    """The bytes of ``ranges`` read with ``O_DIRECT``, into slices of one fresh Arrow buffer.
+
+    Each range is widened to whole pages (:data:`_DIRECT_ALIGN`); ranges of a
+    file whose pages touch are read as one span. The device writes into the
+    buffer itself: no page cache to fill, then reclaim, no copy, no mapping
+    (the mapped cold reads of :class:`ReadAhead` cost a 256 x 256 reducer's
+    kernel a third of its time: faults, ``munmap``, reclaim). A file whose
+    filesystem has no ``O_DIRECT`` is read as :func:`pread_ranges` reads.
+    """
+    spans: list[tuple[str, int, int]] = []  # (path, start, end), page-aligned
+    where: list[tuple[int, int]] = []  # per range: (its span, its offset within the span)
+    for r in ranges:
+        start = r.offset - r.offset % _DIRECT_ALIGN
+        end = -(-r.end // _DIRECT_ALIGN) * _DIRECT_ALIGN
+        if spans and spans[-1][0] == r.path and spans[-1][1] <= start <= spans[-1][2]:
+            path, first, last = spans[-1]
+            spans[-1] = (path, first, max(last, end))
+        else:
+            spans.append((r.path, start, end))
+        where.append((len(spans) - 1, r.offset - spans[-1][1]))
+    total = sum(end - start for _, start, end in spans)
+    raw = pa.allocate_buffer(total + _DIRECT_ALIGN)
+    pad = -raw.address % _DIRECT_ALIGN  # where the buffer's first aligned byte is
+    view = memoryview(raw)[pad : pad + total]  # (a slice of an Arrow buffer is read-only)
+    at: list[int] = []  # per span: where it starts in buf, and the bytes read
+    got: list[int] = []
+    pos = 0
+    with _FileAtATime(flags=os.O_DIRECT) as direct, _FileAtATime() as buffered:
+        for path, start, end in spans:
+            with translate_errors(path, "read"):
+                fd = direct.fd(path)
+                if fd < 0:  # no O_DIRECT on this filesystem: an ordinary read
+                    fd = buffered.fd(path)
+                target = view[pos : pos + end - start]
+                done = 0
+                while done < end - start:
+                    n = os.preadv(fd, [target[done:]], start + done)
+                    if n == 0:
+                        break  # the end of the file, within the span's last page or before
+                    done += n
+            at.append(pos)
+            got.append(done)
+            pos += end - start
+    out = []
+    for r, (span, offset) in zip(ranges, where, strict=True):
+        if offset + r.length > got[span]:
+            raise _short(r, max(0, got[span] - offset))
+        out.append(raw.slice(pad + at[span] + offset, r.length))
+    return out
+
+
 def _pread_batch(ranges: Sequence[Range]) -> tuple[list[pa.Buffer], BaseException | None]:
     """:func:`pread_ranges`, or the ranges before the first that failed and its error."""
+    return _read_batch(pread_ranges, ranges)
+
+
+def _direct_batch(ranges: Sequence[Range]) -> tuple[list[pa.Buffer], BaseException | None]:
+    """:func:`direct_ranges`, or the ranges before the first that failed and its error."""
+    return _read_batch(direct_ranges, ranges)
+
+
+def _read_batch(read: Any, ranges: Sequence[Range]) -> tuple[list[pa.Buffer], BaseException | None]:
     try:
-        return pread_ranges(ranges), None
+        return read(ranges), None
     except Exception as exc:  # raised at the failed range's turn, after the good ones
         good = []
         for r in ranges:
@@ -295,13 +380,14 @@ class ReadAhead:
     allocation per 64-128 KiB range took a sixth of a 256 x 256 reducer's CPU.
     ``held`` is the bytes of the batches not yet wholly handed out, ``peak_held``
     its peak: never above ``budget`` unless one batch (one range) is larger
-    (pread and auto modes). Ranges mapped ahead count too, though they hold
+    (``pread`` and ``auto`` modes). Ranges mapped ahead count too, though they hold
     page cache rather than buffers: a map made far ahead of use keeps its file
     mapped, and every page of it the reducer has touched counted in its RSS,
     for as long (a reducer walking all its pieces' ranges in one read-ahead
     had its whole partition mapped from the start).
     ``mapped`` and ``read`` count the ranges handed out as memory maps and as
-    buffers the readers filled (in ``auto`` mode, the choice made per range).
+    buffers the readers filled (in ``auto`` and ``advise`` modes, the choice made
+    per range).
     """
 
     def __init__(
@@ -317,6 +403,8 @@ class ReadAhead:
         if self.mode not in MODES:
             raise ValueError(f"read-ahead mode {self.mode!r}: give one of {', '.join(MODES)}")
         self._ranges = list(ranges)
+        if self.mode == "auto":  # what is read ahead is the task's own memory
+            budget = min(budget, DIRECT_BUDGET)
         self._budget = max(1, budget)
         self._batch_bytes = batch_bytes
         self._pool = (
@@ -325,7 +413,7 @@ class ReadAhead:
             else None
         )
         # Per batch: its ranges, its bytes held, and the future of its reads, or,
-        # for a resident range in auto mode, None and the range's mapped view.
+        # for a resident range in auto and advise modes, None and the range's mapped view.
         self._pending: deque[
             tuple[
                 list[Range],
@@ -361,7 +449,7 @@ class ReadAhead:
     def _fill(self) -> None:
         """Queue batches of reads while they fit in the budget (always at least one)."""
         assert self._pool is not None
-        read = _pread_batch if self.mode == "pread" else _advise_batch
+        read = {"pread": _pread_batch, "auto": _direct_batch}.get(self.mode, _advise_batch)
         while self._next < len(self._ranges):
             batch: list[Range] = []
             size = 0
@@ -370,7 +458,7 @@ class ReadAhead:
                     break
                 if batch and size + r.length > self._batch_bytes:
                     break
-                if self.mode == "auto":
+                if self.mode in ("auto", "advise"):
                     view = self._resident_view(r)
                     if view is not None:
                         if not batch:  # mapped in turn, within the budget (see below)
