@@ -15,7 +15,7 @@ size held constant (128 MiB per reducer):
    the disk bytes each stage read and wrote and the peak anonymous memory of
    its tasks (:mod:`mrk8s.bench.benchstats`).
 2. The small hash run once through each read path of the reducers
-   (``MRK8S_READ_AHEAD``: ``mmap``, ``fadvise``, ``pread``, ``auto``), with the page
+   (``MRK8S_READ_AHEAD``: ``mmap``, ``fadvise``, ``pread``, ``advise``, ``auto``), with the page
    cache kept, then dropped between the map and the reduce stage.
 3. The disk's cold sequential speed, same run: a file as large as the large
    run's map outputs is written (``fdatasync`` at the end: the write speed),
@@ -339,7 +339,7 @@ def main(argv: list[str]) -> int:
         "--no-variants",
         dest="variants",
         action="store_false",
-        help="skip the small hash run through each read path (mmap, fadvise, pread, auto), "
+        help="skip the small hash run through each read path (mmap, fadvise, pread, advise, auto), "
         "with the page cache kept and dropped before the reduce stage",
     )
     p.add_argument("--min-free", default="10GB", help="free space to keep (default: 10GB)")
