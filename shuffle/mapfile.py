@@ -757,11 +757,8 @@ def _join(
                         write(p, bucket, [*parts, _EOS], rows)
                         parts = []
                     if stream.schema and _joinable(stream.schema):
-                        parts, schema, rows = (
-                            [stream.schema, *stream.body],
-                            stream.schema,
-                            stream.rows,
-                        )
+                        schema, rows = stream.schema, stream.rows
+                        parts = [schema, *stream.body]
                     else:  # copied as it is, joined to nothing
                         write(p, bucket, stream.parts(), stream.rows)
                 if parts:

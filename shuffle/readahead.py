@@ -42,7 +42,7 @@ import errno
 import mmap
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -197,9 +197,10 @@ def direct_ranges(ranges: Sequence[Range]) -> list[pa.Buffer]:
     Each range is widened to whole pages (:data:`_DIRECT_ALIGN`); ranges of a
     file whose pages touch are read as one span. The device writes into the
     buffer itself: no page cache to fill, then reclaim, no copy, no mapping
-    (the mapped cold reads of :class:`ReadAhead` cost a 256 x 256 reducer's
-    kernel a third of its time: faults, ``munmap``, reclaim). A file whose
-    filesystem has no ``O_DIRECT`` is read as :func:`pread_ranges` reads.
+    (in the 32 GiB reduce stage of issue 25, the cold ranges advised and
+    mapped, the kernel took 38% of the machine: page faults, read-ahead,
+    ``munmap``, reclaim). A file whose filesystem has no ``O_DIRECT`` is read
+    with ordinary reads of the same spans.
     """
     spans: list[tuple[str, int, int]] = []  # (path, start, end), page-aligned
     where: list[tuple[int, int]] = []  # per range: (its span, its offset within the span)
@@ -216,7 +217,7 @@ def direct_ranges(ranges: Sequence[Range]) -> list[pa.Buffer]:
     raw = pa.allocate_buffer(total + _DIRECT_ALIGN)
     pad = -raw.address % _DIRECT_ALIGN  # where the buffer's first aligned byte is
     view = memoryview(raw)[pad : pad + total]  # (a slice of an Arrow buffer is read-only)
-    at: list[int] = []  # per span: where it starts in buf, and the bytes read
+    at: list[int] = []  # per span: where it starts in the aligned view, and the bytes read
     got: list[int] = []
     pos = 0
     with _FileAtATime(flags=os.O_DIRECT) as direct, _FileAtATime() as buffered:
@@ -253,7 +254,10 @@ def _direct_batch(ranges: Sequence[Range]) -> tuple[list[pa.Buffer], BaseExcepti
     return _read_batch(direct_ranges, ranges)
 
 
-def _read_batch(read: Any, ranges: Sequence[Range]) -> tuple[list[pa.Buffer], BaseException | None]:
+def _read_batch(
+    read: Callable[[Sequence[Range]], list[pa.Buffer]], ranges: Sequence[Range]
+) -> tuple[list[pa.Buffer], BaseException | None]:
+    """``read(ranges)``, or the ranges before the first that failed and its error."""
     try:
         return read(ranges), None
     except Exception as exc:  # raised at the failed range's turn, after the good ones
