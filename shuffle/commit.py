@@ -14,9 +14,9 @@ import json
 import os
 import re
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, NewType
 
@@ -248,10 +248,11 @@ def _read_many(
 ) -> Iterator[Record]:
     """The records of tasks ``indexes``, in that order, as they are read; raises
     naming the first missing one. On a store that is not a local directory the
-    reads go out together (up to :data:`READS_IN_FLIGHT`): one request's latency
-    each, not one after another. (A caller that keeps less than the whole record
-    should take each as it comes: 256 records of 1024 streams each, held whole at
-    once, raised a reducer's peak memory by 76 MB.)"""
+    reads go out together, :data:`READS_IN_FLIGHT` at a time ahead of the caller:
+    one request's latency each, not one after another, and no more records read
+    and held than that. (A caller that keeps less than the whole record should
+    take each as it comes: 256 records of 1024 streams each, held whole at once,
+    raised a reducer's peak memory by 76 MB.)"""
 
     def one(i: int) -> Record:
         record = read(job_store, step, stage, i, partition=partition)
@@ -263,7 +264,13 @@ def _read_many(
         yield from map(one, indexes)
         return
     with ThreadPoolExecutor(min(READS_IN_FLIGHT, len(indexes)), "commit-read") as pool:
-        yield from pool.map(one, indexes)
+        ahead: deque[Future[Record]] = deque()
+        for i in indexes:
+            ahead.append(pool.submit(one, i))
+            if len(ahead) >= READS_IN_FLIGHT:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
 
 
 def _missing(job_store: FsspecStore, step: int, stage: str, index: int) -> FileNotFoundError:

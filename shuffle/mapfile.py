@@ -328,10 +328,11 @@ class MapOutputWriter:
                 with pa.ipc.new_stream(memory, table.schema, options=self._options) as writer:
                     writer.write_table(table, max_chunksize=self._batch_rows or None)
                 stream = _Stream.of(memory.getvalue(), table.num_rows)
+            size = stream.size
             if self._probing:
-                self._judge_compression(table.nbytes, stream.size)
+                self._judge_compression(table.nbytes, size)
             self.rows_written += table.num_rows
-            self.bytes_written += stream.size
+            self.bytes_written += size
             yield divmod(sid, buckets), stream
 
     def _schema_message(self, schema: pa.Schema) -> bytes:
@@ -447,13 +448,10 @@ class _Stream:
         return cls(b"", [view], rows)
 
     @property
-    def body_size(self) -> int:
-        return sum(len(b) for b in self.body)
-
-    @property
     def size(self) -> int:
         """Bytes of the stream written whole (:meth:`parts`)."""
-        return len(self.schema) + self.body_size + 8 if self.schema else self.body_size
+        body = sum(len(b) for b in self.body)
+        return len(self.schema) + body + len(_EOS) if self.schema else body
 
     def parts(self) -> list[Any]:
         """The stream whole, end-of-stream marker included."""

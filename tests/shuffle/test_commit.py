@@ -281,7 +281,7 @@ def test_the_cache_decodes_a_stage_one_record_at_a_time(store: FsspecStore) -> N
     finally:
         tracemalloc.stop()
     if served is None:
-        return  # not cached on this store (see the test above)
+        pytest.skip("this store's listing gives no identity: its records are not cached")
     assert stage < 4 * one, (stage, one)
 
 
