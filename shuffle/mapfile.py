@@ -44,7 +44,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 import pyarrow as pa
 import xxhash
@@ -75,6 +75,10 @@ STREAM_BUFFER = 1 << 20
 #: written at once (see ``MapOutputWriter._write_stream``). Rows, not bytes:
 #: ``Table.nbytes`` of a slice took as long as serialising it.
 SMALL_STREAM_ROWS = DEFAULT_BATCH_ROWS
+
+#: The rows of one stream: a table, or one record batch (the pieces an
+#: unsorted map task cuts from its tables, :class:`shuffle.sorter.MapSorter`).
+Rows: TypeAlias = pa.Table | pa.RecordBatch
 
 #: Copy buffer used when regrouping spilled runs by partition.
 _COPY_CHUNK = 4 * 2**20
@@ -217,7 +221,7 @@ class MapOutputWriter:
         self._runs: list[dict[int, list[StreamRef]]] = []
         # The last run, kept unwritten until finish() writes it straight into
         # the joined file (add_run(last=True)), and its bucket count.
-        self._last: tuple[Iterable[tuple[int, pa.Table]], int] | None = None
+        self._last: tuple[Iterable[tuple[int, Rows]], int] | None = None
         self._run_count = 0
         self.rows_written = 0
         self.bytes_written = 0
@@ -242,7 +246,7 @@ class MapOutputWriter:
 
     def add_run(
         self,
-        streams: Mapping[int, pa.Table] | Iterable[tuple[int, pa.Table]],
+        streams: Mapping[int, Rows] | Iterable[tuple[int, Rows]],
         buckets: int = 1,
         *,
         last: bool = False,
@@ -269,7 +273,7 @@ class MapOutputWriter:
         with translate_errors(self._spill_path, "write a map task's spill file"):
             self._add_run(pairs, max(1, buckets))
 
-    def _add_run(self, streams: Iterable[tuple[int, pa.Table]], buckets: int) -> None:
+    def _add_run(self, streams: Iterable[tuple[int, Rows]], buckets: int) -> None:
         assert self._file is not None, "add_run after finish"
         refs: dict[int, list[StreamRef]] = {}
         for sid, table in _ascending_nonempty(streams):
@@ -283,7 +287,7 @@ class MapOutputWriter:
             self.bytes_written += size
         self._runs.append(refs)
 
-    def _write_stream(self, table: pa.Table) -> tuple[int, int]:
+    def _write_stream(self, table: Rows) -> tuple[int, int]:
         """Append ``table`` as one IPC stream; its size and checksum.
 
         A stream of one batch is serialised in memory and written with one call: through
@@ -295,21 +299,23 @@ class MapOutputWriter:
         """
         assert self._file is not None
         options = self._options
-        chunk = self._batch_rows or None
+        batches = _batches(table, self._batch_rows)
         if table.num_rows <= SMALL_STREAM_ROWS:
             memory = pa.BufferOutputStream()
             with pa.ipc.new_stream(memory, table.schema, options=options) as writer:
-                writer.write_table(table, max_chunksize=chunk)
+                for batch in batches:
+                    writer.write_batch(batch)
             data = memory.getvalue()
             self._file.write(memoryview(data))
             return data.size, stream_checksum(data)
         sink = _ChecksummingSink(self._file)
         with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema, options=options) as w:
-            w.write_table(table, max_chunksize=chunk)
+            for batch in batches:
+                w.write_batch(batch)
         return sink.size, sink.checksum
 
     def _serialised(
-        self, streams: Iterable[tuple[int, pa.Table]], buckets: int
+        self, streams: Iterable[tuple[int, Rows]], buckets: int
     ) -> Iterator[tuple[tuple[int, int], _Stream]]:
         """``streams`` as ``((partition, bucket), stream)``, ascending, none empty.
 
@@ -320,13 +326,14 @@ class MapOutputWriter:
         """
         for sid, table in _ascending_nonempty(streams):
             schema = self._schema_message(table.schema) if self.compression is None else b""
+            batches = _batches(table, self._batch_rows)
             if schema:
-                batches = table.to_batches(max_chunksize=self._batch_rows or None)
                 stream = _Stream(schema, [b.serialize() for b in batches], table.num_rows)
             else:
                 memory = pa.BufferOutputStream()
                 with pa.ipc.new_stream(memory, table.schema, options=self._options) as writer:
-                    writer.write_table(table, max_chunksize=self._batch_rows or None)
+                    for batch in batches:
+                        writer.write_batch(batch)
                 stream = _Stream.of(memory.getvalue(), table.num_rows)
             size = stream.size
             if self._probing:
@@ -599,9 +606,19 @@ class _Regions:
         return index
 
 
+def _batches(rows: Rows, max_rows: int) -> list[pa.RecordBatch]:
+    """``rows`` as record batches of at most ``max_rows`` rows (0: no bound)."""
+    if isinstance(rows, pa.RecordBatch):
+        if not max_rows or rows.num_rows <= max_rows:
+            return [rows]
+        rows = pa.Table.from_batches([rows])
+    batches: list[pa.RecordBatch] = rows.to_batches(max_chunksize=max_rows or None)
+    return batches
+
+
 def _ascending_nonempty(
-    streams: Iterable[tuple[int, pa.Table]],
-) -> Iterator[tuple[int, pa.Table]]:
+    streams: Iterable[tuple[int, Rows]],
+) -> Iterator[tuple[int, Rows]]:
     """``streams`` without the empty ones; refused unless their ids ascend."""
     last = -1
     for sid, table in streams:

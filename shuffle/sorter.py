@@ -21,7 +21,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from shuffle import codec, merge, partition, sort
-from shuffle.mapfile import MapOutputWriter
+from shuffle.mapfile import MapOutputWriter, Rows
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,9 @@ logger = logging.getLogger(__name__)
 class Partitioner(Protocol):
     """Splits a table into streams: one per partition (and hash bucket).
 
-    ``split`` returns stream id -> rows, where a stream id is ``partition *
-    buckets + bucket``; the rows are sorted by key unless the partitioner is
-    an unsorted one.
+    ``split`` returns stream id -> rows (tables, or slices of one record
+    batch), where a stream id is ``partition * buckets + bucket``; the rows
+    are sorted by key unless the partitioner is an unsorted one.
     """
 
     @property
@@ -43,7 +43,7 @@ class Partitioner(Protocol):
     @property
     def sort_keys(self) -> bool: ...
 
-    def split(self, table: pa.Table) -> dict[int, pa.Table]: ...
+    def split(self, table: pa.Table) -> dict[int, Rows]: ...
 
 
 #: Hash buckets per partition in an unsorted shuffle: a reducer can read its
@@ -53,8 +53,15 @@ UNSORTED_BUCKETS = 4
 
 def _split_by_ids(
     table: pa.Table, pids: npt.NDArray[np.int32], n: int, *, sort_keys: bool = True
-) -> dict[int, pa.Table]:
-    """Order rows by (partition, key) (or by partition alone) and cut one table per partition."""
+) -> dict[int, Rows]:
+    """Order rows by (partition, key) (or by partition alone) and cut them by partition.
+
+    The pieces are slices of one record batch when the rows are one (else of
+    the table): cheaper to cut and to join
+    again than tables (2 against 3 us a slice, 5 against 9 us to join four
+    pieces into one batch and serialise it), which counts at hundreds of
+    partitions, when a run is cut into a thousand small streams.
+    """
     if pids.size and (int(pids.min()) < 0 or int(pids.max()) >= n):
         bad = int(pids[(pids < 0) | (pids >= n)][0])
         raise ValueError(f"partition {bad} is out of range: there are {n} partitions (0..{n - 1})")
@@ -67,12 +74,14 @@ def _split_by_ids(
     else:
         order = np.argsort(small, kind="stable")
     ordered = table.take(pa.array(order))
+    batches = ordered.to_batches()
+    whole: Rows = batches[0] if len(batches) == 1 else ordered  # never copied to be one
     counts = np.bincount(pids, minlength=n)
-    out: dict[int, pa.Table] = {}
+    out: dict[int, Rows] = {}
     start = 0
     for p, count in enumerate(counts.tolist()):
         if count:
-            out[p] = ordered.slice(start, count)
+            out[p] = whole.slice(start, count)
         start += count
     return out
 
@@ -96,7 +105,7 @@ class HashPartitioner:
     def buckets(self) -> int:
         return 1 if self.sort_keys else max(1, self.unsorted_buckets)
 
-    def split(self, table: pa.Table) -> dict[int, pa.Table]:
+    def split(self, table: pa.Table) -> dict[int, Rows]:
         enc = codec.table_key_encoding(table.schema)
         n = self.num_partitions * self.buckets
         ids = partition.hash_partition(table.column(codec.KEY), enc, n)
@@ -115,7 +124,7 @@ class RangePartitioner:
     def num_partitions(self) -> int:
         return len(self.boundaries) + 1
 
-    def split(self, table: pa.Table) -> dict[int, pa.Table]:
+    def split(self, table: pa.Table) -> dict[int, Rows]:
         ordered = merge.sort_table(table)
         enc = codec.table_key_encoding(ordered.schema)
         cuts = partition.range_cuts(ordered.column(codec.KEY), enc, list(self.boundaries))
@@ -135,9 +144,29 @@ class FunctionPartitioner:
     buckets: int = 1
     sort_keys: bool = True
 
-    def split(self, table: pa.Table) -> dict[int, pa.Table]:
+    def split(self, table: pa.Table) -> dict[int, Rows]:
         pids = np.asarray(self.assign(table), dtype=np.int32)
         return _split_by_ids(table, pids, self.num_partitions)
+
+
+def _join(pieces: list[Rows]) -> Rows:
+    """One stream's pieces as one batch (a table if their schemas differ)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    first = pieces[0].schema
+    if all(isinstance(p, pa.RecordBatch) for p in pieces) and all(
+        p.schema is first or p.schema.equals(first, check_metadata=True) for p in pieces[1:]
+    ):
+        return _concat_batches(pieces)
+    return merge.concat(pieces).combine_chunks()
+
+
+def _concat_batches(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """Batches of one schema as one batch (``pa.concat_batches`` from pyarrow 19 on)."""
+    concat = getattr(pa, "concat_batches", None)
+    if concat is not None:
+        return concat(batches)
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 class MapSorter:
@@ -168,7 +197,7 @@ class MapSorter:
         # still in the CPU's caches (a take over the whole buffer at spill time
         # reorders rows from main memory), and buffered as stream id -> pieces.
         self._split_early = not partitioner.sort_keys and combine is None
-        self._pieces: dict[int, list[pa.Table]] = {}
+        self._pieces: dict[int, list[Rows]] = {}
         self._bytes = 0
         self.rows_in = 0
 
@@ -197,9 +226,7 @@ class MapSorter:
             # One batch per stream: a reducer computes over few large chunks. (Writing
             # the pieces as batches as they are saves this copy, but costs reducers more.)
             self.writer.add_run(
-                ((sid, merge.concat(pieces.pop(sid)).combine_chunks()) for sid in sorted(pieces)),
-                buckets,
-                last=last,
+                ((sid, _join(pieces.pop(sid))) for sid in sorted(pieces)), buckets, last=last
             )
             return
         if not self._tables:

@@ -315,3 +315,44 @@ def test_an_unsorted_split_buckets_each_partition_by_hash_and_loses_no_row(
         for ref in refs
         for b in read_segment(store, "m.arrow", [ref])[0]
     )
+
+
+@pytest.mark.parametrize(
+    ("schemas", "concat_batches"), [(1, "pyarrow"), (1, "missing"), (2, "pyarrow")]
+)
+def test_an_unsorted_runs_pieces_are_joined_and_lose_no_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, schemas: int, concat_batches: str
+) -> None:
+    """A run's pieces of one stream are joined into one batch: with pyarrow's
+    ``concat_batches``, without it (before 19), and, for pieces of typed and
+    generic keys (two schemas), as tables."""
+    if concat_batches == "missing":
+        monkeypatch.delattr(pa, "concat_batches", raising=False)
+    rng = random.Random(5)
+    rows = [(f"k{rng.randrange(500)}", i) for i in range(3000)]
+    tables = chunks(rows, 700)
+    if schemas == 2:
+        generic = [(("t", rng.randrange(50)), i) for i in range(3000, 4000)] + rows[:200]
+        tables.append(table_of(generic))
+        assert codec.table_key_encoding(tables[-1].schema) == "generic"
+        rows += generic
+    writer = MapOutputWriter(spill_dir=str(tmp_path / "spill"), batch_rows=0)
+    sorter = MapSorter(writer, HashPartitioner(3, sort_keys=False), budget_bytes=10**9)
+    for t in tables:
+        sorter.add(t)
+    sorter.finish()
+    store = FsspecStore(str(tmp_path / "shuffle"))
+    index = writer.finish(store, "m.arrow")
+    assert writer.num_runs == 1
+
+    got: list[Row] = []
+    for p, refs in index.items():
+        for ref in refs:
+            (stream,) = read_segment(store, "m.arrow", [ref])
+            batches = list(stream)
+            assert len(batches) == 1  # one stream, one batch: the pieces were joined
+            decoded = decode(batches[0])
+            assert len(decoded) == ref.rows
+            assert all(partition.partition_of(k, 3) == p for k, _ in decoded)
+            got.extend(decoded)
+    assert Counter(got) == Counter(rows)
