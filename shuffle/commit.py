@@ -202,8 +202,8 @@ def read_stage(
 ) -> list[Record]:
     """Every record of a stage, in task order; raises if one is missing.
 
-    With ``partition``, each record's index holds that partition's streams only
-    (see :func:`partition_streams`).
+    With ``partition``, each record's index holds that partition's streams only,
+    and it has no counters (see :func:`partition_streams`).
     """
     if partition is not None:
         return [
@@ -216,16 +216,25 @@ def read_stage(
 def partition_streams(
     job_store: FsspecStore, step: int, stage: str, num_tasks: int, partition: int
 ) -> list[tuple[Record, list[StreamRef]]]:
-    """Every record of a stage, in task order, without its index, and its streams of
-    ``partition``: what a reducer needs. From :data:`STAGES` (each record decoded
-    once in this process) where the store allows; raises if a record is missing."""
+    """Every record of a stage, in task order, without its index and its counters
+    (:func:`_head`), and its streams of ``partition``: what a reducer needs. From
+    :data:`STAGES` (each record decoded once in this process) where the store
+    allows; raises if a record is missing."""
     cached = STAGES.partition(job_store, step, stage, num_tasks, partition)
     if cached is not None:
         return cached
     return [
-        (replace(record, index_json={}), record.partition_refs(partition))
+        (_head(record), record.partition_refs(partition))
         for record in _read_all(job_store, step, stage, num_tasks, partition)
     ]
+
+
+def _head(record: Record) -> Record:
+    """``record`` without its index and its counters. A reducer uses neither, and a
+    process keeps a stage's heads (:class:`StageCache`): the counters of a map task
+    that counts per partition grow with the reducers, and at 256 x 256 those of
+    ``mrk8s bench shuffle`` (three per partition) were 26 MB of every reducer."""
+    return replace(record, index_json={}, counters={})
 
 
 #: Records of a stage read at once from an object store (each read is a round trip).
@@ -305,7 +314,7 @@ def _ref_dtype(rows: list[tuple[int, int, int, int, int]]) -> np.dtype[Any]:
 @dataclass(frozen=True, slots=True)
 class _Decoded:
     """One record as the cache keeps it: the identity of the file it was read from
-    (see :func:`_identities`), the record without its index, and the index as
+    (see :func:`_identities`), the record without its index and counters, and the index as
     arrays: ``refs[bounds[p]:bounds[p + 1]]`` are the streams of partition ``p``."""
 
     identity: tuple[Any, ...]
@@ -324,7 +333,7 @@ class _Decoded:
             counts[p] = len(refs)
         return cls(
             identity,
-            replace(record, index_json={}),
+            _head(record),
             np.concatenate([[0], np.cumsum(counts)]),
             np.array(rows, dtype=_ref_dtype(rows)),
         )
