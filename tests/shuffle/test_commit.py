@@ -209,8 +209,8 @@ def test_read_stage_of_one_partition_keeps_its_streams_only(store: FsspecStore) 
             map_record(i).partition_refs(p) for i in range(3)
         ]
         assert all(set(r.partition_index) <= {p} for r in records)
-        # A reducer gets each record's head without its counters (26 MB of every
-        # reducer's memory at 256 x 256 in the shuffle bench).
+        # A reducer gets each record's head without its counters (a worker keeps
+        # the heads of a stage, and counters per partition grow with the reducers).
         assert [replace_index(r) for r in records] == [
             replace_index(map_record(i), counters={}) for i in range(3)
         ]
