@@ -78,7 +78,8 @@ def call_reducer(keys: list[Any], payloads: list[bytes]) -> float:
     for _ in job.reducer_final():
         pass
     seconds = time.process_time() - started
-    rows = sum(v for k, v in job._counters[shuffle_job.COUNTER_GROUP].items() if "rows" in k)
+    counters = job.take_counters().get(shuffle_job.COUNTER_GROUP, {})
+    rows = sum(v for name, v in counters.items() if name.endswith(" rows"))
     if rows != len(keys):  # the reducer really saw every row
         raise AssertionError(f"the reducer counted {rows} rows of {len(keys)}")
     return seconds

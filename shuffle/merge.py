@@ -47,6 +47,12 @@ def unify(batches: Sequence[pa.RecordBatch | pa.Table]) -> list[pa.Table]:
     return tables
 
 
+def one_schema(items: Sequence[pa.RecordBatch | pa.Table]) -> bool:
+    """Whether ``items`` (at least one) share one schema, metadata included."""
+    first = items[0].schema
+    return all(i.schema is first or i.schema.equals(first, check_metadata=True) for i in items[1:])
+
+
 def concat(batches: Sequence[pa.RecordBatch | pa.Table]) -> pa.Table:
     """One table of ``batches`` (at least one), brought to one schema by :func:`unify`.
 
@@ -54,10 +60,7 @@ def concat(batches: Sequence[pa.RecordBatch | pa.Table]) -> pa.Table:
     the pieces of one map task's split), skip ``unify`` and Arrow's
     permissive schema merge, which together cost more than the concatenation.
     """
-    first = batches[0].schema
-    same = all(
-        b.schema is first or b.schema.equals(first, check_metadata=True) for b in batches[1:]
-    )
+    same = one_schema(batches)
     if same and all(isinstance(b, pa.RecordBatch) for b in batches):
         # One call, not a table per batch: 0.4 against 4.6 ms for the 4096 small
         # batches of a 256-map reducer's piece.
