@@ -301,11 +301,7 @@ class MapOutputWriter:
         options = self._options
         batches = _batches(table, self._batch_rows)
         if table.num_rows <= SMALL_STREAM_ROWS:
-            memory = pa.BufferOutputStream()
-            with pa.ipc.new_stream(memory, table.schema, options=options) as writer:
-                for batch in batches:
-                    writer.write_batch(batch)
-            data = memory.getvalue()
+            data = _stream_bytes(table.schema, batches, options)
             self._file.write(memoryview(data))
             return data.size, stream_checksum(data)
         sink = _ChecksummingSink(self._file)
@@ -330,11 +326,8 @@ class MapOutputWriter:
             if schema:
                 stream = _Stream(schema, [b.serialize() for b in batches], table.num_rows)
             else:
-                memory = pa.BufferOutputStream()
-                with pa.ipc.new_stream(memory, table.schema, options=self._options) as writer:
-                    for batch in batches:
-                        writer.write_batch(batch)
-                stream = _Stream.of(memory.getvalue(), table.num_rows)
+                data = _stream_bytes(table.schema, batches, self._options)
+                stream = _Stream.of(data, table.num_rows)
             size = stream.size
             if self._probing:
                 self._judge_compression(table.nbytes, size)
@@ -614,6 +607,17 @@ def _batches(rows: Rows, max_rows: int) -> list[pa.RecordBatch]:
         rows = pa.Table.from_batches([rows])
     batches: list[pa.RecordBatch] = rows.to_batches(max_chunksize=max_rows or None)
     return batches
+
+
+def _stream_bytes(
+    schema: pa.Schema, batches: Sequence[pa.RecordBatch], options: pa.ipc.IpcWriteOptions
+) -> pa.Buffer:
+    """``batches`` as one Arrow IPC stream, written by Arrow's stream writer into memory."""
+    memory = pa.BufferOutputStream()
+    with pa.ipc.new_stream(memory, schema, options=options) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return memory.getvalue()
 
 
 def _ascending_nonempty(

@@ -264,10 +264,10 @@ def test_a_stage_is_decoded_once_per_process_and_matches_a_read_per_task(
     assert served[1] is not None
     assert served[1][1][1] == []  # map 1 has no stream of partition 1
     alone = [commit.read(store, 0, "map", i, partition=2) for i in range(4)]
+    assert None not in alone
     assert commit.read_stage(store, 0, "map", 4, partition=2) == [
         replace(record, counters={}) for record in alone if record is not None
     ]
-    assert None not in alone
 
 
 def test_the_cache_decodes_a_stage_one_record_at_a_time(store: FsspecStore) -> None:
