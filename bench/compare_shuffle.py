@@ -74,7 +74,10 @@ SEED = 1
 MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
-def _lb_map(task: int, chunks: list[int], out_dir: str) -> None:
+def _lb_map(task: int, chunks: list[int], out_dir: str, sort: bool = False) -> None:
+    """One map task of a lower bound: each chunk ordered by partition (and by key
+    within it, if ``sort``: a sorted run per chunk), appended to one Arrow stream
+    file per partition."""
     from mrk8s.bench.jobs.shuffle_job import generate_chunk
 
     writers: dict[int, Any] = {}
@@ -82,9 +85,13 @@ def _lb_map(task: int, chunks: list[int], out_dir: str) -> None:
         table = generate_chunk(
             seed=SEED, task=task, chunk=chunk, rows=rows, key_type="int64", payload_bytes=PAYLOAD
         )
-        keys = table.column("key").to_numpy().view(np.uint64)
-        pids = ((keys * MIX) >> np.uint64(60)).astype(np.uint16) % REDUCERS
-        order = np.argsort(pids, kind="stable")
+        keys = table.column("key").to_numpy()
+        pids = ((keys.view(np.uint64) * MIX) >> np.uint64(60)).astype(np.uint16) % REDUCERS
+        if sort:  # by key, then stably by partition: (partition, key) order
+            by_key = np.argsort(keys)
+            order = by_key[np.argsort(pids[by_key], kind="stable")]
+        else:
+            order = np.argsort(pids, kind="stable")
         ordered = table.take(pa.array(order))
         counts = np.bincount(pids, minlength=REDUCERS)
         start = 0
@@ -99,26 +106,69 @@ def _lb_map(task: int, chunks: list[int], out_dir: str) -> None:
         w.close()
 
 
-def _lb_reduce(partition: int, out_dir: str) -> tuple[int, tuple[int, int, int]]:
-    from mrk8s.bench.jobs.shuffle_job import checksum
+def _lb_sorted_map(task: int, chunks: list[int], out_dir: str) -> None:
+    _lb_map(task, chunks, out_dir, sort=True)
 
+
+def _lb_read(partition: int, out_dir: str) -> pa.Table | None:
     tables = []
     for task in range(MAPS):
         path = os.path.join(out_dir, f"m{task}-p{partition}.arrow")
         if os.path.exists(path):
             with pa.OSFile(path, "rb") as f:
                 tables.append(pa.ipc.open_stream(f).read_all())
-    table = pa.concat_tables(tables).combine_chunks() if tables else None
+    return pa.concat_tables(tables).combine_chunks() if tables else None
+
+
+def _lb_reduce(partition: int, out_dir: str, sort: str = "") -> tuple[int, tuple[int, int, int]]:
+    """One reduce task of a lower bound: its partition read whole, sorted by key if
+    ``sort`` (``"merge"``: its runs are sorted, so a stable sort merges them;
+    ``"sort"``: its rows come in any order), checksummed."""
+    from mrk8s.bench.jobs.shuffle_job import checksum
+
+    table = _lb_read(partition, out_dir)
     if table is None:
         return 0, (0, 0, 0)
+    if sort:
+        keys = table.column("key").to_numpy()
+        # numpy's stable sort is a timsort, which merges sorted runs in O(n log runs).
+        order = np.argsort(keys, kind="stable" if sort == "merge" else "quicksort")
+        table = table.take(pa.array(order))
+        keys = table.column("key").to_numpy()
+        if keys.size > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
+            raise AssertionError(f"partition {partition} is not sorted")
     return table.num_rows, checksum(table, PAYLOAD)
+
+
+def _lb_merge_reduce(partition: int, out_dir: str) -> tuple[int, tuple[int, int, int]]:
+    return _lb_reduce(partition, out_dir, sort="merge")
+
+
+def _lb_sort_reduce(partition: int, out_dir: str) -> tuple[int, tuple[int, int, int]]:
+    return _lb_reduce(partition, out_dir, sort="sort")
 
 
 def lower_bound_spawn(size: int, workers: int) -> dict[str, Any]:
     return lower_bound(size, workers, start_method="spawn")
 
 
-def lower_bound(size: int, workers: int, start_method: str = "fork") -> dict[str, Any]:
+def sorted_lower_bound(size: int, workers: int) -> dict[str, Any]:
+    """Sorted runs written by the maps, merged by the reducers."""
+    return lower_bound(size, workers, map_fn=_lb_sorted_map, reduce_fn=_lb_merge_reduce)
+
+
+def sorted_lower_bound_reduce(size: int, workers: int) -> dict[str, Any]:
+    """The hash lower bound's maps; each reducer sorts its partition once."""
+    return lower_bound(size, workers, reduce_fn=_lb_sort_reduce)
+
+
+def lower_bound(
+    size: int,
+    workers: int,
+    start_method: str = "fork",
+    map_fn: Callable[[int, list[int], str], None] = _lb_map,
+    reduce_fn: Callable[[int, str], tuple[int, tuple[int, int, int]]] = _lb_reduce,
+) -> dict[str, Any]:
     from mrk8s.bench.shuffle_bench import task_chunks
 
     rows = size // (8 + PAYLOAD)
@@ -128,13 +178,13 @@ def lower_bound(size: int, workers: int, start_method: str = "fork") -> dict[str
         context = multiprocessing.get_context(start_method)
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             # Warm the pool up (a spawned worker imports pyarrow and numpy first).
-            list(pool.map(_lb_map, range(workers), [[1]] * workers, [out_dir] * workers))
+            list(pool.map(map_fn, range(workers), [[1]] * workers, [out_dir] * workers))
             for name in os.listdir(out_dir):
                 os.unlink(os.path.join(out_dir, name))
             started = time.perf_counter()
-            list(pool.map(_lb_map, range(MAPS), chunks, [out_dir] * MAPS))
+            list(pool.map(map_fn, range(MAPS), chunks, [out_dir] * MAPS))
             mapped = time.perf_counter()
-            results = list(pool.map(_lb_reduce, range(REDUCERS), [out_dir] * REDUCERS))
+            results = list(pool.map(reduce_fn, range(REDUCERS), [out_dir] * REDUCERS))
             done = time.perf_counter()
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -285,6 +335,8 @@ CONTESTANTS: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "mrk8s-s3rver": mrk8s_s3rver,
     "pyarrow-lower-bound": lower_bound,
     "pyarrow-lower-bound-spawn": lower_bound_spawn,
+    "pyarrow-sorted-lower-bound": sorted_lower_bound,
+    "pyarrow-sorted-lower-bound-reduce": sorted_lower_bound_reduce,
     "ray-data-hash": _peer("ray_data_hash"),
     "ray-data-random": _peer("ray_data_random"),
     "dask-p2p": _peer("dask_p2p"),

@@ -5,14 +5,18 @@ reduce side (sort merged pieces). Arrow's own ``sort_indices`` compares
 variable-length strings one pair at a time, which costs about 1 µs a row;
 map output keys are mostly repeated words, so instead the distinct keys are
 sorted once (dictionary encoding) and rows are ordered by the integer rank
-of their key. Numeric keys, and columns of mostly distinct strings, use
-Arrow's own sort (which is fast for integers).
+of their key. Integer keys are sorted by numpy (:func:`int_order`): Arrow's
+sort of 64-bit integers is a ``std::stable_sort`` at about 100 ns a row,
+numpy's SIMD sort a third of that. Other keys, and columns of mostly distinct
+strings, use Arrow's own sort.
 
 Every ordering here is stable and equals Arrow's ascending sort order (and so
 the generic encoding's order, see :mod:`shuffle.codec`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +58,8 @@ def key_order(column: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.int64]:
             rank[dict_order] = np.arange(len(dict_order), dtype=np.int64)
             codes = encoded.indices.to_numpy(zero_copy_only=False)
             return stable_argsort_small(rank[codes], len(dict_order))
+    if column.null_count == 0 and pa.types.is_integer(column.type):
+        return int_order(column.to_numpy())
     # Nulls mean None, which sorts before every other key in the generic order.
     return np.asarray(pc.array_sort_indices(column, null_placement="at_start"), dtype=np.int64)
 
@@ -72,6 +78,37 @@ def stable_argsort_small(values: npt.NDArray[np.int64], upper: int) -> npt.NDArr
     low = np.argsort((values & 0xFFFF).astype(np.uint16), kind="stable")
     high = np.argsort((values[low] >> 16).astype(np.uint16), kind="stable")
     return low[high].astype(np.int64, copy=False)
+
+
+def int_order(values: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.int64]:
+    """Row indices that sort integers ascending, stably.
+
+    Values within a span of 2**16 are radix-sorted (:func:`stable_argsort_small`).
+    Others are sorted by numpy's default sort, which is fast (vectorised) but
+    not stable; equal values are then put back in row order by sorting
+    ``(run of equal values, row)`` pairs, packed into one int64. That second
+    sort costs as much as the first, and is skipped when every value is distinct.
+    """
+    n = len(values)
+    if n <= 1:
+        return np.arange(n, dtype=np.int64)
+    low, high = int(values.min()), int(values.max())
+    if high - low < 1 << 16:
+        if values.dtype.kind == "u":  # (an unsigned subtraction of the minimum cannot wrap)
+            offsets = (values - values.dtype.type(low)).astype(np.int64)
+        else:
+            offsets = values.astype(np.int64) - low
+        return stable_argsort_small(offsets, high - low + 1)
+    order = np.argsort(values).astype(np.int64, copy=False)
+    ordered = values[order]
+    new_run = ordered[1:] != ordered[:-1]
+    if bool(new_run.all()):
+        return order
+    if n >= 1 << 31:  # the packing below would overflow
+        return np.argsort(values, kind="stable").astype(np.int64, copy=False)
+    run = np.zeros(n, dtype=np.int64)
+    np.cumsum(new_run, out=run[1:])
+    return order[np.argsort(run * n + order)]
 
 
 def sort_table(table: pa.Table) -> pa.Table:

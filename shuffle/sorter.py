@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -158,6 +158,17 @@ def _join(pieces: list[Rows]) -> Rows:
     return merge.concat(pieces).combine_chunks()
 
 
+def _sort_rows(rows: Rows) -> Rows:
+    """``rows`` stably sorted by key."""
+    if rows.num_rows <= 1:
+        return rows
+    return rows.take(pa.array(sort.key_order(rows.column(codec.KEY))))
+
+
+def _same(rows: Rows) -> Rows:
+    return rows
+
+
 def _concat_batches(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     """Batches of one schema as one batch (``pa.concat_batches`` from pyarrow 19 on)."""
     concat = getattr(pa, "concat_batches", None)
@@ -190,10 +201,19 @@ class MapSorter:
         self.combine = combine
         self.combine_sorted = combine_sorted
         self._tables: list[pa.Table] = []
-        # Unsorted, uncombined: each table is split as it arrives, while it is
+        # Uncombined: each table is split by partition as it arrives, while it is
         # still in the CPU's caches (a take over the whole buffer at spill time
         # reorders rows from main memory), and buffered as stream id -> pieces.
-        self._split_early = not partitioner.sort_keys and combine is None
+        # A sorted hash shuffle sorts each partition's pieces at spill time, one
+        # partition at a time: two takes that stay in cache cost less than one
+        # random take over the buffer (bench shuffle --sorted, 1 GiB 16 x 16: map
+        # CPU 1.9 s against 2.5 with one sort of the buffer, 3.7 with Arrow's sort).
+        self._splitter: Partitioner = partitioner
+        self._sort_streams = False
+        if partitioner.sort_keys and isinstance(partitioner, HashPartitioner):
+            self._splitter = replace(partitioner, sort_keys=False, unsorted_buckets=1)
+            self._sort_streams = True
+        self._split_early = combine is None and not self._splitter.sort_keys
         self._pieces: dict[int, list[Rows]] = {}
         self._bytes = 0
         self.rows_in = 0
@@ -202,7 +222,7 @@ class MapSorter:
         if table.num_rows == 0:
             return
         if self._split_early:
-            for sid, piece in self.partitioner.split(table).items():
+            for sid, piece in self._splitter.split(table).items():
                 self._pieces.setdefault(sid, []).append(piece)
         else:
             self._tables.append(table)
@@ -222,8 +242,11 @@ class MapSorter:
             logger.debug("writing run %d: %d streams", self.writer.num_runs, len(pieces))
             # One batch per stream: a reducer computes over few large chunks. (Writing
             # the pieces as batches as they are saves this copy, but costs reducers more.)
+            sort_rows = _sort_rows if self._sort_streams else _same
             self.writer.add_run(
-                ((sid, _join(pieces.pop(sid))) for sid in sorted(pieces)), buckets, last=last
+                ((sid, sort_rows(_join(pieces.pop(sid)))) for sid in sorted(pieces)),
+                buckets,
+                last=last,
             )
             return
         if not self._tables:

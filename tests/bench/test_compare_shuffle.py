@@ -58,3 +58,16 @@ def test_the_s3_contestants_shuffle_through_their_server(tmp_path: Path, contest
     assert "error" not in run, run
     assert run["verified"] is True
     assert run["rows"] == (2 << 20) // (8 + compare_shuffle.PAYLOAD)
+
+
+def test_the_sorted_contestants_hand_every_reducer_its_rows_in_key_order(tmp_path: Path) -> None:
+    out = tmp_path / "compare.json"
+    names = ["mrk8s-sorted", "pyarrow-sorted-lower-bound", "pyarrow-sorted-lower-bound-reduce"]
+    argv = ["--sizes", "2MiB", "--repeat", "1", "--workers", "2",
+            "--contestants", ",".join(names), "--out", str(out)]  # fmt: skip
+    assert compare_shuffle.main(argv) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert sorted(r["contestant"] for r in runs) == sorted(names)
+    for r in runs:  # each reducer checks its keys' order, and fails the run if not
+        assert "error" not in r, r
+        assert r["verified"] is True

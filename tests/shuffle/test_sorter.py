@@ -135,6 +135,28 @@ def test_a_large_spill_of_repeated_keys_is_partitioned_and_stably_sorted(
     assert streams == expected
 
 
+@pytest.mark.parametrize("kind", ["str", "int"])
+def test_a_spill_of_many_tables_sorts_each_partition_across_them_stably(
+    tmp_path: Path, kind: str
+) -> None:
+    # Tables are split by partition as they come and each partition sorted at
+    # spill time: equal keys from different tables keep the tables' order.
+    rng = random.Random(9)
+    rows = random_rows(rng, 6000, kind)
+    tables = chunks(rows, 700)
+
+    sorter, streams = run_sorter(tmp_path, HashPartitioner(5), tables, budget_bytes=10**9)
+
+    assert sorter.writer.num_runs == 1
+    if kind == "int":
+        assert table_of(rows).schema.field(codec.KEY).type == pa.int64()
+    where = {k: partition.partition_of(k, 5) for k in {k for k, _ in rows}}
+    expected: dict[int, list[list[Row]]] = {}
+    for row in sorted(rows, key=lambda r: codec.encode_key(r[0])):  # stable
+        expected.setdefault(where[row[0]], [[]])[0].append(row)
+    assert streams == expected
+
+
 def test_one_key_in_typed_and_generic_tables_lands_in_one_partition(tmp_path: Path) -> None:
     typed = table_of([("a", 1), ("b", 2), ("c", 3)])
     generic = table_of([("a", 4), (("t", 1), 5), ("c", 6), (7, 8)])

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mrk8s.job import MapReduce, Step
 from shuffle import codec, partition
@@ -253,6 +254,19 @@ def partition_checksums(
     return rows, lo, hi
 
 
+def check_sorted(keys: pa.ChunkedArray | pa.Array, partition_index: int) -> None:
+    """Raise unless ``keys`` never decrease (what a sorted shuffle hands a reducer)."""
+    if len(keys) < 2:
+        return
+    ok = pc.greater_equal(keys.slice(1), keys.slice(0, len(keys) - 1))
+    if not pc.all(ok).as_py():
+        row = int(pc.index(ok, False).as_py()) + 1
+        raise ValueError(
+            f"partition {partition_index} arrived unsorted: key {keys[row].as_py()!r} at row "
+            f"{row} follows {keys[row - 1].as_py()!r}"
+        )
+
+
 def counter_name(partition_index: int, side: str, what: str) -> str:
     """``"p00003 map rows"``: one counter of one partition, as a side saw it."""
     return f"p{partition_index:05d} {side} {what}"
@@ -316,6 +330,8 @@ class ShuffleBench(MapReduce):
         if table.num_rows:
             first_key = table.column(codec.KEY)[0].as_py()
             p = partition.partition_of(first_key, o.num_reducers)
+            if self.SORT_KEYS:
+                check_sorted(table.column(codec.KEY), p)
             rows, lo, hi = checksum(table, o.payload_bytes)
             self._count(counter_name(p, "reduce", "rows"), rows)
             self._count(counter_name(p, "reduce", "sum_lo"), lo)
@@ -380,6 +396,7 @@ class SortedRecordShuffleBench(SortedShuffleBench):
         key_type = pa.int64() if o.key_type == "int64" else pa.string()
         table = pa.table({codec.KEY: pa.array(keys, key_type), "payload": pa.array(payloads)})
         p = partition.partition_of(keys[0], o.num_reducers)
+        check_sorted(table.column(codec.KEY), p)
         rows, lo, hi = checksum(table, o.payload_bytes)
         self._count(counter_name(p, "reduce", "rows"), rows)
         self._count(counter_name(p, "reduce", "sum_lo"), lo)

@@ -283,3 +283,12 @@ def test_a_hash_map_task_spills_at_the_same_size_whatever_the_reducers(
     [line] = json_lines(result)
     assert line["verified"] is True
     assert line["map_spills"] >= 1, line["map_spills"]
+
+
+@pytest.mark.parametrize("key_type", ["int64", "string"])
+def test_the_sorted_bench_refuses_a_partition_out_of_order(key_type: str) -> None:
+    keys = sorted(chunk(key_type).column("key").to_pylist())
+    keys[400:402] = [keys[401], keys[400]]
+    shuffle_job.check_sorted(pa.array(keys[:400] + [keys[401]] * 3), 2)  # ties are in order
+    with pytest.raises(ValueError, match=r"partition 2 arrived unsorted: .* at row 401 follows"):
+        shuffle_job.check_sorted(pa.chunked_array([keys[:300], keys[300:]]), 2)
