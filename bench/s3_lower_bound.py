@@ -121,7 +121,9 @@ def _reduce(
     """Fetch partition ``partition`` (one ranged GET per non-empty span), decode, checksum."""
     from mrk8s.bench.jobs.shuffle_job import checksum
 
-    wanted = [(task, s[partition]) for task, s in enumerate(spans) if s[partition][1] > s[partition][0]]
+    wanted = [
+        (task, s[partition]) for task, s in enumerate(spans) if s[partition][1] > s[partition][0]
+    ]
     if not wanted:
         return 0, 0, 0
     blobs = _fs(storage_options).cat_ranges(
@@ -170,7 +172,8 @@ def lower_bound(
     """One run: ``size`` bytes of rows from ``maps`` map tasks to ``reducers`` reducers
     through the S3 bucket ``bucket`` (which must exist) on ``workers`` processes.
 
-    Returns the timings, the rows, whether they verified, the key prefix the run
+    Returns the timings, the rows and their checksum (:func:`expected_checksum`'s
+    three numbers), whether they verified, the key prefix the run
     wrote under (``s3_prefix``, ``bucket/...``; its objects are left there), and
     what it uploaded and fetched (``objects``: each map object's bytes;
     ``ranged_gets``, ``ranged_get_bytes``).
@@ -201,6 +204,7 @@ def lower_bound(
         "map_seconds": round(mapped - started, 3),
         "reduce_seconds": round(done - mapped, 3),
         "rows": got[0],
+        "checksum": list(got),
         "verified": got == expected_checksum(size, maps),
         "s3_prefix": prefix + "/",
         "objects": [s[-1][1] for s in spans],

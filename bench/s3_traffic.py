@@ -104,6 +104,9 @@ def kind(r: Request) -> str:
     return "other"
 
 
+#: What :func:`role` names.
+ROLES = ("map_outputs", "commit_records", "other")
+
 _MAP_OUTPUT = re.compile(r"(^|/)s\d+/map-[^/]*\.arrow$")
 
 
@@ -156,7 +159,8 @@ def read_log(path: str) -> list[Request]:
 
 
 def report(requests: Iterable[Request], prefix: str, size: int) -> dict[str, Any]:
-    """The S3 traffic of one run (the requests under ``prefix``), for a run's JSON row.
+    """The S3 traffic of one run (the requests under ``prefix``), for a run's JSON row:
+    requests by kind (:func:`kind`), and by role (:func:`role`) and kind.
 
     ``size`` is the bytes shuffled; ``..._per_gib`` divides by it. Bytes
     written are request bodies (PUTs and parts), bytes read response bodies of
@@ -164,14 +168,18 @@ def report(requests: Iterable[Request], prefix: str, size: int) -> dict[str, Any
     """
     mine = [r for r in requests if belongs_to(r, prefix)]
     kinds = Counter(kind(r) for r in mine)
-    roles = Counter(role(r) for r in mine)
+    roles: dict[str, Counter[str]] = {name: Counter() for name in ROLES}
+    for r in mine:
+        roles[role(r)][kind(r)] += 1
     written = sum(r.bytes_in for r in mine if kind(r) in ("PutObject", "UploadPart"))
     read = sum(r.bytes_out for r in mine if kind(r).startswith("GetObject"))
     gib = size / 2**30
     return {
         "s3_requests": sum(kinds.values()),
         "s3_requests_by_kind": {k: kinds[k] for k in KINDS if kinds[k]},
-        "s3_requests_by_role": {k: roles[k] for k in ("map_outputs", "commit_records", "other")},
+        "s3_requests_by_role": {
+            name: {k: counts[k] for k in KINDS if counts[k]} for name, counts in roles.items()
+        },
         "s3_requests_failed": sum(1 for r in mine if r.status >= 400),
         "s3_bytes_written": written,
         "s3_bytes_read": read,
@@ -204,9 +212,7 @@ class RequestLog:
 
         def start(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
             seen["status"] = status.split(" ", 1)[0]
-            seen["length"] = next(
-                (v for k, v in headers if k.lower() == "content-length"), None
-            )
+            seen["length"] = next((v for k, v in headers if k.lower() == "content-length"), None)
             return start_response(status, headers, *args)
 
         body = self.app(environ, start)
@@ -302,7 +308,7 @@ def serve(port: int, log: str, host: str = "127.0.0.1") -> None:
     os.environ.setdefault("MOTO_PORT", str(port))  # as moto.server does
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # RequestLog logs each request
     app = DomainDispatcherApplication(create_backend_app)
-    app.debug = True  # as moto.server does
+    app.debug = True  # type: ignore[attr-defined]  # as moto.server does
     with open(log, "a", encoding="utf-8") as out:
         run_simple(
             host,
