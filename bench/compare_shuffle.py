@@ -16,7 +16,14 @@ checksums its partition in memory and writes no output):
   (moto in server mode, a subprocess this script starts). Moto is a test
   server, not S3: this measures that the S3 path works at size and what it
   costs here, not what S3 would do. Only up to ``--s3-max-size``: moto holds
-  every object in memory and copies the whole object for each ranged GET;
+  every object in memory and copies the whole object for each ranged GET.
+  Its row reports the S3 requests of the measured job by kind, and requests
+  and bytes per GiB shuffled, as the server counted them (:mod:`bench.s3_traffic`);
+- ``s3-lower-bound``: the least a Python two-stage shuffle through s3fs does
+  against the same server (:mod:`bench.s3_lower_bound`): one object per map
+  task, uploaded as mrk8s uploads it, and one ranged GET per (map object,
+  reducer) pair; no framework, commit records or retries. Its requests are
+  counted as ``mrk8s-s3``'s are;
 - ``mrk8s-s3rver``: the same through s3rver, a Node.js fake S3 server that
   keeps objects as files and serves a ranged GET from the file (installed
   with npm into ``~/.cache/mrk8s`` on first use; needs Node.js and npm). Also
@@ -214,7 +221,7 @@ def _bench_shuffle(
         raise RuntimeError(f"mrk8s bench shuffle failed:\n{proc.stderr[-3000:]}")
     line = json.loads(proc.stdout.strip().splitlines()[-1])
     keys = ("seconds", "map_seconds", "reduce_seconds", "rows", "verified", "peak_rss_max")
-    return {k: line[k] for k in keys}
+    return {**{k: line[k] for k in keys}, "job_id": line["job_id"]}
 
 
 def mrk8s_run(size: int, workers: int) -> dict[str, Any]:
@@ -266,16 +273,42 @@ class _LoopbackS3:
         self.proc.wait(timeout=30)
 
 
+def _counted_moto(size: int, run: Callable[[_LoopbackS3], dict[str, Any]]) -> dict[str, Any]:
+    """``run(server)`` against a fresh moto server that logs every request
+    (:mod:`bench.s3_traffic`; moto keeps every object in its memory); its result
+    with the S3 traffic under the key prefix it names (``s3_prefix``) added."""
+    from bench import s3_traffic
+
+    with tempfile.TemporaryDirectory(prefix="mrk8s-s3-log-") as tmp:
+        log = os.path.join(tmp, "requests.tsv")
+        server = _LoopbackS3(lambda port: s3_traffic.command(port, log))
+        try:
+            result = run(server)
+        finally:
+            server.close()
+        return {**result, **s3_traffic.report(s3_traffic.read_log(log), result["s3_prefix"], size)}
+
+
 def mrk8s_s3(size: int, workers: int) -> dict[str, Any]:
-    # A fresh server per run: moto keeps every object in its memory.
-    server = _LoopbackS3(lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                       "-p", str(port)])  # fmt: skip
-    try:
-        return _bench_shuffle(
+    def run(server: _LoopbackS3) -> dict[str, Any]:
+        line = _bench_shuffle(
             size, workers, "--shuffle-dir", "s3://mrk8s-bench/shuffle", env=server.env
         )
-    finally:
-        server.close()
+        return {**line, "s3_prefix": f"mrk8s-bench/shuffle/{line['job_id']}/"}
+
+    return _counted_moto(size, run)
+
+
+def s3_lower_bound(size: int, workers: int) -> dict[str, Any]:
+    from bench import s3_lower_bound as lb
+
+    def run(server: _LoopbackS3) -> dict[str, Any]:
+        options = {"key": server.env["AWS_ACCESS_KEY_ID"],
+                   "secret": server.env["AWS_SECRET_ACCESS_KEY"],
+                   "client_kwargs": {"endpoint_url": server.env["AWS_ENDPOINT_URL"]}}  # fmt: skip
+        return lb.lower_bound(size, workers, storage_options=options, bucket="mrk8s-bench")
+
+    return _counted_moto(size, run)
 
 
 S3RVER = "s3rver@3.7.1"
@@ -333,6 +366,7 @@ CONTESTANTS: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "mrk8s-sorted": mrk8s_sorted,
     "mrk8s-s3": mrk8s_s3,
     "mrk8s-s3rver": mrk8s_s3rver,
+    "s3-lower-bound": s3_lower_bound,
     "pyarrow-lower-bound": lower_bound,
     "pyarrow-lower-bound-spawn": lower_bound_spawn,
     "pyarrow-sorted-lower-bound": sorted_lower_bound,
@@ -354,7 +388,9 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--contestants", default=",".join(CONTESTANTS), help="comma-separated (default: all)"
     )
-    p.add_argument("--s3-max-size", default="1GiB", help="largest size mrk8s-s3 runs at")
+    p.add_argument(
+        "--s3-max-size", default="1GiB", help="largest size mrk8s-s3 and s3-lower-bound run at"
+    )
     p.add_argument("--out", default=str(HERE / "results" / "compare_shuffle.json"))
     p.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -373,7 +409,7 @@ def main(argv: list[str]) -> int:
             # Interleaved, so that drift hits every contestant alike, and in a new
             # order each run (bench.order).
             for name in run_order(names, run):
-                if name == "mrk8s-s3" and size > parse_size(args.s3_max_size):
+                if name in ("mrk8s-s3", "s3-lower-bound") and size > parse_size(args.s3_max_size):
                     continue
                 _settle()
                 row: dict[str, Any] = {"contestant": name, "size": size_text, "run": run}
