@@ -63,6 +63,19 @@ GET_CLASS = (storecount.GET, storecount.HEAD, storecount.OTHER)
 FREE = (storecount.DELETE, storecount.MULTIPART_ABORT)
 
 
+#: The command-line flag of each :class:`Prices` field (``mrk8s bench shuffle``).
+FLAGS = {
+    "node_type": "--node-type",
+    "node_vcpus": "--node-vcpus",
+    "node_hour": "--price-node-hour",
+    "spot_hour": "--price-spot-hour",
+    "put_per_1000": "--price-put",
+    "get_per_1000": "--price-get",
+    "storage_gb_month": "--price-storage",
+    "cluster_nodes": "--cost-nodes",
+}
+
+
 @dataclass(frozen=True)
 class Prices:
     """Prices a projection uses; every one can be overridden on the command line.
@@ -102,14 +115,11 @@ class Prices:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise UsageError(
-                    f"--price-{name.replace('_', '-')} {value}: a price is a finite number "
-                    "of dollars, zero or more"
+                    f"{FLAGS[name]} {value:g}: a price is a finite number of dollars, zero or more"
                 )
         for name in ("node_vcpus", "cluster_nodes"):
             if getattr(self, name) < 1:
-                raise UsageError(
-                    f"--{name.replace('_', '-')} {getattr(self, name)}: give at least 1"
-                )
+                raise UsageError(f"{FLAGS[name]} {getattr(self, name)}: give at least 1")
 
 
 @dataclass(frozen=True)

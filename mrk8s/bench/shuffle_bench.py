@@ -675,18 +675,18 @@ def _add_price_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "cost projection (per TB shuffled; see README, 'What a terabyte would cost')"
     )
-    for flag, dest, kind, what in (
-        ("--node-type", "node_type", str, "instance type a node stands for"),
-        ("--node-vcpus", "node_vcpus", int, "its vCPUs"),
-        ("--price-node-hour", "node_hour", float, "on-demand $ per node-hour"),
-        ("--price-spot-hour", "spot_hour", float, "spot $ per node-hour (an assumption)"),
-        ("--price-put", "put_per_1000", float, "$ per 1,000 PUT/COPY/POST/LIST requests"),
-        ("--price-get", "get_per_1000", float, "$ per 1,000 GET/HEAD requests"),
-        ("--price-storage", "storage_gb_month", float, "$ per GB-month stored"),
-        ("--cost-nodes", "cluster_nodes", int, "nodes the TB is shuffled on (storage time)"),
+    for dest, kind, what in (
+        ("node_type", str, "instance type a node stands for"),
+        ("node_vcpus", int, "its vCPUs"),
+        ("node_hour", float, "on-demand $ per node-hour"),
+        ("spot_hour", float, "spot $ per node-hour (an assumption)"),
+        ("put_per_1000", float, "$ per 1,000 PUT/COPY/POST/LIST requests"),
+        ("get_per_1000", float, "$ per 1,000 GET/HEAD requests"),
+        ("storage_gb_month", float, "$ per GB-month stored"),
+        ("cluster_nodes", int, "nodes the TB is shuffled on (storage time)"),
     ):
         g.add_argument(
-            flag,
+            cost.FLAGS[dest],
             dest=f"price_{dest}",
             type=kind,
             default=getattr(d, dest),
