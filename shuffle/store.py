@@ -13,6 +13,9 @@ discarded, never completed). This module knows nothing of jobs or tasks.
 (:mod:`shuffle.s3native`; off by default). Arrow's client
 cannot abort an upload from Python: a failed write there is completed and then
 deleted, so it can be seen for a moment under its own (attempt's) name.
+
+Every request an s3fs store sends is counted by kind (:mod:`shuffle.storecount`);
+``is_counted`` says whether this store's requests are seen at all.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import fsspec
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
+from shuffle import storecount
 from shuffle.errors import StoreError, UserError
 
 logger = logging.getLogger(__name__)
@@ -109,6 +113,9 @@ class FsspecStore:
         self.fs, self.root = url_to_fs(self.root_url, self.storage_options)
         self.root = self.root.rstrip("/")
         self.is_local = isinstance(self.fs, LocalFileSystem)
+        storecount.watch(self.fs)
+        #: Whether every object-store request of this store is counted (or none is sent).
+        self.is_counted = storecount.is_observed(self.fs)
 
     def __repr__(self) -> str:
         return f"FsspecStore({self.root_url!r})"

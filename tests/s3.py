@@ -8,7 +8,9 @@ patched: requests go over HTTP to the server, as they would to S3.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -66,3 +68,58 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Buc
     finally:
         fs.rm(name, recursive=True)
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+#: Colour codes werkzeug puts around a request line in its log.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_REQUEST_LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+"')
+
+
+@contextlib.contextmanager
+def server_log(bucket: S3Bucket) -> Iterator[list[tuple[str, str]]]:
+    """The requests the server answered for ``bucket`` while the block ran, from its
+    own access log (one line per request): (method, path and query) each."""
+    name = bucket.url.removeprefix("s3://")
+    seen: list[tuple[str, str]] = []
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            match = _REQUEST_LINE.search(_ANSI.sub("", record.getMessage()))
+            if match is None:
+                return
+            method, target = match.groups()
+            path = target.split("?", 1)[0]
+            if path == f"/{name}" or path.startswith(f"/{name}/"):
+                seen.append((method, target))
+
+    logger = logging.getLogger("werkzeug")
+    handler, level = Handler(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield seen
+    finally:
+        logger.setLevel(level)
+        logger.removeHandler(handler)
+
+
+def request_kind(method: str, target: str) -> str:
+    """What S3 operation a logged request was, in shuffle.storecount's names."""
+    path, _, query = target.partition("?")
+    keys = {part.split("=", 1)[0] for part in query.split("&") if part}
+    is_bucket = path.strip("/").count("/") == 0
+    if method == "PUT":
+        return "multipart_part" if "partNumber" in keys else "put"
+    if method == "POST":
+        if "uploads" in keys:
+            return "multipart_create"
+        if "uploadId" in keys:
+            return "multipart_complete"
+        return "delete" if "delete" in keys else "other"
+    if method == "DELETE":
+        return "multipart_abort" if "uploadId" in keys else "delete"
+    if method == "HEAD":
+        return "head"
+    if method == "GET":
+        return "list" if is_bucket or "list-type" in keys else "get"
+    return "other"

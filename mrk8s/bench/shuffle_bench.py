@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mrk8s.bench import benchstats
+from mrk8s.bench import benchstats, cost
 from mrk8s.bench import jobs as benchjobs
 from mrk8s.bench.jobs import shuffle_job
 from mrk8s.engine import progress
@@ -49,7 +49,8 @@ from mrk8s.engine.settings import (
 )
 from mrk8s.errors import UsageError
 from scheduler.stage import Executor, TaskEvent
-from shuffle.store import FsspecStore, join
+from shuffle import storecount
+from shuffle.store import UPLOAD_PART_BYTES, FsspecStore, join
 
 JOB_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(benchjobs.__file__)), "shuffle_job.py")
 JOB_CLASS = "ShuffleBench"
@@ -100,6 +101,8 @@ class ShuffleBenchSettings:
     """Test hook: every reducer drops a row, which verification must report."""
     run: RunSettings = field(default_factory=lambda: RunSettings(script=JOB_SCRIPT))
     """Backend, workers, shuffle dir, storage options, memory budget."""
+    prices: cost.Prices = field(default_factory=cost.Prices)
+    """Prices of the cost projection printed after each run (:mod:`mrk8s.bench.cost`)."""
 
     @property
     def row_bytes(self) -> int:
@@ -312,6 +315,7 @@ def _run_job(
     job_id = new_job_id("bench-shuffle")
     store = FsspecStore(join(base.shuffle_dir, job_id), base.storage_options)
     chunks = task_chunks(bench.rows, bench.maps, bench.row_bytes)
+    storecount.take()  # from here on, this process's requests are the job's (its driver's)
     started = time.perf_counter()
     seeds = write_seeds(store, chunks)
     settings = replace(
@@ -344,6 +348,7 @@ def _run_job(
     finally:
         report.job_dir = None
     wall = time.perf_counter() - started
+    driver_sent = storecount.take()
     summary = result.summary
     stages = summary["stages"]
     timings = summary["timings"]
@@ -380,8 +385,63 @@ def _run_job(
         "load_average_before": load_before,
         "load_average_after": _load_average(),
         "output_bytes": stages["step0-reduce"]["bytes_out"],
+        **_store_figures(bench, store, summary, driver_sent, seconds, data_bytes),
         "verified": not problems,
         "problems": problems[:10],
+    }
+
+
+def _store_figures(
+    bench: ShuffleBenchSettings,
+    store: FsspecStore,
+    summary: Mapping[str, Any],
+    driver_sent: Mapping[str, int],
+    seconds: float,
+    data_bytes: int,
+) -> dict[str, Any]:
+    """The object-store requests of a job and its projected cost per TB.
+
+    Measured where the store's requests are counted (an s3fs store): the
+    tasks' ``store`` counters plus what the driver (this process) sent,
+    seeds included. Otherwise (local disk; Arrow's S3 client, whose requests
+    cannot be seen) derived from the plan: :func:`cost.derived_requests`.
+    """
+    map_stage = summary["stages"]["step0-map"]
+    tasks_sent = summary["counters"].get(storecount.COUNTER_GROUP, {})
+    measured = storecount.is_watched(store.fs)
+    if measured:
+        sent = {
+            k: tasks_sent.get(k, 0) + driver_sent.get(k, 0) for k in (*tasks_sent, *driver_sent)
+        }
+    else:
+        per_map = map_stage["bytes_out"] // max(1, bench.maps)
+        sent = cost.derived_requests([per_map] * bench.maps, bench.reducers, UPLOAD_PART_BYTES)
+    requests = {k: sent.get(k, 0) for k in storecount.KINDS if sent.get(k)}
+    source = "measured" if measured else "derived"
+    projection = (
+        cost.project(
+            cost.Measured(
+                bytes=data_bytes,
+                seconds=seconds,
+                stored_bytes=map_stage["bytes_out"],
+                requests=requests,
+                requests_source=source,
+            ),
+            bench.prices,
+        )
+        if seconds > 0
+        else None
+    )
+    return {
+        "store_requests": requests,
+        "store_requests_total": sum(requests.values()),
+        "store_requests_source": source,
+        "store_requests_driver": {k: v for k, v in driver_sent.items() if k in storecount.KINDS}
+        if measured
+        else None,
+        "store_bytes_written": sent.get(storecount.BYTES_WRITTEN) if measured else None,
+        "store_bytes_read": sent.get(storecount.BYTES_READ) if measured else None,
+        "cost_per_tb": projection.to_json() if projection is not None else None,
     }
 
 
@@ -468,10 +528,17 @@ def run_shuffle_bench(
                 f"{line['seconds']} s, {line['mb_per_s']} MB/s, "
                 + ("verified" if line["verified"] else "VERIFICATION FAILED")
             )
+            if line["cost_per_tb"] is not None:
+                report.message(f"run {run}/{bench.repeat}: {_describe_cost(line['cost_per_tb'])}")
             for problem in line["problems"]:
                 report.message(f"  {problem}")
             results.append(line)
     return results
+
+
+def _describe_cost(projection: Mapping[str, Any]) -> str:
+    """The projection's line for people (:meth:`cost.Projection.describe`)."""
+    return cost.Projection(**projection).describe()
 
 
 def _run_with_output(
@@ -596,9 +663,45 @@ def shuffle_parser() -> argparse.ArgumentParser:
         "outputs back and drop them from the page cache, so that the reducers read from the "
         "disk as they would once the data outgrows memory",
     )
+    _add_price_arguments(p)
     p.add_argument("--tamper", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     return p
+
+
+def _add_price_arguments(p: argparse.ArgumentParser) -> None:
+    """The cost projection's inputs (defaults and their sources: mrk8s/bench/cost.py)."""
+    d = cost.Prices()
+    g = p.add_argument_group(
+        "cost projection (per TB shuffled; see README, 'What a terabyte would cost')"
+    )
+    for dest, kind, what in (
+        ("node_type", str, "instance type a node stands for"),
+        ("node_vcpus", int, "its vCPUs"),
+        ("node_hour", float, "on-demand $ per node-hour"),
+        ("spot_hour", float, "spot $ per node-hour (an assumption)"),
+        ("put_per_1000", float, "$ per 1,000 PUT/COPY/POST/LIST requests"),
+        ("get_per_1000", float, "$ per 1,000 GET/HEAD requests"),
+        ("storage_gb_month", float, "$ per GB-month stored"),
+        ("cluster_nodes", int, "nodes the TB is shuffled on (storage time)"),
+    ):
+        g.add_argument(
+            cost.FLAGS[dest],
+            dest=f"price_{dest}",
+            type=kind,
+            default=getattr(d, dest),
+            metavar="N" if kind is not str else "TYPE",
+            help=f"{what} (default: %(default)s)",
+        )
+
+
+def prices_from_args(args: argparse.Namespace) -> cost.Prices:
+    """The projection's prices from ``--price-*`` and friends; a bad one is a UsageError."""
+    prices = cost.Prices(
+        **{name: getattr(args, f"price_{name}") for name in cost.Prices.__dataclass_fields__}
+    )
+    prices.check()
+    return prices
 
 
 def settings_from_args(
@@ -646,6 +749,7 @@ def settings_from_args(
         record_reducer=args.record_reducer,
         drop_caches=args.drop_caches,
         tamper=args.tamper,
+        prices=prices_from_args(args),
         run=RunSettings(
             script=JOB_SCRIPT,
             backend=args.backend,

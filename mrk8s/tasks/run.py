@@ -37,7 +37,7 @@ from mrk8s.tasks.records import (
     emit,
 )
 from mrk8s.tasks.usercode import Where, call, guarded
-from shuffle import codec, commit, mapfile, merge, nodelocal
+from shuffle import codec, commit, mapfile, merge, nodelocal, storecount
 from shuffle.errors import CorruptSegmentError
 from shuffle.sorter import (
     FunctionPartitioner,
@@ -230,6 +230,32 @@ def _fetch_script(store: FsspecStore, plan: JobPlan) -> str:
     return path
 
 
+def _task_counters(ctx: JobContext, job: MapReduce) -> dict[str, dict[str, int]]:
+    """The job's counters, with the object-store requests this task sent
+    (:mod:`shuffle.storecount`) as the ``store`` group.
+
+    The commit record is written after its counters are taken, so its own
+    request is counted here, ahead: one PUT (a record is one small object; on
+    s3fs one PutObject, checked against the server in tests/mrk8s/test_storecount.py),
+    and :func:`_commit` drops what the write really sent. Its bytes are not counted.
+    """
+    counters = job.take_counters()
+    sent = storecount.take()
+    if storecount.is_watched(ctx.store.fs):
+        sent[storecount.PUT] = sent.get(storecount.PUT, 0) + 1
+    if sent:
+        group = counters.setdefault(storecount.COUNTER_GROUP, {})
+        for name, amount in sent.items():
+            group[name] = group.get(name, 0) + amount
+    return counters
+
+
+def _commit(ctx: JobContext, record: commit.Record) -> None:
+    """Write the commit record; its request was counted ahead (:func:`_task_counters`)."""
+    commit.write(ctx.store, record)
+    storecount.take()
+
+
 # -- map -----------------------------------------------------------------------
 
 
@@ -403,9 +429,9 @@ def run_map(ctx: JobContext, step_index: int, index: int, attempt: int) -> dict[
         seconds=time.perf_counter() - started,
         peak_rss=process.peak_rss(),
         spills=max(0, writer.num_runs - 1),
-        counters=job.take_counters(),
+        counters=_task_counters(ctx, job),
     )
-    commit.write(ctx.store, record)
+    _commit(ctx, record)
     return record.to_json()
 
 
@@ -556,9 +582,9 @@ def _run_map_only(
         bytes_out=size,
         seconds=time.perf_counter() - started,
         peak_rss=process.peak_rss(),
-        counters=job.take_counters(),
+        counters=_task_counters(ctx, job),
     )
-    commit.write(ctx.store, record)
+    _commit(ctx, record)
     return record.to_json()
 
 
@@ -855,10 +881,10 @@ def _reduce_once(
         bytes_out=size,
         seconds=time.perf_counter() - started,
         peak_rss=process.peak_rss(),
-        counters=job.take_counters(),
+        counters=_task_counters(ctx, job),
         recomputed=recomputed,
     )
-    commit.write(ctx.store, record)
+    _commit(ctx, record)
     return record.to_json()
 
 
@@ -890,6 +916,8 @@ def run_task(payload: Mapping[str, Any], index: int, attempt: int) -> dict[str, 
     ``payload``: ``job_dir`` (URL), ``storage_options``, ``step``, ``stage``.
     A task that already committed returns its record without running again.
     """
+    # Requests sent since the last task (none of a task's) are no task's to report.
+    storecount.take()
     ctx = load_context(str(payload["job_dir"]), payload.get("storage_options") or {})
     step = int(payload["step"])
     stage = str(payload["stage"])
