@@ -220,3 +220,56 @@ def test_a_meaningless_reduce_batch_pieces_is_refused_before_any_task_runs(
     with pytest.raises(JobDefinitionError, match=message):
         run(tmp_path, script, [str(src)])
     assert not (tmp_path / "out").exists()
+
+
+LEAN_WORDCOUNT = """
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mrk8s import MapReduce
+
+
+class LeanCount(MapReduce):
+    REDUCE_BATCH_PIECES = OPT_IN
+
+    def map_batch(self, table):
+        words = pc.list_flatten(pc.utf8_split_whitespace(table["line"]))
+        return pa.table({"key": words, "value": pa.array([1] * len(words), pa.int64())})
+
+    def reduce_batch(self, table):
+        return table.group_by("key").aggregate([("value", "sum")]).rename_columns(["key", "value"])
+"""
+
+
+@pytest.mark.slow
+def test_a_reducer_in_pieces_holds_as_much_memory_at_four_times_the_partition(
+    tmp_path: Path,
+) -> None:
+    """Peak RSS of the one reduce task (its commit record's, reset per task), at a
+    partition of about 9 and of 36 MB of Arrow rows, with a 4 MiB piece bound."""
+    peaks: dict[tuple[bool, int], int] = {}
+    for words in (500_000, 2_000_000):
+        text = make_words(words, vocab=200_000, seed=words)
+        for pieces in (True, False):
+            where = tmp_path / f"{words}-{pieces}"
+            where.mkdir()
+            src = where / "words.txt"
+            src.write_text(text)
+            script = write_script(where, LEAN_WORDCOUNT.replace("OPT_IN", str(pieces)))
+            result = run(
+                where,
+                script,
+                [str(src)],
+                reducers=1,
+                memory_per_worker="16MiB",
+                max_split_bytes=1 << 20,
+            )
+            got = dict(row for part in read_parts(where / "out") for row in part)
+            assert got == collections.Counter(text.split())
+            peaks[pieces, words] = result.summary["stages"]["step0-reduce"]["peak_rss_max"]
+    mib = {k: v >> 20 for k, v in peaks.items()}
+    print(f"reduce task peak RSS, MiB (in pieces?, words): {mib}")
+    grown_in_pieces = peaks[True, 2_000_000] - peaks[True, 500_000]
+    grown_whole = peaks[False, 2_000_000] - peaks[False, 500_000]
+    assert grown_in_pieces < 24 << 20
+    assert grown_whole > 4 * grown_in_pieces + (24 << 20)  # the measure can tell them apart
