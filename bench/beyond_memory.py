@@ -9,7 +9,9 @@ size held constant (128 MiB per reducer):
    ``--large`` (256 x 256), hash shuffle, then both again with the sorted
    shuffle (``--sorted``; the default shuffle of a job, every partition
    sorted by key) with a record reducer, ``reducer(key, values)`` once per
-   key, as most jobs reduce (``--sorted-reducer batch``: ``reduce_batch``).
+   key, as most jobs reduce (``--sorted-reducer batch``: ``reduce_batch`` over
+   each whole partition; ``pieces``: over pieces of whole keys within the
+   reducer's memory, ``REDUCE_BATCH_PIECES``).
    Every run is verified (each partition's rows and checksums against the
    rows generated again outside the job). Each JSON line carries
    the disk bytes each stage read and wrote and the peak anonymous memory of
@@ -119,6 +121,7 @@ def run_one(
     drop_caches: bool = False,
     read_ahead: str | None = None,
     record_reducer: bool = False,
+    pieces: bool = False,
 ) -> list[dict[str, Any]]:
     """``mrk8s bench shuffle`` at ``size``, 128 MiB per reducer; ``read_ahead`` picks
     the reducers' read path (``MRK8S_READ_AHEAD``, which the workers inherit)."""
@@ -130,6 +133,7 @@ def run_one(
         repeat=repeat,
         sort_keys=sort_keys,
         record_reducer=record_reducer,
+        pieces=pieces,
         drop_caches=drop_caches,
         run=RunSettings(script=bench.JOB_SCRIPT, shuffle_dir=shuffle_dir),
     )
@@ -330,10 +334,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--shuffles", default="hash,sorted")
     p.add_argument(
         "--sorted-reducer",
-        choices=("record", "batch"),
+        choices=("record", "batch", "pieces"),
         default="record",
         help="the sorted runs' reducer: reducer(key, values) per key (default, as most "
-        "jobs reduce) or reduce_batch over whole tables",
+        "jobs reduce), reduce_batch over whole partitions, or reduce_batch over pieces of "
+        "whole keys within the reducer's memory (REDUCE_BATCH_PIECES)",
     )
     p.add_argument(
         "--no-variants",
@@ -391,6 +396,7 @@ def main(argv: list[str]) -> int:
             repeat,
             report,
             record_reducer=shuffle == "sorted" and a.sorted_reducer == "record",
+            pieces=shuffle == "sorted" and a.sorted_reducer == "pieces",
         )
     if a.variants:
         result["read_variants"] = read_variants(small, a.shuffle_dir, report)

@@ -124,6 +124,16 @@ class MapReduce:
       sorts nor merges; a reducer whose partition exceeds 32 MiB gets it in
       several ``reduce_batch`` calls, every key's rows within one call).
       Needs ``reduce_batch`` and the hash partitioner.
+      ``REDUCE_BATCH_PIECES``: False (default): with sorted keys, a step's
+      ``reduce_batch`` is called once per partition with all of it, one table
+      sorted by key (its memory grows with the partition). True: it is called
+      several times per partition, each time with a table sorted by key that
+      holds every row of its keys (no key's rows in two calls), the calls in
+      key order; each table is at most a quarter of ``--memory-per-worker``
+      or 32 MiB, whichever is less, unless one key's rows alone are more (that
+      key is then a call of its own). The calls' results are written in that
+      order. Needs a step with ``reduce_batch``; with ``SORT_KEYS = False``
+      it changes nothing (an unsorted reducer always gets pieces).
 
     Instance attributes: ``options`` holds the values of the options declared
     in :meth:`configure_args` (an ``argparse.Namespace``); ``input_url`` is,
@@ -133,6 +143,7 @@ class MapReduce:
 
     PARTITIONER: ClassVar[str] = "hash"
     SORT_KEYS: ClassVar[bool] = True
+    REDUCE_BATCH_PIECES: ClassVar[bool] = False
 
     def __init__(self, options: argparse.Namespace | None = None) -> None:
         self.options = options if options is not None else argparse.Namespace()

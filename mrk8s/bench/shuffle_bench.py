@@ -56,6 +56,7 @@ JOB_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(benchjobs.__file__)), 
 JOB_CLASS = "ShuffleBench"
 SORTED_JOB_CLASS = "SortedShuffleBench"
 RECORD_JOB_CLASS = "SortedRecordShuffleBench"
+PIECES_JOB_CLASS = "SortedPiecesShuffleBench"
 
 #: Rows a map task generates per map_batch call: large enough that per-call
 #: costs vanish, small enough that generation never holds much memory (the
@@ -95,6 +96,9 @@ class ShuffleBenchSettings:
     record_reducer: bool = False
     """With ``sort_keys``: reduce with a record reducer, ``reducer(key, values)``,
     instead of ``reduce_batch``."""
+    pieces: bool = False
+    """With ``sort_keys``: ``reduce_batch`` takes each partition in pieces of whole
+    keys within the reducer's memory (``REDUCE_BATCH_PIECES``), not as one table."""
     drop_caches: bool = False
     """Drop the map outputs from the page cache before the reduce stage (cold reads)."""
     tamper: bool = False
@@ -303,6 +307,14 @@ def drop_from_cache(path: str) -> None:
         os.close(fd)
 
 
+def _job_class(bench: ShuffleBenchSettings) -> str:
+    if not bench.sort_keys:
+        return JOB_CLASS
+    if bench.record_reducer:
+        return RECORD_JOB_CLASS
+    return PIECES_JOB_CLASS if bench.pieces else SORTED_JOB_CLASS
+
+
 def _run_job(
     bench: ShuffleBenchSettings,
     executor: Executor,
@@ -325,9 +337,7 @@ def _run_job(
         output=output,
         output_format="parquet" if output is not None else "text",
         overwrite=True,
-        job_class=(RECORD_JOB_CLASS if bench.record_reducer else SORTED_JOB_CLASS)
-        if bench.sort_keys
-        else JOB_CLASS,
+        job_class=_job_class(bench),
         job_id=job_id,
         reducers=bench.reducers,
         job_args={
@@ -507,7 +517,11 @@ def run_shuffle_bench(
                 "key_type": bench.key_type,
                 "payload_bytes": bench.payload_bytes,
                 "shuffle": "sorted" if bench.sort_keys else "hash",
-                "reducer": "record" if bench.record_reducer else "reduce_batch",
+                "reducer": "record"
+                if bench.record_reducer
+                else "reduce_batch_pieces"
+                if bench.pieces
+                else "reduce_batch",
                 "memory_per_worker": bench.run.memory_per_worker,
                 "maps": bench.maps,
                 "reducers": bench.reducers,
@@ -604,6 +618,12 @@ def shuffle_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --sorted: reduce with a record reducer, reducer(key, values), called once "
         "per key, instead of reduce_batch over whole tables",
+    )
+    p.add_argument(
+        "--pieces",
+        action="store_true",
+        help="with --sorted: reduce_batch gets each partition in pieces of whole keys, "
+        "within the reducer's memory (REDUCE_BATCH_PIECES = True), not as one table",
     )
     p.add_argument("--backend", default="local", help="where tasks run (default: local)")
     p.add_argument("-w", "--workers", type=int, help="worker processes (default: CPUs)")
@@ -735,6 +755,12 @@ def settings_from_args(
             "--record-reducer needs --sorted: a record reducer gets each key's values "
             "together, which only the sorted shuffle provides; add --sorted"
         )
+    if args.pieces and (not args.sort_keys or args.record_reducer):
+        raise UsageError(
+            "--pieces needs --sorted and reduce_batch: it cuts a sorted partition into pieces "
+            "for reduce_batch (a record reducer streams anyway); add --sorted, drop "
+            "--record-reducer"
+        )
     bench = ShuffleBenchSettings(
         size=parse_size(args.size, "--size"),
         maps=args.maps,
@@ -747,6 +773,7 @@ def settings_from_args(
         warmup=args.warmup,
         sort_keys=args.sort_keys,
         record_reducer=args.record_reducer,
+        pieces=args.pieces,
         drop_caches=args.drop_caches,
         tamper=args.tamper,
         prices=prices_from_args(args),

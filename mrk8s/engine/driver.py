@@ -161,6 +161,21 @@ def _sort_keys(job_class: type[MapReduce], steps: list[Step]) -> bool:
     return False
 
 
+def _reduce_batch_pieces(job_class: type[MapReduce], steps: list[Step]) -> bool:
+    pieces = getattr(job_class, "REDUCE_BATCH_PIECES", False)
+    if not isinstance(pieces, bool):
+        raise JobDefinitionError(
+            f"{job_class.__name__}.REDUCE_BATCH_PIECES is {pieces!r}: set it to True or False"
+        )
+    if pieces and not any(step.reduce_batch is not None for step in steps):
+        raise JobDefinitionError(
+            f"{job_class.__name__}.REDUCE_BATCH_PIECES = True, but no step has a reduce_batch: "
+            "it says how reduce_batch gets its partition (a record reducer streams anyway); "
+            "define reduce_batch, or drop REDUCE_BATCH_PIECES"
+        )
+    return pieces
+
+
 def _plan_key(plan: JobPlan) -> dict[str, Any]:
     """The parts of a plan that must match for a job to resume."""
     data = plan.to_json()
@@ -225,11 +240,13 @@ class Driver:
                 storage_options=s.storage_options,
             )
         sort_keys = _sort_keys(job_class, steps)
+        pieces = _reduce_batch_pieces(job_class, steps)
         step_plans = tuple(
             replace(
                 p,
                 partitioner=_partitioner_name(job_class) if p.num_reducers else "",
                 sort_keys=sort_keys or not p.num_reducers,
+                reduce_batch_pieces=pieces and p.has_reduce_batch,
             )
             for p in _step_plans(s, steps, splits, job_dir)
         )

@@ -1,10 +1,13 @@
-"""Turn sorted key/value tables into ``(key, values)`` groups for record functions.
+"""Turn sorted key/value tables into ``(key, values)`` groups for record functions,
+or into pieces of whole keys for columnar ones.
 
 Called by the reduce task (over the merged stream of a partition, where one
 key's rows may span several tables) and by the map side's combiner (over one
 sorted table). Values are handed out as an iterator that pulls rows lazily
 across table boundaries, so a key with more values than fit in memory still
-streams through a reducer, as in mrjob.
+streams through a reducer, as in mrjob. :func:`whole_key_pieces` cuts the same
+merged stream into tables of whole keys for a ``reduce_batch`` that takes its
+partition in pieces (``MapReduce.REDUCE_BATCH_PIECES``).
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from mrk8s.io.outputs import table_values
-from shuffle import codec
+from shuffle import codec, merge
 
 
 def group_starts(column: pa.Array | pa.ChunkedArray) -> list[int]:
@@ -110,3 +114,113 @@ class Grouper:
             chunk = self._chunk
             if chunk is None or codec.encode_key(chunk.keys[0]) != encoded:
                 return
+
+
+def key_starts(column: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.int64]:
+    """Rows (after the first) where a new key starts in a sorted key column.
+
+    Equal as the shuffle's key encoding has it (:func:`shuffle.codec.encode_key`):
+    nulls are one key, and so are NaNs, which Arrow's comparison tells apart;
+    a sort puts each of them together.
+    """
+    n = len(column)
+    if n < 2:
+        return np.zeros(0, dtype=np.int64)
+    after, before = column.slice(1), column.slice(0, n - 1)
+    changed = pc.not_equal(after, before)
+    if pa.types.is_floating(column.type):
+        changed = pc.and_not(changed, pc.and_(pc.is_nan(after), pc.is_nan(before)))
+    if column.null_count:
+        # null against a value is a new key; null against null is not
+        changed = pc.if_else(
+            pc.is_valid(changed), changed, pc.xor(pc.is_null(after), pc.is_null(before))
+        )
+    mask = np.asarray(changed.to_numpy(zero_copy_only=False), dtype=bool)
+    return np.flatnonzero(mask).astype(np.int64) + 1
+
+
+def _encoded_key(table: pa.Table, row: int) -> bytes:
+    key = table.column(codec.KEY).slice(row, 1)
+    (value,) = codec.decode_keys(key, codec.table_key_encoding(table.schema))
+    return codec.encode_key(value)
+
+
+def whole_key_pieces(tables: Iterable[pa.Table], limit: int) -> Iterator[pa.Table]:
+    """A stream of tables sorted by key, cut again into pieces of whole keys.
+
+    ``tables`` is sorted across tables (a key's rows may span several, as a
+    merge emits them). Each piece is one table in key order, and no key has
+    rows in two pieces. Keys are packed in order as :func:`mrk8s.tasks.run.
+    bucket_ranges` packs hash buckets: a piece takes the next key while it
+    stays within ``limit`` bytes, so a piece exceeds ``limit`` only when it is
+    one key whose rows alone do. A table's bytes (``nbytes``) are counted as
+    spread evenly over its rows.
+
+    A piece is made of slices of the input tables (no copy), so it keeps
+    alive at most the rest of the two tables it starts and ends in. Held at
+    once: the piece being filled and the rows of the key being read.
+    """
+    limit = max(1, limit)
+    done: list[pa.Table] = []  # whole keys of the piece being filled
+    done_bytes = 0.0
+    open_: list[pa.Table] = []  # rows of the last key seen, which the next table may go on with
+    open_bytes = 0.0
+    open_key = b""
+
+    def take() -> pa.Table:
+        nonlocal done, done_bytes
+        piece = merge.concat(done)
+        done, done_bytes = [], 0.0
+        return piece
+
+    for table in tables:
+        n = table.num_rows
+        if not n:
+            continue
+        starts = key_starts(table.column(codec.KEY))
+        if open_ and _encoded_key(table, 0) != open_key:
+            starts = np.concatenate((np.zeros(1, dtype=np.int64), starts))
+        row_bytes = table.nbytes / n
+        last_key = _encoded_key(table, n - 1)
+        if not len(starts):  # the whole table is one key, maybe the open one
+            open_.append(table)
+            open_bytes += table.nbytes
+            open_key = last_key
+            continue
+        # The open key ends where this table's first key starts.
+        first = int(starts[0])
+        if first:
+            open_.append(table.slice(0, first))
+            open_bytes += first * row_bytes
+        if open_:
+            if done and done_bytes + open_bytes > limit:
+                yield take()
+            done += open_
+            done_bytes += open_bytes
+            if done_bytes >= limit:
+                yield take()
+        # The keys starting in this table, whole but for its last: as many as fit per piece.
+        pos, end = first, int(starts[-1])
+        while pos < end:
+            reach = pos + (limit - done_bytes) / row_bytes
+            cut = min(end, int(starts[np.searchsorted(starts, reach, side="right") - 1]))
+            if cut <= pos:  # the key at pos does not fit in what is left
+                if done:
+                    yield take()
+                    continue
+                # Alone it is larger than the limit: a piece of its own.
+                cut = int(starts[np.searchsorted(starts, pos, side="right")])
+            done.append(table.slice(pos, cut - pos))
+            done_bytes += (cut - pos) * row_bytes
+            pos = cut
+            if pos < end or done_bytes >= limit:
+                yield take()
+        open_ = [table.slice(end)]
+        open_bytes = (n - end) * row_bytes
+        open_key = last_key
+    if open_:
+        if done and done_bytes + open_bytes > limit:
+            yield take()
+        done += open_
+    if done:
+        yield take()

@@ -34,6 +34,9 @@ class StepPlan:
     partitioner: str  # "hash" | "range" | "custom"
     splits: tuple[Split, ...] = ()
     sort_keys: bool = True  # False: an unsorted hash shuffle (MapReduce.SORT_KEYS)
+    #: True: reduce_batch takes a sorted partition in pieces of whole keys
+    #: (MapReduce.REDUCE_BATCH_PIECES), not as one table.
+    reduce_batch_pieces: bool = False
 
     @property
     def has_reduce(self) -> bool:

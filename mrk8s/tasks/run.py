@@ -28,7 +28,7 @@ from mrk8s.io.outputs import PartWriter, part_name, read_stream_file, table_reco
 from mrk8s.io.split import Split
 from mrk8s.job import MapReduce, Step, as_records
 from mrk8s.tasks import loader, process
-from mrk8s.tasks.groups import Grouper
+from mrk8s.tasks.groups import Grouper, whole_key_pieces
 from mrk8s.tasks.plan import JobPlan, StepPlan
 from mrk8s.tasks.records import (
     CombiningBuffer,
@@ -98,13 +98,17 @@ def _remember_runs(job_id: str, step: int, runs: float | None, split_bytes: int)
         del _LAST_MAP_RUNS[next(iter(_LAST_MAP_RUNS))]
 
 
-#: Share of the budget a reducer's inputs may take for the one-shot sort path,
-#: and the most one ``reduce_batch`` call of an unsorted shuffle gets...
+#: Share of the budget a reducer's inputs may take for the one-shot sort path
+#: (or, sorted, the merge's reads and passes), and the most one ``reduce_batch``
+#: call of an unsorted shuffle, or of a sorted one in pieces, gets...
 REDUCE_IN_MEMORY_SHARE = 0.25
 
 #: ...up to this much: the partition is read in pieces of about this size (whole
-#: hash buckets), so a reducer's memory does not grow with its partition.
-UNSORTED_PIECE_BYTES = 32 << 20
+#: hash buckets; sorted with ``MapReduce.REDUCE_BATCH_PIECES``, whole keys in key
+#: order), so a reducer's memory does not grow with its partition. A reducer then
+#: holds the piece being reduced plus at most the share (the read-ahead of the
+#: next pieces; sorted, the merge's buffers and the pass being cut).
+PIECE_BYTES = 32 << 20
 
 
 #: Rough memory of one row in a reducer's merge pass: its Arrow bytes, the
@@ -826,7 +830,12 @@ def _reduce_once(
     share = int(budget * REDUCE_IN_MEMORY_SHARE)
     tables: Iterable[pa.Table]
     if not step_plan.sort_keys:
-        tables = _unsorted_pieces(located, min(share, UNSORTED_PIECE_BYTES))
+        tables = _unsorted_pieces(located, min(share, PIECE_BYTES))
+    elif step.reduce_batch is not None and step_plan.reduce_batch_pieces:
+        # Merged within the share, as for a record reducer, then cut at key boundaries.
+        tables = whole_key_pieces(
+            _sorted_tables(located, share, whole=False), min(share, PIECE_BYTES)
+        )
     else:
         tables = _sorted_tables(located, share, whole=step.reduce_batch is not None)
 

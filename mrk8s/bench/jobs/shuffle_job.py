@@ -346,6 +346,15 @@ class SortedShuffleBench(ShuffleBench):
     SORT_KEYS = True
 
 
+class SortedPiecesShuffleBench(SortedShuffleBench):
+    """The sorted shuffle with ``reduce_batch`` taking each partition in pieces of
+    whole keys, in key order (``REDUCE_BATCH_PIECES``): a reducer's memory then
+    stays within its budget however large its partition (the checksums add up
+    across calls, as in the hash shuffle)."""
+
+    REDUCE_BATCH_PIECES = True
+
+
 class SortedRecordShuffleBench(SortedShuffleBench):
     """The sorted shuffle with a record reducer, ``reducer(key, values)``, as most jobs use.
 

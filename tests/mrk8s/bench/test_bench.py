@@ -188,6 +188,23 @@ def test_the_sorted_shuffle_with_a_record_reducer_is_verified(cli: Run, key_type
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("tamper", [False, True], ids=["verified", "tampered"])
+def test_the_sorted_shuffle_in_pieces_is_verified(cli: Run, tamper: bool) -> None:
+    # 4 MiB of memory: pieces of 1 MiB, so each ~1.4 MB partition takes several calls.
+    flags = ("--sorted", "--pieces", "--memory-per-worker", "4MiB", "--no-warmup")
+    result = cli("bench", "shuffle", *SMALL, *flags, *(["--tamper"] if tamper else []))
+    [line] = json_lines(result)
+    assert (line["shuffle"], line["reducer"]) == ("sorted", "reduce_batch_pieces")
+    if not tamper:
+        assert result.returncode == 0, result.stderr
+        assert line["verified"] is True and line["problems"] == []
+        return
+    assert result.returncode == bench.EXIT_UNVERIFIED
+    # A row lost per call: every partition is wrong.
+    assert line["verified"] is False and len(line["problems"]) == 3, line["problems"]
+
+
+@pytest.mark.timeout(120)
 def test_a_record_reducer_that_loses_a_row_fails_verification(cli: Run) -> None:
     result = cli("bench", "shuffle", *SMALL, "--sorted", "--record-reducer", "--tamper")
     assert result.returncode == bench.EXIT_UNVERIFIED
@@ -207,6 +224,11 @@ def test_bad_options_are_usage_errors(cli: Run) -> None:
     assert result.returncode == 2 and "the only benchmark is 'shuffle'" in result.stderr
     result = cli("bench", "shuffle", "--record-reducer")
     assert result.returncode == 2 and "--record-reducer needs --sorted" in result.stderr
+    for flags in (["--pieces"], ["--sorted", "--record-reducer", "--pieces"]):
+        result = cli("bench", "shuffle", *flags)
+        assert result.returncode == 2 and "--pieces needs --sorted and reduce_batch" in (
+            result.stderr
+        )
     result = cli("bench", "shuffle", "--node-local-shuffle", "--env-from-secret", "s")
     assert result.returncode == 2
     assert "--env-from-secret, --node-local-shuffle: for --backend k8s, not --backend local" in (
