@@ -107,7 +107,9 @@ REDUCE_IN_MEMORY_SHARE = 0.25
 #: hash buckets; sorted with ``MapReduce.REDUCE_BATCH_PIECES``, whole keys in key
 #: order), so a reducer's memory does not grow with its partition. A reducer then
 #: holds the piece being reduced plus at most the share (the read-ahead of the
-#: next pieces; sorted, the merge's buffers and the pass being cut).
+#: next pieces; sorted, the merge's buffers and the pass being cut). Read from
+#: an object store or another node's shuffle server, an unsorted partition's
+#: pieces take the whole share instead (:func:`_piece_bytes`).
 PIECE_BYTES = 32 << 20
 
 
@@ -720,6 +722,20 @@ def bucket_ranges(sizes: Mapping[int, int], limit: int) -> list[list[int]]:
     return groups
 
 
+def _piece_bytes(located: Segments, share: int) -> int:
+    """How much of an unsorted partition one piece holds: at most ``share``, and
+    at most :data:`PIECE_BYTES` when every map output is on this node's disk.
+
+    Each piece is a request per map output when the outputs are remote. At 1 GiB
+    over 16 x 16 through S3 a reducer read each map output in 8 ranged GETs of
+    about 0.5 MiB (4 pieces of one hash bucket, 2 spilled runs each) where one
+    of 4 MiB would do: 2,048 GETs against 256, and S3 bills and waits per request.
+    """
+    if all(store.is_local for store, _, _ in located):
+        return min(share, PIECE_BYTES)
+    return share
+
+
 def _unsorted_pieces(located: Segments, share: int) -> Iterator[pa.Table]:
     """A partition of an unsorted shuffle, in as few pieces as fit in ``share``.
 
@@ -830,7 +846,7 @@ def _reduce_once(
     share = int(budget * REDUCE_IN_MEMORY_SHARE)
     tables: Iterable[pa.Table]
     if not step_plan.sort_keys:
-        tables = _unsorted_pieces(located, min(share, PIECE_BYTES))
+        tables = _unsorted_pieces(located, _piece_bytes(located, share))
     elif step.reduce_batch is not None and step_plan.reduce_batch_pieces:
         # Merged within the share, as for a record reducer, then cut at key boundaries.
         tables = whole_key_pieces(

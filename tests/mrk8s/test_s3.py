@@ -132,3 +132,27 @@ def test_credentials_never_reach_the_plan(s3_bucket: S3Bucket, tmp_path: Path) -
     plan = fs.cat(f"{s3_bucket.url}/shuffle/secretive/plan.json").decode()
     assert "a-secret-that-must-not-be-stored" not in plan
     assert s3_bucket.endpoint in plan  # non-secret options are kept
+
+
+def test_a_reducer_reads_each_map_output_on_s3_in_one_request(s3_bucket: S3Bucket) -> None:
+    """An unsorted partition larger than a local piece (32 MiB) comes off S3 in one
+    ranged GET per map output: pieces from an object store take the reducer's
+    whole share, since each piece costs a request per map output."""
+    from mrk8s.bench import shuffle_bench as bench
+    from tests.s3 import server_log
+
+    argv = ["--size", "40MiB", "--maps", "2", "--reducers", "1", "--workers", "2",
+            "--repeat", "1", "--no-warmup", "-q", "--shuffle-dir", f"{s3_bucket.url}/shuffle",
+            "--storage-options", json.dumps(s3_bucket.storage_options)]  # fmt: skip
+    args = bench.shuffle_parser().parse_args(argv)
+    settings = bench.settings_from_args(args, s3_bucket.storage_options)
+    with server_log(s3_bucket) as seen:
+        [line] = bench.run_shuffle_bench(settings)
+    assert line["verified"], line["problems"]
+    assert line["shuffle_bytes"] > 36 << 20  # more than one local piece
+    reads = collections.Counter(
+        target.split("?")[0].rsplit("/", 1)[-1].split("-a")[0]  # map-00000-a1.arrow: map-00000
+        for method, target in seen
+        if method == "GET" and "/s0/map-" in target
+    )
+    assert reads == {"map-00000": 1, "map-00001": 1}, seen
