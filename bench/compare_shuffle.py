@@ -463,8 +463,37 @@ def _settle() -> None:
     time.sleep(1.0)
 
 
+#: The ratios issue 26 sets targets for: (name, contestant, the contestants it is
+#: judged against (the fastest of them counts), least ratio). The sorted lower
+#: bound is the faster of its two variants, as the issue defines it.
+TARGETS = (
+    ("hash / lower bound", "mrk8s", ("pyarrow-lower-bound",), 0.9),
+    (
+        "sorted / sorted lower bound",
+        "mrk8s-sorted",
+        ("pyarrow-sorted-lower-bound", "pyarrow-sorted-lower-bound-reduce"),
+        0.8,
+    ),
+    ("sorted / Dask task shuffle", "mrk8s-sorted", ("dask-tasks",), 2.0),
+    ("S3 / S3 lower bound", "mrk8s-s3", ("s3-lower-bound",), 0.7),
+)
+
+
+def target_ratios(medians: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Each :data:`TARGETS` ratio whose contestants all have a median here."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, ours, others, least in TARGETS:
+        against = [medians[o] for o in others if medians.get(o)]
+        if not medians.get(ours) or len(against) != len(others):
+            continue
+        ratio = medians[ours] / max(against)
+        out[name] = {"ratio": round(ratio, 3), "target": least, "met": ratio >= least}
+    return out
+
+
 def _summarise(results: list[dict[str, Any]], size_text: str, names: list[str]) -> dict[str, Any]:
-    """Medians per contestant at one size, and each one's ratio to mrk8s."""
+    """Medians per contestant at one size, each one's ratio to mrk8s, and the
+    ratios with targets (:func:`target_ratios`)."""
     medians: dict[str, float] = {}
     peak_rss: dict[str, int] = {}
     for name in names:
@@ -485,6 +514,7 @@ def _summarise(results: list[dict[str, Any]], size_text: str, names: list[str]) 
         "mrk8s_speedup_over": {
             name: round(ours / value, 2) for name, value in medians.items() if ours and value
         },
+        "targets": target_ratios(medians),
         "mrk8s_peak_worker_rss": peak_rss,
     }
 

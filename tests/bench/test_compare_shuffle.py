@@ -71,3 +71,23 @@ def test_the_sorted_contestants_hand_every_reducer_its_rows_in_key_order(tmp_pat
     for r in runs:  # each reducer checks its keys' order, and fails the run if not
         assert "error" not in r, r
         assert r["verified"] is True
+
+
+def test_target_ratios_take_the_faster_sorted_lower_bound() -> None:
+    medians = {
+        "mrk8s": 0.9,
+        "pyarrow-lower-bound": 1.2,
+        "mrk8s-sorted": 0.6,
+        "pyarrow-sorted-lower-bound": 0.7,
+        "pyarrow-sorted-lower-bound-reduce": 0.8,
+        "dask-tasks": 0.25,
+    }
+    ratios = compare_shuffle.target_ratios(medians)
+    assert ratios == {
+        "hash / lower bound": {"ratio": 0.75, "target": 0.9, "met": False},
+        "sorted / sorted lower bound": {"ratio": 0.75, "target": 0.8, "met": False},
+        "sorted / Dask task shuffle": {"ratio": 2.4, "target": 2.0, "met": True},
+    }  # no S3 contestant ran: no S3 ratio
+    assert "sorted / sorted lower bound" not in compare_shuffle.target_ratios(
+        {"mrk8s-sorted": 0.6, "pyarrow-sorted-lower-bound": 0.7}
+    )
