@@ -219,17 +219,22 @@ class MapSorter:
         self.rows_in = 0
 
     def add(self, table: pa.Table) -> None:
+        """Buffer ``table``, first spilling what is buffered if ``table`` would take
+        the buffer past its budget. So the buffer holds at most the budget (or one
+        larger table), and the last run is always written by :meth:`finish`, which
+        tells the writer that no run follows (exact regions, no room kept for more)."""
         if table.num_rows == 0:
             return
+        nbytes = table.nbytes
+        if self._bytes and self._bytes + nbytes > self.budget_bytes:
+            self.spill()
         if self._split_early:
             for sid, piece in self._splitter.split(table).items():
                 self._pieces.setdefault(sid, []).append(piece)
         else:
             self._tables.append(table)
-        self._bytes += table.nbytes
+        self._bytes += nbytes
         self.rows_in += table.num_rows
-        if self._bytes >= self.budget_bytes:
-            self.spill()
 
     def spill(self, *, last: bool = False) -> None:
         """Write what is buffered as one run (sorted by key unless the partitioner is not).

@@ -290,13 +290,14 @@ def test_disk_bytes_and_anonymous_memory_are_reported_per_stage(
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("reducers", [16, 128])
-def test_a_hash_map_task_spills_at_the_same_size_whatever_the_reducers(
-    cli: Run, reducers: int
+@pytest.mark.parametrize(("reducers", "spills"), [(16, 5), (128, 1)])
+def test_a_hash_map_task_spills_at_a_size_set_by_the_reducers_not_the_data(
+    cli: Run, reducers: int, spills: int
 ) -> None:
-    """One map task of 48 MiB of rows spills at 32 MiB with 16 reducers and with 128
-    (it used to hold all 48 with 128 reducers, and so more memory); its runs'
-    small streams are joined when it publishes, and every row arrives."""
+    """One map task of 48 MiB of rows spills every 8 MiB with 16 reducers (128 KiB
+    a stream) and every 32 MiB with 128 (it used to hold all 48 with 128
+    reducers, and so more memory); its runs' small streams are joined when it
+    publishes, and every row arrives."""
     result = cli(
         "bench", "shuffle", "--size", "48MiB", "--maps", "1", "--reducers", str(reducers),
         "--repeat", "1", "--workers", "1", "--no-warmup",
@@ -304,7 +305,16 @@ def test_a_hash_map_task_spills_at_the_same_size_whatever_the_reducers(
     assert result.returncode == 0, result.stderr
     [line] = json_lines(result)
     assert line["verified"] is True
-    assert line["map_spills"] >= 1, line["map_spills"]
+    assert line["map_spills"] == spills, line["map_spills"]
+
+
+@pytest.mark.parametrize(
+    ("reducers", "mib"), [(1, 8), (16, 8), (24, 12), (32, 16), (64, 32), (256, 32)]
+)
+def test_the_hash_spill_size_is_128_kib_a_stream_from_8_to_32_mib(reducers: int, mib: int) -> None:
+    from mrk8s.tasks.run import unsorted_spill_bytes
+
+    assert unsorted_spill_bytes(reducers) == mib << 20
 
 
 @pytest.mark.parametrize("key_type", ["int64", "string"])
