@@ -16,7 +16,7 @@ the generic encoding's order, see :mod:`shuffle.codec`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -115,8 +115,11 @@ def int_order(values: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.int64]:
     return order[np.argsort(run * n + order)]
 
 
-def sort_table(table: pa.Table) -> pa.Table:
-    """``table`` stably sorted by its key column."""
+_Rows = TypeVar("_Rows", pa.Table, pa.RecordBatch)
+
+
+def sort_table(table: _Rows) -> _Rows:
+    """``table`` (a table or a record batch) stably sorted by its key column."""
     if table.num_rows <= 1:
         return table
     return table.take(pa.array(key_order(table.column(codec.KEY))))

@@ -12,7 +12,7 @@ and keys; the combine callback is where the caller's combiner runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -158,17 +158,6 @@ def _join(pieces: list[Rows]) -> Rows:
     return merge.concat(pieces).combine_chunks()
 
 
-def _sort_rows(rows: Rows) -> Rows:
-    """``rows`` stably sorted by key."""
-    if rows.num_rows <= 1:
-        return rows
-    return rows.take(pa.array(sort.key_order(rows.column(codec.KEY))))
-
-
-def _same(rows: Rows) -> Rows:
-    return rows
-
-
 def _concat_batches(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     """Batches of one schema as one batch (``pa.concat_batches`` from pyarrow 19 on)."""
     concat = getattr(pa, "concat_batches", None)
@@ -247,12 +236,7 @@ class MapSorter:
             logger.debug("writing run %d: %d streams", self.writer.num_runs, len(pieces))
             # One batch per stream: a reducer computes over few large chunks. (Writing
             # the pieces as batches as they are saves this copy, but costs reducers more.)
-            sort_rows = _sort_rows if self._sort_streams else _same
-            self.writer.add_run(
-                ((sid, sort_rows(_join(pieces.pop(sid)))) for sid in sorted(pieces)),
-                buckets,
-                last=last,
-            )
+            self.writer.add_run(self._streams(pieces), buckets, last=last)
             return
         if not self._tables:
             return
@@ -262,6 +246,13 @@ class MapSorter:
             table = self.combine(merge.sort_table(table) if self.combine_sorted else table)
         logger.debug("writing run %d: %d rows", self.writer.num_runs, table.num_rows)
         self.writer.add_run(self.partitioner.split(table), buckets, last=last)
+
+    def _streams(self, pieces: dict[int, list[Rows]]) -> Iterator[tuple[int, Rows]]:
+        """Each stream's pieces as one batch, in stream order (sorted by key in a
+        sorted shuffle), each let go of as it is handed on."""
+        for sid in sorted(pieces):
+            rows = _join(pieces.pop(sid))
+            yield sid, sort.sort_table(rows) if self._sort_streams else rows
 
     def finish(self) -> None:
         self.spill(last=True)

@@ -260,7 +260,7 @@ def _task_counters(ctx: JobContext, job: MapReduce) -> dict[str, dict[str, int]]
 
     The commit record is written after its counters are taken, so its own
     request is counted here, ahead: one PUT (a record is one small object; on
-    s3fs one PutObject, checked against the server in tests/mrk8s/test_storecount.py),
+    s3fs one PutObject, checked against the server in tests/mrk8s/bench/test_cost.py),
     and :func:`_commit` drops what the write really sent. Its bytes are not counted.
     """
     counters = job.take_counters()
@@ -747,7 +747,8 @@ def _piece_bytes(located: Segments, share: int) -> int:
     Each piece is a request per map output when the outputs are remote. At 1 GiB
     over 16 x 16 through S3 a reducer read each map output in 8 ranged GETs of
     about 0.5 MiB (4 pieces of one hash bucket, 2 spilled runs each) where one
-    of 4 MiB would do: 2,048 GETs against 256, and S3 bills and waits per request.
+    of 4 MiB would do: 2,051 GETs against 256 (measured), and S3 bills and waits
+    per request.
     """
     if all(store.is_local for store, _, _ in located):
         return min(share, PIECE_BYTES)
