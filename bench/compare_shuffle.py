@@ -1,6 +1,6 @@
 """mrk8s's shuffle against the tools a user would otherwise pick, same rows, same machine.
 
-    make bench      # or: python -m bench.compare_shuffle [--sizes 1GiB,4GiB] [--repeat 3]
+    make bench   # or: python -m bench.compare_shuffle [--sizes 1GiB,4GiB] [--repeat 3] [--settle 1]
 
 Contestants, run interleaved ``--repeat`` times at each size (16 maps -> 16
 reducers, int64 key + 90-byte payload, rows from
@@ -392,6 +392,13 @@ def main(argv: list[str]) -> int:
         "--s3-max-size", default="1GiB", help="largest size mrk8s-s3 and s3-lower-bound run at"
     )
     p.add_argument("--out", default=str(HERE / "results" / "compare_shuffle.json"))
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE_SECONDS,
+        help="seconds to wait before each run, after writing back dirty pages "
+        "(default: %(default)s; see bench.memory_temperature)",
+    )
     p.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:  # one run of one contestant, in a process of its own (see run_in_child)
@@ -411,7 +418,7 @@ def main(argv: list[str]) -> int:
             for name in run_order(names, run):
                 if name in ("mrk8s-s3", "s3-lower-bound") and size > parse_size(args.s3_max_size):
                     continue
-                _settle()
+                _settle(args.settle)
                 row: dict[str, Any] = {"contestant": name, "size": size_text, "run": run}
                 try:
                     row.update(run_in_child(name, size, args.workers))
@@ -456,11 +463,15 @@ def run_in_child(name: str, size: int, workers: int) -> dict[str, Any]:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def _settle() -> None:
+#: Default wait before each run; see :func:`_settle`.
+SETTLE_SECONDS = 1.0
+
+
+def _settle(seconds: float = SETTLE_SECONDS) -> None:
     """Before each contestant (untimed): write back the previous one's dirty pages,
-    so that nobody pays for another's disk writes."""
+    so that nobody pays for another's disk writes, and wait ``seconds``."""
     os.sync()
-    time.sleep(1.0)
+    time.sleep(seconds)
 
 
 #: The ratios issue 26 sets targets for: (name, contestant, the contestants it is
