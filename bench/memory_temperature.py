@@ -51,10 +51,11 @@ def write_file(directory: str, size: int, chunk: bytes) -> float:
     fd, path = tempfile.mkstemp(prefix="memtemp-", dir=directory)
     try:
         started = time.perf_counter()
+        view = memoryview(chunk)  # slices of it are not copies
         with os.fdopen(fd, "wb", buffering=0) as f:
             left = size
             while left > 0:
-                left -= f.write(chunk[: min(left, len(chunk))])
+                left -= f.write(view[: min(left, len(view))])
         return time.perf_counter() - started
     finally:
         os.unlink(path)
@@ -108,11 +109,18 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         size = parse_size(args.size, "--size")
-        waits = [float(w) for w in args.waits.split(",") if w]
-    except (UsageError, ValueError) as exc:
+    except UsageError as exc:
         p.error(str(exc))
-    if size <= 0 or not waits or args.repeat < 1:
-        p.error("--size must be positive, --waits must name a wait, --repeat must be >= 1")
+    try:
+        waits = [float(w) for w in args.waits.split(",") if w]
+    except ValueError:
+        p.error(f"--waits must be comma-separated seconds, e.g. 0,1,4; got {args.waits!r}")
+    if size <= 0:
+        p.error(f"--size must be positive, got {args.size!r}")
+    if not waits or min(waits) < 0:
+        p.error(f"--waits must name waits of 0 seconds or more, got {args.waits!r}")
+    if args.repeat < 1:
+        p.error(f"--repeat must be 1 or more, got {args.repeat}")
     rows = measure(args.dir, size, waits, args.repeat)
     for row in rows:
         print(json.dumps(row), flush=True)

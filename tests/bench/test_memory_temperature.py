@@ -41,12 +41,19 @@ def test_each_rate_is_the_bytes_over_the_median_time_and_no_file_is_left(
 
 
 @pytest.mark.parametrize(
-    ("size", "says"), [("0", "--size must be positive"), ("lots", "--size 'lots' is not a size")]
+    ("args", "says"),
+    [
+        (["--size", "0"], "--size must be positive, got '0'"),
+        (["--size", "lots"], "--size 'lots' is not a size"),
+        (["--waits", "1,-2"], "--waits must name waits of 0 seconds or more, got '1,-2'"),
+        (["--waits", "soon"], "--waits must be comma-separated seconds, e.g. 0,1,4; got 'soon'"),
+        (["--repeat", "0"], "--repeat must be 1 or more, got 0"),
+    ],
 )
-def test_a_bad_size_is_refused_by_name(
-    size: str, says: str, capsys: pytest.CaptureFixture[str]
+def test_a_bad_argument_is_refused_by_name(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exc:
-        memory_temperature.main(["--size", size])
+        memory_temperature.main(args)
     assert exc.value.code == 2
     assert says in capsys.readouterr().err
